@@ -1,0 +1,627 @@
+#include "engine/executor.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/error.h"
+#include "engine/layout.h"
+#include "io/mapped_file.h"
+#include "io/output_file.h"
+#include "kernels/cast.h"
+#include "kernels/gather.h"
+#include "kernels/quant.h"
+
+namespace pyconv {
+namespace {
+
+// Elements converted to f32 at a time when ops or quantization need floats: a multiple of every
+// block size (32, 128, 256) and small enough to stay in L1/L2.
+constexpr size_t kSubBlock = 4096;
+
+// A source with its segments indexed by their first element (in units: elements, or blocks for
+// quantized types).
+struct SourceView {
+  DType dtype = DType::F32;
+  uint64_t unit_elems = 1;   // elements per unit
+  uint64_t unit_bytes = 4;   // bytes per unit
+  std::vector<uint64_t> starts;  // first unit of each segment, plus the total at the end
+  std::vector<const uint8_t*> ptrs;
+  std::vector<const MappedFile*> files;
+  std::vector<uint64_t> offsets;
+
+  // Segment holding `unit`.
+  size_t segment_of(uint64_t unit) const {
+    return static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), unit) - starts.begin()) - 1;
+  }
+  const uint8_t* at(uint64_t unit) const {
+    const size_t s = segment_of(unit);
+    return ptrs[s] + (unit - starts[s]) * unit_bytes;
+  }
+  void release(uint64_t first, uint64_t end) const {
+    if (end <= first) return;
+    for (size_t s = segment_of(first); s + 1 < starts.size() && starts[s] < end; ++s) {
+      const uint64_t a = std::max(first, starts[s]), b = std::min(end, starts[s + 1]);
+      files[s]->release(offsets[s] + (a - starts[s]) * unit_bytes, (b - a) * unit_bytes);
+    }
+  }
+};
+
+struct Stats {
+  double sum_abs = 0.0;
+  float max_abs = 0.0f;
+  float min_nonzero_abs = INFINITY;
+  uint64_t nonzero = 0;
+  void merge(const Stats& o) {
+    sum_abs += o.sum_abs;
+    max_abs = std::max(max_abs, o.max_abs);
+    min_nonzero_abs = std::min(min_nonzero_abs, o.min_nonzero_abs);
+    nonzero += o.nonzero;
+  }
+};
+
+// I2_S's quantizer treats |x| < 1e-6 as zero; ternary detection uses the same threshold.
+constexpr float kTernaryZero = 1e-6f;
+
+struct ChunkGeometry {
+  int k = 0;            // chunks fix dims < k, cut dim k into steps, and take dims > k whole
+  int64_t step = 1;
+  uint64_t steps = 1;   // ceil(layout[k] / step)
+  uint64_t count = 1;
+  uint64_t inner = 1;   // elements per index of dim k
+};
+
+struct TensorRun {
+  const Tensor* tensor = nullptr;
+  DType work = DType::F32;
+  bool gaps = false;
+  bool needs_stats = false;
+  bool ternarize = false;   // decided after stats
+  const Op* ternarize_op = nullptr;
+  float s = 0.0f;
+  QuantParams quant;
+  ChunkGeometry geo;
+  std::vector<int64_t> layout_strides;
+  std::vector<Stats> chunk_stats;
+  std::atomic<uint64_t> chunks_left{0};
+  uint64_t out_bytes_per_chunk_hint = 0;
+};
+
+struct Task {
+  uint32_t tensor;
+  uint64_t chunk;
+};
+
+int64_t prod(const std::vector<int64_t>& v, size_t from) {
+  int64_t p = 1;
+  for (size_t i = from; i < v.size(); ++i) p *= v[i];
+  return p;
+}
+
+uint64_t block_for_chunking(DType out) {
+  if (out == DType::I2_S) return 128;
+  return traits(out).is_quant ? traits(out).block_elems : 1;
+}
+
+ChunkGeometry plan_chunks(const std::vector<int64_t>& L, uint64_t target_elems, uint64_t block) {
+  const int n = static_cast<int>(L.size());
+  ChunkGeometry g;
+  // The shallowest dim k whose slices fit the target, as long as chunk starts stay block aligned;
+  // if even dim 0 cannot be cut on block boundaries, the tensor is one chunk.
+  bool whole = false;
+  int k = 0;
+  for (int cand = 0; cand < n; ++cand) {
+    const uint64_t inner = static_cast<uint64_t>(prod(L, static_cast<size_t>(cand) + 1));
+    const bool aligned = cand < n - 1 ? inner % block == 0 : static_cast<uint64_t>(L[n - 1]) % block == 0 || n == 1;
+    if (!aligned) {
+      whole = cand == 0;
+      break;
+    }
+    k = cand;
+    if (inner <= target_elems) break;
+  }
+  g.k = k;
+  g.inner = static_cast<uint64_t>(prod(L, static_cast<size_t>(k) + 1));
+  int64_t step = static_cast<int64_t>(std::max<uint64_t>(1, target_elems / g.inner));
+  if (g.inner == 1 && block > 1)  // cutting inside rows: whole blocks only
+    step = std::max<int64_t>(static_cast<int64_t>(block), step / static_cast<int64_t>(block) * static_cast<int64_t>(block));
+  if (whole || step > L[k]) step = L[k];
+  g.step = step;
+  g.steps = static_cast<uint64_t>((L[k] + step - 1) / step);
+  g.count = static_cast<uint64_t>(prod(std::vector<int64_t>(L.begin(), L.begin() + k), 0)) * g.steps;
+  return g;
+}
+
+struct ChunkBox {
+  std::vector<int64_t> start, end;
+  uint64_t flat_begin = 0, flat_count = 0;
+};
+
+ChunkBox chunk_box(const TensorRun& r, uint64_t c) {
+  const std::vector<int64_t>& L = r.tensor->layout;
+  const int n = static_cast<int>(L.size());
+  ChunkBox b;
+  b.start.assign(n, 0);
+  b.end = L;
+  uint64_t prefix = c / r.geo.steps;
+  const uint64_t j = c % r.geo.steps;
+  for (int d = r.geo.k - 1; d >= 0; --d) {
+    b.start[d] = static_cast<int64_t>(prefix % static_cast<uint64_t>(L[d]));
+    b.end[d] = b.start[d] + 1;
+    prefix /= static_cast<uint64_t>(L[d]);
+  }
+  b.start[r.geo.k] = static_cast<int64_t>(j) * r.geo.step;
+  b.end[r.geo.k] = std::min<int64_t>(L[r.geo.k], b.start[r.geo.k] + r.geo.step);
+  for (int d = 0; d < n; ++d) b.flat_begin += static_cast<uint64_t>(b.start[d] * r.layout_strides[d]);
+  b.flat_count = static_cast<uint64_t>(b.end[r.geo.k] - b.start[r.geo.k]) * r.geo.inner;
+  return b;
+}
+
+void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t n) {
+  if (from == to) {
+    std::memcpy(dst, src, static_cast<size_t>(row_nbytes(from, n)));
+  } else if (traits(from).is_quant) {
+    if (to != DType::F32) throw Error("internal: dequantization goes to f32");
+    dequantize(from, src, reinterpret_cast<float*>(dst), n, QuantParams{});
+  } else {
+    cast(from, src, to, dst, n);
+  }
+}
+
+class Worker {
+ public:
+  Worker(const std::vector<SourceView>& sources, const std::vector<std::unique_ptr<OutputFile>>& outs)
+      : sources_(sources), outs_(outs) {}
+
+  // Gathers the chunk into work-dtype elements; returns a pointer to them (maybe into a map).
+  const uint8_t* gather(const TensorRun& r, const ChunkBox& b) {
+    const Tensor& t = *r.tensor;
+    // Zero-copy: one part covers the whole chunk with a contiguous run of one segment.
+    if (t.parts.size() == 1 && !r.gaps && r.work == sources_[t.parts[0].source].dtype) {
+      const Part& p = t.parts[0];
+      const SourceView& sv = sources_[p.source];
+      int64_t first = 0;
+      bool contiguous = true;
+      int64_t expect = 1;
+      for (int d = static_cast<int>(t.layout.size()) - 1; d >= 0; --d) {
+        const int64_t ext = b.end[d] - b.start[d];
+        first += (b.start[d] - p.dst_start[d]) * p.src_strides[d];
+        if (ext > 1 && p.src_strides[d] != expect) contiguous = false;
+        expect *= ext;
+      }
+      if (contiguous && b.flat_count > 0) {
+        const uint64_t u0 = static_cast<uint64_t>(p.src_offset + first) / sv.unit_elems;
+        const uint64_t un = b.flat_count / sv.unit_elems;
+        const size_t s = sv.segment_of(u0);
+        if (u0 + un <= sv.starts[s + 1]) {
+          released_.push_back({&sv, u0, u0 + un});
+          return sv.ptrs[s] + (u0 - sv.starts[s]) * sv.unit_bytes;
+        }
+      }
+    }
+    const size_t work_bytes = static_cast<size_t>(row_nbytes(r.work, b.flat_count));
+    work_.resize(work_bytes + 64);
+    if (r.gaps) std::memset(work_.data(), 0, work_bytes);
+    const int n = static_cast<int>(t.layout.size());
+    for (const Part& p : t.parts) {
+      StridedBox box;
+      box.ndim = n;
+      int64_t src_off = p.src_offset, dst_off = 0;
+      bool empty = false;
+      for (int d = 0; d < n; ++d) {
+        const int64_t lo = std::max(b.start[d], p.dst_start[d]);
+        const int64_t hi = std::min(b.end[d], p.dst_start[d] + p.shape[d]);
+        if (lo >= hi) {
+          empty = true;
+          break;
+        }
+        box.shape[d] = hi - lo;
+        box.src_strides[d] = p.src_strides[d];
+        box.dst_strides[d] = r.layout_strides[d];
+        src_off += (lo - p.dst_start[d]) * p.src_strides[d];
+        dst_off += lo * r.layout_strides[d];
+      }
+      if (empty) continue;
+      dst_off -= static_cast<int64_t>(b.flat_begin);
+      copy_part(sources_[p.source], src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
+    }
+    return work_.data();
+  }
+
+  void release_consumed() {
+    for (const Released& rel : released_) rel.view->release(rel.first, rel.end);
+    released_.clear();
+  }
+
+  void encode(const TensorRun& r, const uint8_t* w, uint64_t n, uint64_t flat_begin) {
+    const Tensor& t = *r.tensor;
+    const uint64_t out_bytes = row_nbytes(t.out, n);
+    const uint64_t out_off = t.offset + row_nbytes(t.out, flat_begin);
+    const uint8_t* out = nullptr;
+    const bool need_floats = r.ternarize || t.ops.size() > (r.ternarize_op ? 1u : 0u) || traits(t.out).is_quant;
+    if (r.work == t.out && !need_floats) {
+      out = w;
+    } else {
+      out_.resize(static_cast<size_t>(out_bytes) + 64);
+      if (!need_floats) {
+        cast(r.work, w, t.out, out_.data(), static_cast<size_t>(n));
+      } else {
+        float tmp[kSubBlock];
+        for (uint64_t i = 0; i < n; i += kSubBlock) {
+          const size_t m = static_cast<size_t>(std::min<uint64_t>(kSubBlock, n - i));
+          to_floats(r, w + row_nbytes(r.work, i), tmp, m);
+          uint8_t* dst = out_.data() + row_nbytes(t.out, i);
+          if (traits(t.out).is_float) cast(DType::F32, tmp, t.out, dst, m);
+          else quantize(t.out, tmp, dst, m, r.quant);
+        }
+      }
+      out = out_.data();
+    }
+    outs_[t.file]->write_at(out, out_bytes, out_off);
+  }
+
+  Stats stats(const TensorRun& r, const uint8_t* w, uint64_t n) {
+    Stats st;
+    float tmp[kSubBlock];
+    for (uint64_t i = 0; i < n; i += kSubBlock) {
+      const size_t m = static_cast<size_t>(std::min<uint64_t>(kSubBlock, n - i));
+      to_floats_before_ternarize(r, w + row_nbytes(r.work, i), tmp, m);
+      double partial = 0.0;
+      for (size_t j = 0; j < m; ++j) {
+        const float a = std::fabs(tmp[j]);
+        partial += a;
+        st.max_abs = std::max(st.max_abs, a);
+        if (a >= kTernaryZero) {
+          ++st.nonzero;
+          st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
+        }
+      }
+      st.sum_abs += partial;
+    }
+    return st;
+  }
+
+ private:
+  struct Released {
+    const SourceView* view;
+    uint64_t first, end;
+  };
+
+  // Bytes per element of a float or integer work type (quantized types are addressed per block).
+  static size_t elem_bytes(DType t) { return traits(t).block_bytes; }
+
+  void to_floats_before_ternarize(const TensorRun& r, const uint8_t* w, float* tmp, size_t m) {
+    if (r.work == DType::F32) std::memcpy(tmp, w, m * 4);
+    else convert_run(r.work, w, DType::F32, reinterpret_cast<uint8_t*>(tmp), m);
+    for (const Op& op : r.tensor->ops)
+      if (op.kind == OpKind::AddScalar)
+        for (size_t j = 0; j < m; ++j) tmp[j] = tmp[j] + static_cast<float>(op.value);
+  }
+
+  void to_floats(const TensorRun& r, const uint8_t* w, float* tmp, size_t m) {
+    to_floats_before_ternarize(r, w, tmp, m);
+    if (!r.ternarize) return;
+    const float s = r.s;
+    const DType round_to = r.ternarize_op->round_to;
+    for (size_t j = 0; j < m; ++j) {
+      float q = std::nearbyint(tmp[j] * s);
+      q = std::min(1.0f, std::max(-1.0f, q));
+      float v = q / s;
+      if (round_to == DType::BF16) v = bf16_to_f32(f32_to_bf16(v));
+      else if (round_to == DType::F16) v = f16_to_f32(f32_to_f16(v));
+      tmp[j] = v;
+    }
+  }
+
+  // Copies one part's box (element strides) from a source into the work buffer, `dst_off`
+  // elements after its start.
+  void copy_part(const SourceView& sv, int64_t src_off, const StridedBox& box, DType work, uint8_t* base,
+                 uint64_t dst_off) {
+    if (sv.dtype == work) {
+      uint8_t* dst = base + dst_off / sv.unit_elems * sv.unit_bytes;
+      StridedBox ub = box;  // in units (blocks for quantized types)
+      const int64_t ue = static_cast<int64_t>(sv.unit_elems);
+      if (ue > 1) {
+        for (int d = 0; d < ub.ndim; ++d) {
+          if (d == ub.ndim - 1) ub.shape[d] /= ue;
+          else {
+            ub.src_strides[d] /= ue;
+            ub.dst_strides[d] /= ue;
+          }
+        }
+        src_off /= ue;
+      }
+      copy_units(sv, static_cast<uint64_t>(src_off), simplify(ub), dst);
+    } else {
+      convert_box(sv, src_off, box, 0, work, base + dst_off * elem_bytes(work));
+    }
+  }
+
+  // Same-type copy; splits the box until each piece lies in one segment.
+  void copy_units(const SourceView& sv, uint64_t u0, const StridedBox& b, uint8_t* dst) {
+    uint64_t span = 0;
+    for (int d = 0; d < b.ndim; ++d) span += static_cast<uint64_t>((b.shape[d] - 1) * b.src_strides[d]);
+    const size_t s = sv.segment_of(u0);
+    if (u0 + span < sv.starts[s + 1]) {
+      copy_strided(sv.ptrs[s] + (u0 - sv.starts[s]) * sv.unit_bytes, dst, b, sv.unit_bytes);
+      if (b.ndim == 1 && b.src_strides[0] == 1) released_.push_back({&sv, u0, u0 + static_cast<uint64_t>(b.shape[0])});
+      return;
+    }
+    if (b.ndim == 1 && b.src_strides[0] == 1) {  // a run crossing segment boundaries
+      uint64_t done = 0;
+      const uint64_t len = static_cast<uint64_t>(b.shape[0]);
+      while (done < len) {
+        const size_t seg = sv.segment_of(u0 + done);
+        const uint64_t take = std::min(len - done, sv.starts[seg + 1] - (u0 + done));
+        std::memcpy(dst + done * sv.unit_bytes, sv.ptrs[seg] + (u0 + done - sv.starts[seg]) * sv.unit_bytes,
+                    static_cast<size_t>(take * sv.unit_bytes));
+        done += take;
+      }
+      released_.push_back({&sv, u0, u0 + len});
+      return;
+    }
+    // Peel the outermost dim.
+    StridedBox inner;
+    if (b.ndim == 1) {
+      for (int64_t i = 0; i < b.shape[0]; ++i)
+        std::memcpy(dst + static_cast<size_t>(i * b.dst_strides[0]) * sv.unit_bytes,
+                    sv.at(u0 + static_cast<uint64_t>(i * b.src_strides[0])), sv.unit_bytes);
+      return;
+    }
+    inner.ndim = b.ndim - 1;
+    for (int d = 1; d < b.ndim; ++d) {
+      inner.shape[d - 1] = b.shape[d];
+      inner.src_strides[d - 1] = b.src_strides[d];
+      inner.dst_strides[d - 1] = b.dst_strides[d];
+    }
+    for (int64_t i = 0; i < b.shape[0]; ++i)
+      copy_units(sv, u0 + static_cast<uint64_t>(i * b.src_strides[0]),
+                 inner, dst + static_cast<size_t>(i * b.dst_strides[0]) * sv.unit_bytes);
+  }
+
+  // Copy with conversion into f32 (or another float type): innermost runs convert in one call.
+  void convert_box(const SourceView& sv, int64_t src_off, const StridedBox& b, int d, DType work, uint8_t* dst) {
+    const size_t wb = elem_bytes(work);
+    if (d == b.ndim - 1) {
+      const uint64_t len = static_cast<uint64_t>(b.shape[d]);
+      if (b.src_strides[d] == 1) {
+        uint64_t done = 0;
+        while (done < len) {
+          const uint64_t e = static_cast<uint64_t>(src_off) + done;
+          const uint64_t unit = e / sv.unit_elems;
+          const size_t seg = sv.segment_of(unit);
+          const uint64_t take = std::min(len - done, (sv.starts[seg + 1] - unit) * sv.unit_elems);
+          convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work,
+                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take));
+          done += take;
+        }
+        released_.push_back({&sv, static_cast<uint64_t>(src_off) / sv.unit_elems, (static_cast<uint64_t>(src_off) + len) / sv.unit_elems});
+      } else {
+        for (uint64_t i = 0; i < len; ++i)
+          convert_run(sv.dtype, sv.at(static_cast<uint64_t>(src_off) + i * static_cast<uint64_t>(b.src_strides[d])), work,
+                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1);
+      }
+      return;
+    }
+    for (int64_t i = 0; i < b.shape[d]; ++i)
+      convert_box(sv, src_off + i * b.src_strides[d], b, d + 1, work, dst + static_cast<size_t>(i * b.dst_strides[d]) * wb);
+  }
+
+  const std::vector<SourceView>& sources_;
+  const std::vector<std::unique_ptr<OutputFile>>& outs_;
+  std::vector<uint8_t> work_, out_;
+  std::vector<Released> released_;
+};
+
+DType choose_work_dtype(const Plan& plan, const Tensor& t) {
+  if (t.parts.empty()) return traits(t.out).is_float || !traits(t.out).is_quant ? t.out : DType::F32;
+  const DType s = plan.sources[t.parts[0].source].dtype;
+  bool same = true;
+  for (const Part& p : t.parts) same = same && plan.sources[p.source].dtype == s;
+  const DTypeTraits& st = traits(s);
+  if (same && !st.is_float && !st.is_quant) return s;  // integers and bools are copied as they are
+  if (!t.ops.empty()) return same && st.is_float ? s : DType::F32;
+  if (same && (s == t.out || st.is_float)) return s;
+  return DType::F32;
+}
+
+}  // namespace
+
+int default_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const ProgressFn& progress) {
+  layout(plan);
+
+  std::vector<std::unique_ptr<MappedFile>> inputs;
+  for (const std::string& p : plan.inputs) inputs.push_back(std::make_unique<MappedFile>(p));
+
+  std::vector<SourceView> views(plan.sources.size());
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    const Source& s = plan.sources[i];
+    SourceView& v = views[i];
+    v.dtype = s.dtype;
+    v.unit_elems = traits(s.dtype).block_elems;
+    v.unit_bytes = traits(s.dtype).block_bytes;
+    uint64_t at = 0;
+    for (const Segment& seg : s.segments) {
+      const MappedFile& f = *inputs[seg.file];
+      v.starts.push_back(at);
+      v.ptrs.push_back(f.data(seg.offset, seg.nbytes));
+      v.files.push_back(&f);
+      v.offsets.push_back(seg.offset);
+      at += seg.nbytes / v.unit_bytes;
+    }
+    v.starts.push_back(at);
+    if (s.segments.empty()) {  // sentinel segment keeps lookups simple for empty sources
+      v.starts.insert(v.starts.begin(), 0);
+      v.ptrs.push_back(nullptr);
+      v.files.push_back(nullptr);
+      v.offsets.push_back(0);
+    }
+  }
+
+  std::vector<std::unique_ptr<TensorRun>> runs;
+  std::vector<Task> stat_tasks, write_tasks;
+  uint64_t total = 0;
+  for (uint32_t ti = 0; ti < plan.tensors.size(); ++ti) {
+    const Tensor& t = plan.tensors[ti];
+    auto r = std::make_unique<TensorRun>();
+    r->tensor = &t;
+    r->work = choose_work_dtype(plan, t);
+    uint64_t covered = 0;
+    for (const Part& p : t.parts) covered += numel(p.shape);
+    r->gaps = covered != numel(t.layout);
+    if (r->gaps && traits(r->work).is_quant) r->work = DType::F32;
+    for (const Op& op : t.ops)
+      if (op.kind == OpKind::TernarizeAbsmean) r->ternarize_op = &op;
+    r->needs_stats = r->ternarize_op != nullptr || t.out == DType::I2_S;
+    r->layout_strides.assign(t.layout.size(), 1);
+    for (int d = static_cast<int>(t.layout.size()) - 2; d >= 0; --d)
+      r->layout_strides[d] = r->layout_strides[d + 1] * t.layout[d + 1];
+    const uint64_t eb = std::max<uint64_t>(4, traits(r->work).block_bytes / traits(r->work).block_elems);
+    // Raw quantized work buffers hold whole blocks of the source type as well.
+    const uint64_t block = std::max(block_for_chunking(t.out), traits(r->work).is_quant ? uint64_t{traits(r->work).block_elems} : 1);
+    if (numel(t.layout) == 0) r->geo.count = 0;
+    else r->geo = plan_chunks(t.layout, std::max<uint64_t>(1, options.chunk_bytes / eb), block);
+    r->chunks_left = r->geo.count;
+    for (uint64_t c = 0; c < r->geo.count; ++c) {
+      if (r->needs_stats) stat_tasks.push_back({ti, c});
+      write_tasks.push_back({ti, c});
+    }
+    if (r->needs_stats) r->chunk_stats.resize(r->geo.count);
+    total += t.nbytes * (r->needs_stats ? 2 : 1);
+    runs.push_back(std::move(r));
+  }
+
+  std::vector<std::unique_ptr<OutputFile>> outs;
+  for (const OutputFileSpec& f : plan.files) {
+    outs.push_back(std::make_unique<OutputFile>(f.path, f.size));
+    for (const auto& blob : f.blobs) outs.back()->write_at(blob.second.data(), blob.second.size(), blob.first);
+  }
+
+  const int threads = options.threads > 0 ? options.threads : default_threads();
+  std::atomic<uint64_t> done{0};
+  std::atomic<bool> stop{false};
+  std::mutex err_mu;
+  std::string error;
+
+  auto run_phase = [&](const std::vector<Task>& tasks, bool stats_phase) {
+    std::atomic<size_t> next{0};
+    std::atomic<int> running{threads};
+    std::mutex mu;
+    std::condition_variable cv;
+    auto body = [&]() {
+      Worker w(views, outs);
+      for (;;) {
+        if (stop.load(std::memory_order_relaxed)) break;
+        const size_t i = next.fetch_add(1);
+        if (i >= tasks.size()) break;
+        TensorRun& r = *runs[tasks[i].tensor];
+        try {
+          const ChunkBox b = chunk_box(r, tasks[i].chunk);
+          const uint8_t* data = b.flat_count ? w.gather(r, b) : nullptr;
+          if (stats_phase) r.chunk_stats[tasks[i].chunk] = w.stats(r, data, b.flat_count);
+          else if (b.flat_count) w.encode(r, data, b.flat_count, b.flat_begin);
+          w.release_consumed();
+          if (!stats_phase && r.chunks_left.fetch_sub(1) == 1) {
+            // tensor complete: hand back whatever strided reads left resident
+            for (const Part& p : r.tensor->parts) {
+              if (numel(p.shape) == 0) continue;
+              uint64_t span = 0;
+              for (size_t d = 0; d < p.shape.size(); ++d) span += static_cast<uint64_t>((p.shape[d] - 1) * p.src_strides[d]);
+              const SourceView& sv = views[p.source];
+              sv.release(static_cast<uint64_t>(p.src_offset) / sv.unit_elems, (static_cast<uint64_t>(p.src_offset) + span) / sv.unit_elems + 1);
+            }
+          }
+          done.fetch_add(r.tensor->nbytes * (b.flat_count) / std::max<uint64_t>(1, numel(r.tensor->shape)));
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> lock(err_mu);
+          if (error.empty()) error = std::string(e.what()).find(r.tensor->name) == std::string::npos
+                                         ? "tensor '" + r.tensor->name + "': " + e.what()
+                                         : e.what();
+          stop = true;
+        }
+      }
+      if (running.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mu);
+        cv.notify_all();
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int i = 0; i < threads; ++i) pool.emplace_back(body);
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      while (running.load() > 0) {
+        cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (progress && !stop.load()) {
+          lock.unlock();
+          const bool go_on = progress(done.load(), total);
+          lock.lock();
+          if (!go_on) stop = true;
+        }
+      }
+    }
+    for (std::thread& th : pool) th.join();
+  };
+
+  std::vector<TensorReport> reports;
+  run_phase(stat_tasks, true);
+  if (!stop) {
+    for (auto& rp : runs) {
+      TensorRun& r = *rp;
+      if (!r.needs_stats) continue;
+      Stats st;
+      for (const Stats& c : r.chunk_stats) st.merge(c);
+      const uint64_t n = numel(r.tensor->shape);
+      TensorReport rep;
+      rep.name = r.tensor->name;
+      rep.mean_abs = n ? st.sum_abs / static_cast<double>(n) : 0.0;
+      const bool single_magnitude = st.nonzero == 0 || st.min_nonzero_abs == st.max_abs;
+      float scale = st.max_abs;
+      if (r.ternarize_op) {
+        if (r.ternarize_op->keep_if_ternary && single_magnitude) {
+          rep.already_ternary = true;
+        } else {
+          r.ternarize = true;
+          rep.ternarized = true;
+          r.s = 1.0f / std::max(static_cast<float>(rep.mean_abs), 1e-5f);
+          // the largest |x| decides whether any code is non-zero; W' = ±1/s rounded as the model does
+          float mag = 1.0f / r.s;
+          if (r.ternarize_op->round_to == DType::BF16) mag = bf16_to_f32(f32_to_bf16(mag));
+          else if (r.ternarize_op->round_to == DType::F16) mag = f16_to_f32(f32_to_f16(mag));
+          scale = std::nearbyint(st.max_abs * r.s) >= 1.0f ? mag : 0.0f;
+        }
+      }
+      rep.scale = scale;
+      r.quant.tensor_scale = scale;
+      if (r.tensor->out == DType::I2_S) {
+        uint8_t tail[32];
+        i2s_tail(scale, tail);
+        outs[r.tensor->file]->write_at(tail, 32, r.tensor->offset + r.tensor->nbytes - 32);
+      }
+      reports.push_back(rep);
+      r.chunk_stats.clear();
+    }
+    run_phase(write_tasks, false);
+  }
+  if (!error.empty()) throw Error(error);
+  if (stop) throw Cancelled();
+  if (progress) progress(total, total);
+  for (auto& o : outs) o->commit();
+  return reports;
+}
+
+}  // namespace pyconv

@@ -1,0 +1,320 @@
+#include "engine/layout.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "kernels/gather.h"
+
+namespace pyconv {
+namespace {
+
+constexpr uint64_t kMaxElements = uint64_t{1} << 48;
+
+std::string where(const Tensor& t) { return "tensor '" + t.name + "'"; }
+
+void append_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
+void append_u64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
+void append_gguf_string(std::string& s, const std::string& v) {
+  append_u64(s, v.size());
+  s.append(v);
+}
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+size_t gguf_scalar_size(GgufType t) {
+  switch (t) {
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::BOOL:
+      return 1;
+    case GgufType::U16:
+    case GgufType::I16:
+      return 2;
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::F32:
+      return 4;
+    case GgufType::U64:
+    case GgufType::I64:
+    case GgufType::F64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+void append_gguf_scalar(std::string& s, const GgufValue& v) {
+  switch (v.type) {
+    case GgufType::F32: {
+      const float f = static_cast<float>(v.f);
+      s.append(reinterpret_cast<const char*>(&f), 4);
+      return;
+    }
+    case GgufType::F64:
+      s.append(reinterpret_cast<const char*>(&v.f), 8);
+      return;
+    case GgufType::U64:
+      append_u64(s, v.u);
+      return;
+    default: {
+      // little-endian truncation of the integer to its width
+      const size_t n = gguf_scalar_size(v.type);
+      s.append(reinterpret_cast<const char*>(&v.i), n);
+    }
+  }
+}
+
+void append_gguf_value(std::string& s, const std::string& key, const GgufValue& v) {
+  append_u32(s, static_cast<uint32_t>(v.type));
+  if (v.type == GgufType::STRING) {
+    append_gguf_string(s, v.s);
+  } else if (v.type == GgufType::ARRAY) {
+    append_u32(s, static_cast<uint32_t>(v.elem));
+    append_u64(s, v.count);
+    if (v.elem == GgufType::STRING) {
+      if (v.strings.size() != v.count) throw Error("gguf key '" + key + "': string array length mismatch");
+      for (const std::string& e : v.strings) append_gguf_string(s, e);
+    } else {
+      const size_t es = gguf_scalar_size(v.elem);
+      if (es == 0) throw Error("gguf key '" + key + "': unsupported array element type");
+      if (v.raw.size() != es * v.count) throw Error("gguf key '" + key + "': array byte size mismatch");
+      s.append(v.raw);
+    }
+  } else {
+    if (gguf_scalar_size(v.type) == 0) throw Error("gguf key '" + key + "': unsupported value type");
+    append_gguf_scalar(s, v);
+  }
+}
+
+void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
+  const size_t nd = t.layout.size();
+  if (p.shape.size() != nd || p.dst_start.size() != nd || p.src_strides.size() != nd)
+    throw Error(where(t) + ": part " + std::to_string(pi) + " has " + std::to_string(p.shape.size()) +
+                " dims, the layout has " + std::to_string(nd));
+  uint64_t max_src = static_cast<uint64_t>(p.src_offset);
+  bool empty = false;
+  for (size_t d = 0; d < nd; ++d) {
+    if (p.shape[d] < 0 || p.dst_start[d] < 0 || p.src_strides[d] < 0)
+      throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative extent, start or stride");
+    if (p.dst_start[d] + p.shape[d] > t.layout[d])
+      throw Error(where(t) + ": part " + std::to_string(pi) + " reaches past the tensor along dim " + std::to_string(d));
+    if (p.shape[d] == 0) empty = true;
+    else max_src += static_cast<uint64_t>(p.shape[d] - 1) * static_cast<uint64_t>(p.src_strides[d]);
+  }
+  if (p.src_offset < 0) throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative source offset");
+  uint64_t src_elems = 0;
+  const DTypeTraits& tr = traits(src.dtype);
+  for (const Segment& s : src.segments) {
+    if (s.nbytes % tr.block_bytes != 0)
+      throw Error(where(t) + ": a source segment is not a whole number of " + tr.name + " blocks");
+    src_elems += s.nbytes / tr.block_bytes * tr.block_elems;
+  }
+  if (!empty && max_src >= src_elems)
+    throw Error(where(t) + ": part " + std::to_string(pi) + " reads element " + std::to_string(max_src) +
+                " of a source with " + std::to_string(src_elems));
+  if (tr.is_quant && !empty) {
+    // Quantized sources move whole blocks along contiguous runs.
+    const uint64_t b = tr.block_elems;
+    if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % static_cast<int64_t>(b) != 0 ||
+        p.src_offset % static_cast<int64_t>(b) != 0)
+      throw Error(where(t) + ": a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
+    for (size_t d = 0; d + 1 < nd; ++d)
+      if (p.src_strides[d] % static_cast<int64_t>(b) != 0)
+        throw Error(where(t) + ": a " + std::string(tr.name) + " source row does not start on a block");
+    if (src.dtype == DType::I2_S) throw Error(where(t) + ": i2_s sources are not supported");
+  }
+}
+
+}  // namespace
+
+uint64_t numel(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("negative dimension");
+    if (d != 0 && n > kMaxElements / static_cast<uint64_t>(d)) throw Error("tensor too large");
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+std::string safetensors_dtype_name(DType t) {
+  switch (t) {
+    case DType::F64: return "F64";
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::BOOL: return "BOOL";
+    case DType::U16: return "U16";
+    case DType::U32: return "U32";
+    case DType::U64: return "U64";
+    case DType::F8_E4M3: return "F8_E4M3";
+    case DType::F8_E5M2: return "F8_E5M2";
+    default:
+      throw Error(std::string("safetensors cannot store ") + traits(t).name);
+  }
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  o.reserve(s.size() + 2);
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\r': o += "\\r"; break;
+      case '\t': o += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          o += buf;
+        } else {
+          o += static_cast<char>(c);
+        }
+    }
+  }
+  return o;
+}
+
+void validate(const Plan& plan) {
+  for (const Source& s : plan.sources)
+    for (const Segment& seg : s.segments)
+      if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
+  for (const Tensor& t : plan.tensors) {
+    if (t.file >= plan.files.size()) throw Error(where(t) + ": output file index out of range");
+    if (t.layout.empty() || t.layout.size() > static_cast<size_t>(kMaxDims))
+      throw Error(where(t) + ": layout needs 1 to " + std::to_string(kMaxDims) + " dims");
+    if (numel(t.shape) != numel(t.layout)) throw Error(where(t) + ": layout and shape hold different element counts");
+    const DTypeTraits& out = traits(t.out);
+    const uint64_t ne0 = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
+    if (out.is_quant && ne0 % (t.out == DType::I2_S ? 128 : out.block_elems) != 0)
+      throw Error(where(t) + ": rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
+    if (t.out == DType::I2_S && t.shape.size() != 2) throw Error(where(t) + ": i2_s needs a 2-d tensor");
+    if (out.is_quant && t.out != DType::Q8_0 && t.out != DType::TQ1_0 && t.out != DType::TQ2_0 && t.out != DType::I2_S)
+      throw Error(where(t) + ": pyconv cannot quantize to " + out.name);
+    bool float_like_sources = true;
+    for (size_t i = 0; i < t.parts.size(); ++i) {
+      const Part& p = t.parts[i];
+      if (p.source >= plan.sources.size()) throw Error(where(t) + ": part names a missing source");
+      const Source& src = plan.sources[p.source];
+      check_box(t, p, i, src);
+      const DTypeTraits& st = traits(src.dtype);
+      if (!st.is_float && !st.is_quant) {
+        float_like_sources = false;
+        if (src.dtype != t.out || !t.ops.empty())
+          throw Error(where(t) + ": " + st.name + " data can only be copied as it is, not turned into " + out.name);
+      }
+    }
+    if (!float_like_sources) {
+      for (const Part& p : t.parts)
+        if (plan.sources[p.source].dtype != t.out)
+          throw Error(where(t) + ": parts of different integer types cannot be combined");
+    }
+    for (const Op& op : t.ops)
+      if (op.kind == OpKind::TernarizeAbsmean && &op != &t.ops.back())
+        throw Error(where(t) + ": absmean ternarization must be the last operation");
+  }
+  // Parts of a tensor must not overlap: each output element has one writer.
+  for (const Tensor& t : plan.tensors) {
+    for (size_t a = 0; a < t.parts.size(); ++a)
+      for (size_t b = a + 1; b < t.parts.size(); ++b) {
+        bool overlap = true;
+        for (size_t d = 0; d < t.layout.size() && overlap; ++d) {
+          const int64_t lo = std::max(t.parts[a].dst_start[d], t.parts[b].dst_start[d]);
+          const int64_t hi = std::min(t.parts[a].dst_start[d] + t.parts[a].shape[d], t.parts[b].dst_start[d] + t.parts[b].shape[d]);
+          overlap = lo < hi;
+        }
+        if (overlap) throw Error(where(t) + ": parts " + std::to_string(a) + " and " + std::to_string(b) + " overlap");
+      }
+  }
+}
+
+void layout(Plan& plan) {
+  validate(plan);
+  for (Tensor& t : plan.tensors) t.nbytes = tensor_nbytes(t.out, numel(t.shape));
+  for (size_t fi = 0; fi < plan.files.size(); ++fi) {
+    OutputFileSpec& f = plan.files[fi];
+    std::vector<Tensor*> mine;
+    for (Tensor& t : plan.tensors)
+      if (t.file == fi) mine.push_back(&t);
+    if (f.container == Container::Raw) {
+      for (const Tensor* t : mine)
+        if (t->offset + t->nbytes > f.size) throw Error(f.path + ": " + where(*t) + " ends past the file size");
+      for (const auto& blob : f.blobs)
+        if (blob.first + blob.second.size() > f.size) throw Error(f.path + ": a header blob ends past the file size");
+      continue;
+    }
+    if (f.container == Container::Safetensors) {
+      std::string json = "{";
+      bool first = true;
+      if (!f.metadata.empty()) {
+        json += "\"__metadata__\":{";
+        for (size_t i = 0; i < f.metadata.size(); ++i) {
+          if (i) json += ",";
+          json += "\"" + json_escape(f.metadata[i].first) + "\":\"" + json_escape(f.metadata[i].second) + "\"";
+        }
+        json += "}";
+        first = false;
+      }
+      uint64_t pos = 0;
+      for (const Tensor* t : mine) {
+        if (!first) json += ",";
+        first = false;
+        json += "\"" + json_escape(t->name) + "\":{\"dtype\":\"" + safetensors_dtype_name(t->out) + "\",\"shape\":[";
+        for (size_t d = 0; d < t->shape.size(); ++d) json += (d ? "," : "") + std::to_string(t->shape[d]);
+        json += "],\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(pos + t->nbytes) + "]}";
+        pos += t->nbytes;
+      }
+      json += "}";
+      json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+      std::string header;
+      append_u64(header, json.size());
+      header += json;
+      uint64_t data = header.size();
+      for (Tensor* t : mine) {
+        t->offset = data;
+        data += t->nbytes;
+      }
+      f.blobs = {{0, header}};
+      f.size = data;
+      continue;
+    }
+    // GGUF v3: magic, version, counts, KVs, tensor infos, padding to the alignment, data.
+    if (f.alignment == 0 || (f.alignment & (f.alignment - 1)) != 0)
+      throw Error(f.path + ": gguf alignment must be a power of two");
+    std::string h = "GGUF";
+    append_u32(h, 3);
+    append_u64(h, mine.size());
+    append_u64(h, f.kvs.size());
+    for (const GgufKV& kv : f.kvs) {
+      append_gguf_string(h, kv.key);
+      append_gguf_value(h, kv.key, kv.value);
+    }
+    uint64_t rel = 0;
+    for (Tensor* t : mine) {
+      append_gguf_string(h, t->name);
+      append_u32(h, static_cast<uint32_t>(t->shape.empty() ? 1 : t->shape.size()));
+      if (t->shape.empty()) append_u64(h, 1);
+      for (size_t d = t->shape.size(); d-- > 0;) append_u64(h, static_cast<uint64_t>(t->shape[d]));
+      append_u32(h, static_cast<uint32_t>(t->out));
+      append_u64(h, rel);
+      t->offset = rel;  // made absolute below
+      rel = align_up(rel + t->nbytes, f.alignment);
+    }
+    const uint64_t data = align_up(h.size(), f.alignment);
+    h.append(data - h.size(), '\0');
+    for (Tensor* t : mine) t->offset += data;
+    f.blobs = {{0, h}};
+    f.size = data + rel;
+  }
+}
+
+}  // namespace pyconv

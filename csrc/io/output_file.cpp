@@ -1,0 +1,62 @@
+#include "io/output_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace pyconv {
+
+OutputFile::OutputFile(const std::string& path, uint64_t size) : path_(path), size_(size) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(path + ": cannot create: " + std::strerror(errno));
+  if (size == 0) return;
+  // posix_fallocate reports ENOSPC now rather than halfway through; filesystems without it
+  // (EOPNOTSUPP, EINVAL) fall back to a sparse file of the right size.
+  int rc = ::posix_fallocate(fd_, 0, static_cast<off_t>(size));
+  if (rc == EOPNOTSUPP || rc == EINVAL) rc = ::ftruncate(fd_, static_cast<off_t>(size)) == 0 ? 0 : errno;
+  if (rc != 0) {
+    ::close(fd_);
+    ::unlink(path.c_str());
+    fd_ = -1;
+    throw Error(path + ": cannot reserve " + std::to_string(size) + " bytes: " + std::strerror(rc));
+  }
+}
+
+OutputFile::~OutputFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(path_.c_str());
+}
+
+void OutputFile::write_at(const void* data, uint64_t n, uint64_t offset) const {
+  if (offset > size_ || n > size_ - offset)
+    throw Error(path_ + ": write [" + std::to_string(offset) + ", " + std::to_string(offset + n) +
+                ") past the planned size " + std::to_string(size_));
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw Error(path_ + ": write failed: " + std::strerror(errno));
+    }
+    if (w == 0) throw Error(path_ + ": write failed: no progress");
+    p += w;
+    n -= static_cast<uint64_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
+void OutputFile::commit() {
+  if (::fsync(fd_) != 0) throw Error(path_ + ": fsync failed: " + std::strerror(errno));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw Error(path_ + ": close failed: " + std::strerror(errno));
+  }
+  fd_ = -1;
+  committed_ = true;
+}
+
+}  // namespace pyconv

@@ -1,0 +1,118 @@
+#include "kernels/cast.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+#include "kernels/simd.h"
+
+namespace pyconv {
+namespace {
+
+std::atomic<int> g_simd{-1};  // -1: not decided yet
+
+bool use_avx2() {
+  int v = g_simd.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("PYCONV_SIMD");
+    const bool forced_scalar = env && std::string(env) == "scalar";
+    v = (!forced_scalar && simd::cpu_has_avx2()) ? 1 : 0;
+    g_simd.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+template <typename From, typename To, typename Fn>
+void each(const void* src, void* dst, size_t n, Fn fn) {
+  const From* s = static_cast<const From*>(src);
+  To* d = static_cast<To*>(dst);
+  for (size_t i = 0; i < n; ++i) d[i] = fn(s[i]);
+}
+
+float load_bits_f16(uint16_t h) { return f16_to_f32(h); }
+
+}  // namespace
+
+uint16_t f64_to_f16_bits(double d) {
+  uint64_t x;
+  std::memcpy(&x, &d, 8);
+  const uint16_t sign = static_cast<uint16_t>((x >> 48) & 0x8000u);
+  const uint64_t a = x & 0x7fffffffffffffffull;
+  if (a > 0x7ff0000000000000ull) {
+    const uint64_t payload = (a >> 42) & 0x3ffu;
+    return static_cast<uint16_t>(sign | 0x7c00u | (payload ? payload : 1u));
+  }
+  if (a >= 0x40f0000000000000ull) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65536
+  const int exp = static_cast<int>(a >> 52);                                      // biased 1023
+  uint64_t mant = (a & 0xfffffffffffffull) | (exp ? 0x10000000000000ull : 0);
+  // value = mant * 2^(exp - 1075); the f16 grid step is 2^-24 below 2^-14, else 2^(e-10).
+  const int e_unbiased = exp - 1023;
+  const int grid = e_unbiased < -14 ? -24 : e_unbiased - 10;
+  const int shift = grid - (exp - 1075);  // bits to drop from mant
+  if (shift >= 64) return sign;
+  uint64_t q = mant >> shift;
+  const uint64_t rem = mant & ((1ull << shift) - 1ull);
+  const uint64_t half = 1ull << (shift - 1);
+  if (rem > half || (rem == half && (q & 1u))) ++q;
+  // q counts grid steps; rebuild the f16 bits. Subnormal grid: bits = q. Normal: the leading bit
+  // of q sits at position 10, and exponent + mantissa add up with carries handled naturally.
+  if (grid == -24) return static_cast<uint16_t>(sign | q);
+  const uint64_t bits = (static_cast<uint64_t>(e_unbiased + 15) << 10) + (q - 0x400u);
+  return static_cast<uint16_t>(sign | (bits >= 0x7c00u ? 0x7c00u : bits));
+}
+
+const char* simd_level() { return use_avx2() ? "avx2" : "scalar"; }
+
+void set_simd_enabled(bool enabled) {
+  g_simd.store(enabled && simd::cpu_has_avx2() ? 1 : 0, std::memory_order_relaxed);
+}
+
+bool simd_enabled() { return use_avx2(); }
+
+void cast(DType from, const void* src, DType to, void* dst, size_t n) {
+  if (from == to) {
+    std::memcpy(dst, src, n * traits(from).block_bytes / traits(from).block_elems);
+    return;
+  }
+  const bool avx2 = use_avx2();
+  using F = DType;
+  if (from == F::F32 && to == F::F16) {
+    if (avx2) return simd::f32_to_f16_avx2(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
+    return each<float, uint16_t>(src, dst, n, [](float f) { return f32_to_f16(f); });
+  }
+  if (from == F::F16 && to == F::F32) {
+    if (avx2) return simd::f16_to_f32_avx2(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
+    return each<uint16_t, float>(src, dst, n, load_bits_f16);
+  }
+  if (from == F::F32 && to == F::BF16) {
+    if (avx2) return simd::f32_to_bf16_avx2(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
+    return each<float, uint16_t>(src, dst, n, [](float f) { return f32_to_bf16(f); });
+  }
+  if (from == F::BF16 && to == F::F32) {
+    if (avx2) return simd::bf16_to_f32_avx2(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
+    return each<uint16_t, float>(src, dst, n, [](uint16_t b) { return bf16_to_f32(b); });
+  }
+  if (from == F::BF16 && to == F::F16) {
+    if (avx2) return simd::bf16_to_f16_avx2(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n);
+    return each<uint16_t, uint16_t>(src, dst, n, [](uint16_t b) { return f32_to_f16_bits(bf16_to_f32_bits(b)); });
+  }
+  if (from == F::F16 && to == F::BF16) {
+    if (avx2) return simd::f16_to_bf16_avx2(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n);
+    return each<uint16_t, uint16_t>(src, dst, n, [](uint16_t h) { return f32_to_bf16_bits(f16_to_f32_bits(h)); });
+  }
+  if (from == F::F64 && to == F::F32)
+    return each<double, float>(src, dst, n, [](double d) { return static_cast<float>(d); });
+  if (from == F::F64 && to == F::F16) return each<double, uint16_t>(src, dst, n, f64_to_f16_bits);
+  if (from == F::F64 && to == F::BF16)  // via f32, as torch does
+    return each<double, uint16_t>(src, dst, n, [](double d) { return f32_to_bf16(static_cast<float>(d)); });
+  if (from == F::F32 && to == F::F64)
+    return each<float, double>(src, dst, n, [](float f) { return static_cast<double>(f); });
+  if (from == F::F16 && to == F::F64)
+    return each<uint16_t, double>(src, dst, n, [](uint16_t h) { return static_cast<double>(f16_to_f32(h)); });
+  if (from == F::BF16 && to == F::F64)
+    return each<uint16_t, double>(src, dst, n, [](uint16_t b) { return static_cast<double>(bf16_to_f32(b)); });
+  throw Error(std::string("cannot cast ") + traits(from).name + " to " + traits(to).name);
+}
+
+}  // namespace pyconv

@@ -1,0 +1,22 @@
+// Kernel entry points with one implementation per ISA; dispatch picks one at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace pyconv::simd {
+
+#ifdef PYCONV_HAVE_X86_SIMD
+bool cpu_has_avx2();  // AVX2 + F16C + FMA
+#else
+// Other architectures run the scalar reference; the AVX2 entry points are never called there.
+inline bool cpu_has_avx2() { return false; }
+#endif
+
+void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n);
+void f16_to_f32_avx2(const uint16_t* src, float* dst, size_t n);
+void f32_to_bf16_avx2(const float* src, uint16_t* dst, size_t n);
+void bf16_to_f32_avx2(const uint16_t* src, float* dst, size_t n);
+void bf16_to_f16_avx2(const uint16_t* src, uint16_t* dst, size_t n);
+void f16_to_bf16_avx2(const uint16_t* src, uint16_t* dst, size_t n);
+
+}  // namespace pyconv::simd

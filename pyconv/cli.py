@@ -1,0 +1,133 @@
+"""The ``pyconv`` command. Errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConversionError
+from .units import format_bytes, parse_size
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConversionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _threads(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("threads must be 0 (all CPUs) or more")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyconv", description="Streaming converter for transformer checkpoints.")
+    p.add_argument("--version", action="version", version=f"pyconv {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="convert a checkpoint", description="Convert a checkpoint file or folder.")
+    c.add_argument("source", metavar="SRC", help="safetensors file or folder (single file or sharded with an index)")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
+    c.add_argument("--to", help="output format (default: from OUT's suffix)")
+    c.add_argument("--outtype", type=str.lower, help="type for floating-point tensors: f32, f16, bf16 (default: keep)")
+    c.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
+    c.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)")
+    c.add_argument("--dry-run", action="store_true", help="print the plan and check disk space; write nothing")
+    c.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
+    c.add_argument("--chunk-size", type=_size, metavar="SIZE", help="engine work buffer per thread (default 4MiB)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+
+    i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
+    i.add_argument("path", metavar="PATH")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _print_plan(result: Any) -> None:
+    plan, lay = result.plan, result.layout
+    rows = [(t.name, "×".join(map(str, t.shape)) or "scalar", t.dtype, format_bytes(t.nbytes), t.recipe() + (f"  ({t.note})" if t.note else ""))
+            for t in plan.tensors]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}")
+    for note in plan.notes:
+        print(f"note: {note}")
+    files = ", ".join(f.name for f in plan.files) + "".join(f", {n}" for n in plan.side_files)
+    print(f"{len(plan.tensors)} tensors, {format_bytes(plan.input_bytes)} in → {format_bytes(result.bytes_written)} out "
+          f"({files}); disk space checked")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .conversion import convert
+    from .engine import DEFAULT_CHUNK_BYTES
+
+    result = convert(args.source, args.output, to=args.to, outtype=args.outtype, threads=args.threads,
+                     max_shard_size=args.max_shard_size, dry_run=args.dry_run, progress=not args.quiet,
+                     force=args.force, chunk_bytes=args.chunk_size or DEFAULT_CHUNK_BYTES)
+    if args.dry_run:
+        _print_plan(result)
+    elif not args.quiet:
+        rate = result.plan.input_bytes / result.seconds / 1e9 if result.seconds > 0 else 0.0
+        print(f"wrote {result.output} ({len(result.plan.tensors)} tensors, {format_bytes(result.bytes_written)}) "
+              f"in {result.seconds:.2f} s, {rate:.2f} GB/s of input", file=sys.stderr)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspection import inspect
+
+    info = inspect(args.path)
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{info['path']}: {info['kind']}, {info['tensor_count']} tensors, {format_bytes(info['total_bytes'])} "
+          f"in {len(info['files'])} file(s)")
+    for dtype, n in sorted(info["bytes_by_dtype"].items()):
+        print(f"  {dtype}: {format_bytes(n)}")
+    if info["metadata"]:
+        print("metadata: " + ", ".join(f"{k}={v}" for k, v in info["metadata"].items()))
+    if info["config"]:
+        cfg = info["config"]
+        print("config: " + ", ".join(f"{k}={cfg[k]}" for k in ("architectures", "model_type") if k in cfg))
+    rows = [(t["name"], t["dtype"], "×".join(map(str, t["shape"])) or "scalar", format_bytes(t["bytes"])) for t in info["tensors"]]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    for r in rows:
+        print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}")
+    return 0
+
+
+COMMANDS = {"convert": _convert, "inspect": _inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # A file-size limit must show up as a write error, not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        return COMMANDS[args.command](args)
+    except ConversionError as e:
+        print(f"pyconv: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("pyconv: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pyconv: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,77 @@
+"""``convert``: open a checkpoint, plan the target, size it, then stream it into place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import engine
+from .engine import Layout
+from .errors import ConversionError
+from .options import ConvertOptions
+from .plan import Plan
+from .sources import Checkpoint, open_checkpoint
+from .targets import pick_target
+from .targets.staging import Staging, check_free_space, write_synced
+
+
+@dataclass
+class ConversionResult:
+    output: Path
+    plan: Plan
+    layout: Layout
+    checkpoint: Checkpoint
+    dry_run: bool
+    seconds: float = 0.0
+    files: list[Path] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def bytes_written(self) -> int:
+        return self.layout.total_bytes + sum(len(b) for b in self.plan.side_files.values())
+
+
+def _refuse_overwriting_inputs(ck: Checkpoint, out: Path) -> None:
+    target = out.resolve()
+    for f in ck.files:
+        r = f.resolve()
+        if r == target or target in r.parents:
+            raise ConversionError("the output would replace the input; choose another output path", file=out)
+
+
+def convert(source: str | Path, output: str | Path, **options: Any) -> ConversionResult:
+    """Convert ``source`` into ``output``. Options are those of ``ConvertOptions``."""
+    opts = ConvertOptions(**options)
+    out = Path(output)
+    ck = open_checkpoint(source)
+    target = pick_target(opts.to, out)
+    plan = target.plan(ck, out, opts)
+    lay = engine.layout(plan)
+    folder = target.is_folder(out)
+    parent = out.parent if out.parent.exists() else None
+    if parent is None:
+        raise ConversionError("the output's parent folder does not exist", file=out.parent)
+    _refuse_overwriting_inputs(ck, out)
+    needed = lay.total_bytes + sum(len(b) for b in plan.side_files.values())
+    check_free_space(parent, needed)
+    result = ConversionResult(out, plan, lay, ck, opts.dry_run)
+    if opts.dry_run:
+        return result
+    names = [f.name for f in plan.files] + list(plan.side_files)
+    sidecars = () if folder else tuple(n for n in names if n != out.name)
+    started = time.perf_counter()
+    bar = engine.ProgressBar(f"→ {out.name}", enabled=opts.progress)
+    try:
+        with Staging(out, folder=folder, force=opts.force, sidecars=sidecars) as staging:
+            paths = [staging.path(f.name) for f in plan.files]
+            result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes, progress=bar)
+            for name, data in plan.side_files.items():
+                write_synced(staging.path(name), data)
+            staging.commit()
+    finally:
+        bar.close()
+    result.seconds = time.perf_counter() - started
+    result.files = [out / n for n in names] if folder else [out.parent / n for n in names]
+    return result

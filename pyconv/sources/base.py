@@ -1,0 +1,75 @@
+"""What every source reader produces: tensors as byte segments of files, never loaded."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import dtypes
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes ``[offset, offset + nbytes)`` of ``path``."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class SourceTensor:
+    """A row-major tensor whose bytes are its segments concatenated in order.
+
+    Identity matters: two SourceTensors are the same source only if they are the same object.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    segments: tuple[Segment, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.segments)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(s.path for s in self.segments))
+
+
+@dataclass
+class Checkpoint:
+    """A source opened for conversion: its tensors in source order plus the small things around them."""
+
+    kind: str                                   # "safetensors", "torch", "zero", "gguf", ...
+    path: Path                                  # what the user named
+    tensors: dict[str, SourceTensor]
+    files: list[Path]                           # every weight file read
+    metadata: dict[str, str] = field(default_factory=dict)   # e.g. safetensors __metadata__
+    config: dict[str, Any] | None = None        # config.json when there is one
+    extra: dict[str, Any] = field(default_factory=dict)      # reader-specific facts (GGUF KVs, ...)
+
+    @property
+    def folder(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def tensor_bytes_by_dtype(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors.values():
+            out[t.dtype] = out.get(t.dtype, 0) + t.nbytes
+        return out
+
+
+def expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    return dtypes.nbytes(dtype, math.prod(shape))

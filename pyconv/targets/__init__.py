@@ -1,0 +1,44 @@
+"""Output formats. Each target turns an opened checkpoint into a plan for one kind of output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConversionError
+from ..options import ConvertOptions
+from ..plan import OutTensor, Plan, View
+from ..sources.base import Checkpoint
+from . import safetensors as st
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    suffixes: tuple[str, ...]                                # output suffixes that imply this target
+    plan: Callable[[Checkpoint, Path, ConvertOptions], Plan]
+    is_folder: Callable[[Path], bool]                        # is this output path a folder for the target
+
+
+def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
+    st.check_outtype(opts.outtype)
+    _folder, stem = st.output_names(out)
+    tensors = [OutTensor.from_view(name, View.of(t), st.out_dtype(t.dtype, opts.outtype, name)) for name, t in ck.tensors.items()]
+    return st.place_in_files(tensors, stem=stem, max_shard_size=opts.max_shard_size, metadata=ck.metadata)
+
+
+TARGETS: dict[str, Target] = {
+    "safetensors": Target("safetensors", (".safetensors",), _plan_safetensors, lambda out: st.output_names(out)[0]),
+}
+
+
+def pick_target(to: str | None, out: Path) -> Target:
+    if to is not None:
+        if to not in TARGETS:
+            raise ConversionError(f"unknown target '{to}' (targets: {', '.join(TARGETS)})")
+        return TARGETS[to]
+    for t in TARGETS.values():
+        if out.suffix in t.suffixes:
+            return t
+    raise ConversionError(f"cannot tell the output format from '{out.name}'; pass --to ({', '.join(TARGETS)})")
