@@ -36,7 +36,8 @@ class View:
 
     @classmethod
     def of(cls, tensor: SourceTensor) -> View:
-        return cls(tensor, 0, tensor.shape, _row_major(tensor.shape))
+        strides = tensor.strides if tensor.strides is not None else _row_major(tensor.shape)
+        return cls(tensor, tensor.offset, tensor.shape, strides)
 
     @property
     def ndim(self) -> int:

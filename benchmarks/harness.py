@@ -1,0 +1,95 @@
+"""One way to time a command and read its peak RSS, shared by every benchmark.
+
+Each measured command runs as a child process; ``os.wait4`` returns that child's own rusage, so
+peak RSS (ru_maxrss) and CPU seconds belong to it alone. Baselines run in the same session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Measurement:
+    label: str
+    wall_s: float
+    cpu_s: float
+    peak_rss: int          # bytes
+    input_bytes: int
+    returncode: int
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def gbps(self) -> float:
+        return self.input_bytes / self.wall_s / 1e9 if self.wall_s > 0 else 0.0
+
+
+def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, str] | None = None,
+            cwd: Path | None = None, note: str = "") -> Measurement:
+    """Run ``cmd`` to completion and return its wall time, CPU time and peak RSS."""
+    full_env = {**os.environ, **(env or {})}
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0 and not note:
+        note = (stderr.strip().splitlines() or ["failed"])[-1][:200]
+    return Measurement(label, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, input_bytes, rc, note)
+
+
+def warm_page_cache(paths: Sequence[Path]) -> None:
+    """Read inputs once so every contender starts from the same warm page cache."""
+    for p in paths:
+        with p.open("rb") as f:
+            while f.read(16 << 20):
+                pass
+
+
+def drop_from_page_cache(paths: Sequence[Path]) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def files_in(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def total_size(paths: Sequence[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def markdown_table(rows: Sequence[Measurement], *, baseline: str | None = None) -> str:
+    base = next((m for m in rows if m.label == baseline), None)
+    head = "| run | wall s | CPU s | peak RSS MB | input GB/s |" + (f" × {baseline} |" if base else "") + " note |"
+    sep = "|---|---:|---:|---:|---:|" + ("---:|" if base else "") + "---|"
+    lines = [head, sep]
+    for m in rows:
+        ratio = f" {m.gbps / base.gbps:.2f} |" if base and base.ok and m.ok else (" |" if base else "")
+        status = m.note if m.ok else f"FAILED: {m.note}"
+        lines.append(f"| {m.label} | {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss / 1e6:.0f} | {m.gbps:.3f} |{ratio} {status} |")
+    return "\n".join(lines)
