@@ -71,7 +71,7 @@ def _print_plan(result: Any) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from .conversion import convert
-    from .engine import DEFAULT_CHUNK_BYTES
+    from .options import DEFAULT_CHUNK_BYTES
 
     result = convert(args.source, args.output, to=args.to, outtype=args.outtype, threads=args.threads,
                      max_shard_size=args.max_shard_size, dry_run=args.dry_run, progress=not args.quiet,

@@ -45,7 +45,7 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
     """Convert ``source`` into ``output``. Options are those of ``ConvertOptions``."""
     opts = ConvertOptions(**options)
     out = Path(output)
-    ck = open_checkpoint(source)
+    ck = open_checkpoint(source, opts)
     target = pick_target(opts.to, out)
     plan = target.plan(ck, out, opts)
     lay = engine.layout(plan)

@@ -14,7 +14,7 @@ from .errors import ConversionError
 from .plan import OutTensor, Plan
 from .sources.base import SourceTensor
 
-DEFAULT_CHUNK_BYTES = 4 << 20
+from .options import DEFAULT_CHUNK_BYTES
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import DEFAULT_CHUNK_BYTES
+DEFAULT_CHUNK_BYTES = 4 << 20  # engine work buffer per thread
 
 
 @dataclass
