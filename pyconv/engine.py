@@ -50,9 +50,11 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
         else:
             core.add_raw_file(str(path), f.size, f.blobs)
     for t in plan.tensors:
-        parts = [(source_id(p.view.tensor), p.view.offset, list(p.view.strides), list(p.at), list(p.view.shape)) for p in t.parts]
+        # the engine places parts in at least one dim; a scalar is a 1-element box
+        parts = [(source_id(p.view.tensor), p.view.offset, list(p.view.strides) or [1], list(p.at) or [0],
+                  list(p.view.shape) or [1]) for p in t.parts]
         ops = [(op.kind, op.value, op.keep_if_ternary, op.round_to) for op in t.ops]
-        core.add_tensor(t.name, list(t.shape), list(t.layout), t.dtype, t.file, parts, ops, t.offset)
+        core.add_tensor(t.name, list(t.shape), list(t.layout) or [1], t.dtype, t.file, parts, ops, t.offset)
     return core
 
 

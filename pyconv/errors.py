@@ -18,8 +18,9 @@ class ConversionError(Exception):
         where = []
         if self.file:
             where.append(self.file)
-        if self.tensor:
-            where.append(f"tensor '{self.tensor}'")
+        if self.tensor is not None:
+            # names come from untrusted headers: escape anything that would break the line
+            where.append(f"tensor '{self.tensor}'" if self.tensor.isprintable() else f"tensor {self.tensor!r}")
         prefix = ": ".join(where)
         text = " ".join(self.message.split())  # one line, whatever the cause said
         return f"{prefix}: {text}" if prefix else text

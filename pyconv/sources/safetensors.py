@@ -60,7 +60,7 @@ def read_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, str]]:
         if not isinstance(entry, dict):
             raise ConversionError("header entry is not an object", file=path, tensor=name)
         st_dtype = entry.get("dtype")
-        if st_dtype not in dtypes.SAFETENSORS_NAMES:
+        if not isinstance(st_dtype, str) or st_dtype not in dtypes.SAFETENSORS_NAMES:
             raise ConversionError(f"unknown dtype {st_dtype!r}", file=path, tensor=name)
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
