@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+TIME = "/usr/bin/time"
 
 
 @dataclass
@@ -36,19 +40,24 @@ class Measurement:
 
 def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, str] | None = None,
             cwd: Path | None = None, note: str = "") -> Measurement:
-    """Run ``cmd`` to completion and return its wall time, CPU time and peak RSS."""
+    """Run ``cmd`` to completion and return its wall time, CPU time and peak RSS.
+
+    GNU time forks the command from its own small image: a child forked from this Python process
+    would start with our RSS as its high-water mark and inflate every small tool's peak.
+    """
+    if not Path(TIME).exists():
+        raise SystemExit(f"{TIME} is needed to measure peak RSS (Debian package 'time')")
     full_env = {**os.environ, **(env or {})}
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0 and not note:
-        note = (stderr.strip().splitlines() or ["failed"])[-1][:200]
-    return Measurement(label, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, input_bytes, rc, note)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        start = time.perf_counter()
+        proc = subprocess.run([TIME, "-q", "-f", "%U %S %M", "-o", report.name, *cmd], env=full_env, cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        fields = report.read().split()
+    user, system, max_kb = float(fields[-3]), float(fields[-2]), int(fields[-1])
+    if proc.returncode != 0 and not note:
+        note = (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]
+    return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
 
 
 def warm_page_cache(paths: Sequence[Path]) -> None:
