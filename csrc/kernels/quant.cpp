@@ -1,36 +1,69 @@
 #include "kernels/quant.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "kernels/cast.h"
+#include "kernels/simd.h"
 
 namespace pyconv {
 namespace {
 
 constexpr size_t kQ8Block = 32;
+constexpr size_t kQK = 256;        // elements of a K-quant or TQ block
+constexpr size_t kI2SBlock = 128;  // elements packed into 32 I2_S bytes
+constexpr size_t kTQ1Bytes = 54, kTQ2Bytes = 66;
+constexpr uint16_t kNanScaleF16 = 0x7e00;  // gguf-py stores f16(NaN) for a block holding a NaN
 
-void store_f16(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
-}
+void store_f16_bits(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
 float load_f16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return f16_to_f32(h);
 }
 
-// d = absmax / 127 and id = 1 / d in f32; q = round half away from zero (roundf), as gguf-py.
-void quantize_q8_0(const float* x, uint8_t* y, size_t n) {
-  for (size_t b = 0; b < n / kQ8Block; ++b, x += kQ8Block, y += 34) {
-    float amax = 0.0f;
-    for (size_t j = 0; j < kQ8Block; ++j) amax = std::fmax(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    store_f16(y, d);
-    for (size_t j = 0; j < kQ8Block; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
+// The f16 scale and 1/d of one gguf block; a NaN anywhere makes d NaN and every code zero.
+quant_ref::BlockScale scan_block(const float* x, size_t n, float divisor) {
+  float amax = 0.0f;
+  for (size_t j = 0; j < n; ++j) {
+    const float a = std::fabs(x[j]);
+    if (std::isnan(a)) return {kNanScaleF16, 0.0f};
+    amax = std::max(amax, a);
+  }
+  return quant_ref::block_scale(amax, divisor);
+}
+
+// |x * id| <= 1 + 2 ulp, so rounding half away from zero (gguf's np_roundf) is two comparisons.
+// NaN (an infinite x times id == 0) gives code 1, as numpy's cast of NaN to an integer does.
+uint8_t ternary_code(float v) { return static_cast<uint8_t>(1 + (v >= 0.5f) - (v <= -0.5f)); }
+
+uint8_t i2s_code(float v) {
+  if (i2s_is_zero(v)) return 1;
+  return v > 0.0f ? 2 : 0;
+}
+
+// Five (or four, then times 3) base-3 digits, most significant first, stored as ceil(v * 256 / 243)
+// so that digit k can be read back as ((byte * 3^k) mod 256 * 3) >> 8.
+uint8_t pack_trits(const uint8_t* q, size_t stride, int digits) {
+  unsigned v = 0;
+  for (int k = 0; k < digits; ++k) v = v * 3 + q[k * stride];
+  if (digits == 4) v *= 3;
+  return static_cast<uint8_t>((v * 256 + 242) / 243);
+}
+
+void quantize_tq1_0(const float* x, uint8_t* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += kQK, y += kTQ1Bytes) {
+    const quant_ref::BlockScale s = scan_block(x, kQK, 1.0f);
+    uint8_t q[kQK];
+    for (size_t j = 0; j < kQK; ++j) q[j] = ternary_code(x[j] * s.id);
+    // qs[0..31]: elements m + 32k; qs[32..47]: 160 + m + 16k; qh[0..3]: 240 + j + 4k.
+    for (size_t m = 0; m < 32; ++m) y[m] = pack_trits(q + m, 32, 5);
+    for (size_t m = 0; m < 16; ++m) y[32 + m] = pack_trits(q + 160 + m, 16, 5);
+    for (size_t j = 0; j < 4; ++j) y[48 + j] = pack_trits(q + 240 + j, 4, 4);
+    store_f16_bits(y + 52, s.d_f16);
   }
 }
 
@@ -72,13 +105,197 @@ void dequantize_q4_q5(const uint8_t* x, float* y, size_t n) {
   }
 }
 
+// Q2_K (84 bytes): scales[16] (low nibble scale, high nibble min per 16 elements), qs[64], d, dmin.
+// Element 128c + 32k + m is bits 2k of qs[32c + m].
+void dequantize_q2_k(const uint8_t* x, float* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += 84, y += kQK) {
+    const uint8_t* sc = x;
+    const uint8_t* qs = x + 16;
+    const float d = load_f16(x + 80), dmin = load_f16(x + 82);
+    for (size_t e = 0; e < kQK; ++e) {
+      const size_t c = e / 128, k = e / 32 % 4, m = e % 32;
+      const float dl = d * static_cast<float>(sc[e / 16] & 0x0f);
+      const float ml = dmin * static_cast<float>(sc[e / 16] >> 4);
+      y[e] = dl * static_cast<float>((qs[32 * c + m] >> (2 * k)) & 3) - ml;
+    }
+  }
+}
+
+// Q3_K (110 bytes): hmask[32], qs[64], scales[12] (16 six-bit scales, offset 32), d. The low two
+// bits come as in Q2_K; a clear hmask bit (element 32j + m: bit j of hmask[m]) subtracts 4.
+void dequantize_q3_k(const uint8_t* x, float* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += 110, y += kQK) {
+    const uint8_t* hmask = x;
+    const uint8_t* qs = x + 32;
+    const uint8_t* sc = x + 96;
+    const float d = load_f16(x + 108);
+    float dl[16];
+    for (size_t i = 0; i < 16; ++i) {
+      const int low = (sc[i % 8] >> (4 * (i / 8))) & 0x0f;
+      const int high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
+      dl[i] = d * static_cast<float>((low | high << 4) - 32);
+    }
+    for (size_t e = 0; e < kQK; ++e) {
+      const size_t c = e / 128, k = e / 32 % 4, m = e % 32;
+      const int low = (qs[32 * c + m] >> (2 * k)) & 3;
+      const int high_clear = ((hmask[m] >> (e / 32)) & 1) ^ 1;
+      y[e] = dl[e / 16] * static_cast<float>(low - 4 * high_clear);
+    }
+  }
+}
+
+// Eight 6-bit scales and mins packed into the 12 bytes of Q4_K and Q5_K.
+void k_scale_min(const uint8_t* s, int sc[8], int mn[8]) {
+  for (size_t j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 0x3f;
+    mn[j] = s[4 + j] & 0x3f;
+    sc[4 + j] = (s[8 + j] & 0x0f) | ((s[j] >> 2) & 0x30);
+    mn[4 + j] = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
+  }
+}
+
+// Q4_K (144 bytes) and Q5_K (176 bytes): d, dmin, scales[12], [qh[32]], qs[128]. Element
+// 64c + 32h + m is nibble h of qs[32c + m]; Q5_K's fifth bit for element 32j + m is bit j of qh[m].
+template <bool kFiveBit>
+void dequantize_q4_q5_k(const uint8_t* x, float* y, size_t n) {
+  constexpr size_t kBytes = kFiveBit ? 176 : 144;
+  for (size_t b = 0; b < n / kQK; ++b, x += kBytes, y += kQK) {
+    const float d = load_f16(x), dmin = load_f16(x + 2);
+    int sc[8], mn[8];
+    k_scale_min(x + 4, sc, mn);
+    const uint8_t* qh = x + 16;
+    const uint8_t* qs = x + 16 + (kFiveBit ? 32 : 0);
+    for (size_t e = 0; e < kQK; ++e) {
+      const size_t j = e / 32, m = e % 32;
+      int q = (qs[32 * (j / 2) + m] >> (4 * (j % 2))) & 0x0f;
+      if (kFiveBit) q |= ((qh[m] >> j) & 1) << 4;
+      const float dj = d * static_cast<float>(sc[j]);
+      const float mj = dmin * static_cast<float>(mn[j]);
+      y[e] = dj * static_cast<float>(q) - mj;
+    }
+  }
+}
+
+// Q6_K (210 bytes): ql[128], qh[64], scales[16] (int8 per 16 elements), d. Element 128c + 64h + m
+// (m < 64) is nibble h of ql[64c + m]; its high bits, for 128c + 32k + m (m < 32), are bits 2k of
+// qh[32c + m]; the value is offset by 32.
+void dequantize_q6_k(const uint8_t* x, float* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += 210, y += kQK) {
+    const uint8_t* ql = x;
+    const uint8_t* qh = x + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(x + 192);
+    const float d = load_f16(x + 208);
+    for (size_t e = 0; e < kQK; ++e) {
+      const size_t c = e / 128, r = e % 128;
+      const int low = (ql[64 * c + r % 64] >> (4 * (r / 64))) & 0x0f;
+      const int high = (qh[32 * c + r % 32] >> (2 * (r / 32))) & 0x03;
+      y[e] = d * static_cast<float>(sc[e / 16]) * static_cast<float>((low | high << 4) - 32);
+    }
+  }
+}
+
+// Trit k (most significant first) of a TQ1_0 byte.
+int trit(uint8_t byte, int k) {
+  static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+  const uint8_t shifted = static_cast<uint8_t>(byte * kPow3[k]);
+  return (shifted * 3) >> 8;
+}
+
+void dequantize_tq1_0(const uint8_t* x, float* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += kTQ1Bytes, y += kQK) {
+    const float d = load_f16(x + 52);
+    auto put = [&](size_t e, uint8_t byte, int k) { y[e] = d * static_cast<float>(trit(byte, k) - 1); };
+    for (int k = 0; k < 5; ++k) {
+      for (size_t m = 0; m < 32; ++m) put(32 * k + m, x[m], k);
+      for (size_t m = 0; m < 16; ++m) put(160 + 16 * k + m, x[32 + m], k);
+    }
+    for (int k = 0; k < 4; ++k)
+      for (size_t j = 0; j < 4; ++j) put(240 + 4 * k + j, x[48 + j], k);
+  }
+}
+
+// TQ2_0 (66 bytes): qs[64], d. Element 128c + 32k + m is bits 2k of qs[32c + m], value code - 1
+// (a code of 3, never written, reads as 2, as gguf-py does).
+void dequantize_tq2_0(const uint8_t* x, float* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += kTQ2Bytes, y += kQK) {
+    const float d = load_f16(x + 64);
+    for (size_t e = 0; e < kQK; ++e) {
+      const int code = (x[32 * (e / 128) + e % 32] >> (2 * (e / 32 % 4))) & 3;
+      y[e] = d * static_cast<float>(code - 1);
+    }
+  }
+}
+
+// I2_S: element 128b + 32g + p is bits 6 - 2g of byte 32b + p; code 3 reads as 0 (BitNet's reader).
+void dequantize_i2_s(const uint8_t* x, float* y, size_t n, float scale) {
+  static constexpr float kValue[4] = {-1.0f, 0.0f, 1.0f, 0.0f};
+  for (size_t b = 0; b < n / kI2SBlock; ++b, x += 32, y += kI2SBlock)
+    for (size_t e = 0; e < kI2SBlock; ++e) y[e] = scale * kValue[(x[e % 32] >> (6 - 2 * (e / 32))) & 3];
+}
+
+size_t block_elems_of(DType t) { return t == DType::I2_S ? kI2SBlock : traits(t).block_elems; }
+
+void check_blocks(DType t, size_t n) {
+  if (n % block_elems_of(t) != 0)
+    throw Error(std::string(traits(t).name) + ": " + std::to_string(n) + " elements are not a whole number of " +
+                std::to_string(block_elems_of(t)) + "-element blocks");
+}
+
 [[noreturn]] void unsupported(const char* what, DType t) {
   throw Error(std::string("cannot ") + what + " " + traits(t).name);
 }
 
 }  // namespace
 
-bool can_quantize(DType t) { return t == DType::Q8_0; }
+namespace quant_ref {
+
+BlockScale block_scale(float absmax, float divisor) {
+  const float d = absmax / divisor;
+  const float id = 1.0f / d;
+  return {f32_to_f16(d), std::isfinite(id) ? id : 0.0f};
+}
+
+// d = absmax / 127 and id = 1 / d in f32; q = round half away from zero (roundf), as gguf-py.
+void q8_0(const float* x, uint8_t* y, size_t n) {
+  for (size_t b = 0; b < n / kQ8Block; ++b, x += kQ8Block, y += 34) {
+    const BlockScale s = scan_block(x, kQ8Block, 127.0f);
+    store_f16_bits(y, s.d_f16);
+    for (size_t j = 0; j < kQ8Block; ++j) {
+      const float v = x[j] * s.id;  // |v| <= 127 + 3 ulp, or NaN as in ternary_code
+      y[2 + j] = static_cast<uint8_t>(std::isnan(v) ? 0 : static_cast<int8_t>(std::roundf(v)));
+    }
+  }
+}
+
+// d = block absmax; code = round(x / d) + 1, four codes per byte, LSB first, 32 bytes apart.
+void tq2_0(const float* x, uint8_t* y, size_t n) {
+  for (size_t b = 0; b < n / kQK; ++b, x += kQK, y += kTQ2Bytes) {
+    const BlockScale s = scan_block(x, kQK, 1.0f);
+    for (size_t c = 0; c < 2; ++c)
+      for (size_t m = 0; m < 32; ++m) {
+        uint8_t byte = 0;
+        for (size_t k = 0; k < 4; ++k) byte |= static_cast<uint8_t>(ternary_code(x[128 * c + 32 * k + m] * s.id) << (2 * k));
+        y[32 * c + m] = byte;
+      }
+    store_f16_bits(y + 64, s.d_f16);
+  }
+}
+
+// Signs only (the scale is per tensor): byte 32b + p = codes of elements p, p+32, p+64, p+96, MSB first.
+void i2_s(const float* x, uint8_t* y, size_t n) {
+  for (size_t b = 0; b < n / kI2SBlock; ++b, x += kI2SBlock, y += 32)
+    for (size_t p = 0; p < 32; ++p) {
+      uint8_t byte = 0;
+      for (size_t g = 0; g < 4; ++g) byte = static_cast<uint8_t>(byte << 2 | i2s_code(x[32 * g + p]));
+      y[p] = byte;
+    }
+}
+
+}  // namespace quant_ref
+
+bool can_quantize(DType t) {
+  return t == DType::Q8_0 || t == DType::TQ1_0 || t == DType::TQ2_0 || t == DType::I2_S;
+}
 
 bool can_dequantize(DType t) {
   switch (t) {
@@ -87,6 +304,14 @@ bool can_dequantize(DType t) {
     case DType::Q4_1:
     case DType::Q5_0:
     case DType::Q5_1:
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::TQ1_0:
+    case DType::TQ2_0:
+    case DType::I2_S:
       return true;
     default:
       return false;
@@ -94,18 +319,25 @@ bool can_dequantize(DType t) {
 }
 
 void quantize(DType t, const float* src, void* dst, size_t n, const QuantParams&) {
-  if (n % traits(t).block_elems != 0) throw Error(std::string(traits(t).name) + ": element count is not a whole number of blocks");
+  check_blocks(t, n);
   uint8_t* out = static_cast<uint8_t*>(dst);
+  const bool avx2 = simd_enabled();
   switch (t) {
     case DType::Q8_0:
-      return quantize_q8_0(src, out, n);
+      return avx2 ? simd::quantize_q8_0_avx2(src, out, n) : quant_ref::q8_0(src, out, n);
+    case DType::TQ2_0:
+      return avx2 ? simd::quantize_tq2_0_avx2(src, out, n) : quant_ref::tq2_0(src, out, n);
+    case DType::I2_S:
+      return avx2 ? simd::quantize_i2_s_avx2(src, out, n) : quant_ref::i2_s(src, out, n);
+    case DType::TQ1_0:
+      return quantize_tq1_0(src, out, n);
     default:
       unsupported("quantize to", t);
   }
 }
 
-void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams&) {
-  if (n % traits(t).block_elems != 0) throw Error(std::string(traits(t).name) + ": element count is not a whole number of blocks");
+void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams& params) {
+  check_blocks(t, n);
   const uint8_t* in = static_cast<const uint8_t*>(src);
   switch (t) {
     case DType::Q8_0:
@@ -118,6 +350,22 @@ void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParam
       return dequantize_q4_q5<false, true>(in, dst, n);
     case DType::Q5_1:
       return dequantize_q4_q5<true, true>(in, dst, n);
+    case DType::Q2_K:
+      return dequantize_q2_k(in, dst, n);
+    case DType::Q3_K:
+      return dequantize_q3_k(in, dst, n);
+    case DType::Q4_K:
+      return dequantize_q4_q5_k<false>(in, dst, n);
+    case DType::Q5_K:
+      return dequantize_q4_q5_k<true>(in, dst, n);
+    case DType::Q6_K:
+      return dequantize_q6_k(in, dst, n);
+    case DType::TQ1_0:
+      return dequantize_tq1_0(in, dst, n);
+    case DType::TQ2_0:
+      return dequantize_tq2_0(in, dst, n);
+    case DType::I2_S:
+      return dequantize_i2_s(in, dst, n, params.tensor_scale);
     default:
       unsupported("dequantize", t);
   }

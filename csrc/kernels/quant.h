@@ -1,6 +1,8 @@
 // Block quantizers and dequantizers for ggml types. Quantizers are bit-exact with gguf-py's numpy
-// reference (gguf.quants), which is itself tested bit for bit against ggml's C code.
+// reference (gguf.quants), which is itself tested bit for bit against ggml's C code; I2_S follows
+// BitNet's C quantizer (specs/i2s.md). Dequantizers repeat gguf-py's f32 operations in its order.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -16,12 +18,36 @@ struct QuantParams {
 bool can_quantize(DType t);
 bool can_dequantize(DType t);
 
-// Encodes n floats (a whole number of blocks) into dst.
+// Encodes n floats (a whole number of blocks) into dst. I2_S writes only its n/4 packed bytes
+// (blocks of 128 elements); the tensor tail comes from i2s_tail.
 void quantize(DType t, const float* src, void* dst, size_t n, const QuantParams& params);
-// Decodes n elements (a whole number of blocks) into floats.
+// Decodes n elements (a whole number of blocks) into floats. I2_S reads n/4 packed bytes and
+// multiplies by params.tensor_scale.
 void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams& params);
 
 // The 32 bytes that follow an I2_S tensor's packed codes: f32 scale, then 28 zero bytes.
 void i2s_tail(float scale, uint8_t out[32]);
+
+// BitNet's zero test for I2_S codes, made in double as its C quantizer does.
+inline bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
+
+// The scalar reference kernels. The SIMD kernels hand them the blocks they do not take themselves
+// (those holding Inf or NaN), so both paths share one definition of every edge case.
+namespace quant_ref {
+
+// A gguf block scale d = absmax / divisor as stored (f16 bits) and the multiplier 1/d its codes
+// use; 1/d that is not finite (d == 0, or d so small that f16(d) is 0 anyway) becomes 0, which
+// makes every code zero, as gguf-py's numpy gives.
+struct BlockScale {
+  uint16_t d_f16;
+  float id;
+};
+BlockScale block_scale(float absmax, float divisor);
+
+void q8_0(const float* x, uint8_t* y, size_t n);
+void tq2_0(const float* x, uint8_t* y, size_t n);
+void i2_s(const float* x, uint8_t* y, size_t n);
+
+}  // namespace quant_ref
 
 }  // namespace pyconv

@@ -19,4 +19,9 @@ void bf16_to_f32_avx2(const uint16_t* src, float* dst, size_t n);
 void bf16_to_f16_avx2(const uint16_t* src, uint16_t* dst, size_t n);
 void f16_to_bf16_avx2(const uint16_t* src, uint16_t* dst, size_t n);
 
+// Quantizers over whole blocks (kernels/quant_avx2.cpp); bytes equal the scalar quant_ref ones.
+void quantize_q8_0_avx2(const float* x, uint8_t* y, size_t n);
+void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n);
+void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n);
+
 }  // namespace pyconv::simd

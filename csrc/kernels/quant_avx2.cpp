@@ -1,0 +1,124 @@
+// AVX2 quantizers. Each lane does the scalar reference's f32 operations (the same products and
+// comparisons, the block scale from quant_ref::block_scale), so the bytes are identical; a block
+// holding Inf or NaN goes to the scalar code, which owns those rules.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/quant.h"
+#include "kernels/simd.h"
+
+namespace pyconv::simd {
+namespace {
+
+constexpr uint32_t kInfBits = 0x7f800000u;
+
+// Largest |x| of n floats (n a multiple of 8) as bits. Non-negative floats order like their bit
+// patterns, and every Inf or NaN pattern is >= kInfBits.
+inline uint32_t max_abs_bits(const float* x, size_t n) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+  __m256i acc = _mm256_setzero_si256();
+  for (size_t i = 0; i < n; i += 8)
+    acc = _mm256_max_epi32(acc, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), abs_mask));
+  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+}
+
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Stores 32 values 0..255 held as i32 lanes of a (elements 0-7), b (8-15), c (16-23), d (24-31).
+inline void store_bytes(__m256i a, __m256i b, __m256i c, __m256i d, uint8_t* out) {
+  // The packs work within 128-bit halves, leaving 4-byte runs in the order a0 b0 c0 d0 a1 b1 c1 d1.
+  const __m256i packed = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+  const __m256i ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), ordered);
+}
+
+// roundf on eight lanes: truncate, then step away from zero when the (exact) remainder is >= 0.5.
+inline __m256i round_half_away(__m256 v) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(v, t);
+  const __m256 up = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
+  const __m256 down = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
+  return _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down));
+}
+
+// ternary_code of the scalar path: 1 + (v >= 0.5) - (v <= -0.5); comparison masks are -1.
+inline __m256i ternary_codes(__m256 v) {
+  const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_set1_ps(0.5f), _CMP_GE_OQ));
+  const __m256i le = _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_set1_ps(-0.5f), _CMP_LE_OQ));
+  return _mm256_add_epi32(_mm256_sub_epi32(_mm256_set1_epi32(1), ge), le);
+}
+
+// i2s_code: 1 where |x| < 1e-6 in double, which for floats is |x| <= 1e-6f; else 2 if x > 0, else 0.
+inline __m256i i2s_codes(__m256 x) {
+  const __m256 a = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const __m256i zero = _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1e-6f), _CMP_LE_OQ));
+  const __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
+  return _mm256_blendv_epi8(_mm256_and_si256(pos, _mm256_set1_epi32(2)), _mm256_set1_epi32(1), zero);
+}
+
+// One 128-element chunk into 32 bytes: byte m holds the codes of elements m, m+32, m+64, m+96 at
+// bit shifts shift[0..3].
+template <typename CodeFn>
+inline void pack_chunk(const float* x, const int (&shift)[4], CodeFn code, uint8_t* out) {
+  __m256i lanes[4];
+  for (int j = 0; j < 4; ++j) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k)
+      acc = _mm256_or_si256(acc, _mm256_slli_epi32(code(_mm256_loadu_ps(x + 32 * k + 8 * j)), shift[k]));
+    lanes[j] = acc;
+  }
+  store_bytes(lanes[0], lanes[1], lanes[2], lanes[3], out);
+}
+
+}  // namespace
+
+void quantize_q8_0_avx2(const float* x, uint8_t* y, size_t n) {
+  const __m256i byte_mask = _mm256_set1_epi32(0xff);  // int8 as its byte, so the unsigned packs keep it
+  for (size_t b = 0; b < n / 32; ++b, x += 32, y += 34) {
+    const uint32_t amax = max_abs_bits(x, 32);
+    if (amax >= kInfBits) {
+      quant_ref::q8_0(x, y, 32);
+      continue;
+    }
+    const quant_ref::BlockScale s = quant_ref::block_scale(from_bits(amax), 127.0f);
+    std::memcpy(y, &s.d_f16, 2);
+    const __m256 id = _mm256_set1_ps(s.id);
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i)
+      q[i] = _mm256_and_si256(round_half_away(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), id)), byte_mask);
+    store_bytes(q[0], q[1], q[2], q[3], y + 2);
+  }
+}
+
+void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n) {
+  static constexpr int kShift[4] = {0, 2, 4, 6};
+  for (size_t b = 0; b < n / 256; ++b, x += 256, y += 66) {
+    const uint32_t amax = max_abs_bits(x, 256);
+    if (amax >= kInfBits) {
+      quant_ref::tq2_0(x, y, 256);
+      continue;
+    }
+    const quant_ref::BlockScale s = quant_ref::block_scale(from_bits(amax), 1.0f);
+    const __m256 id = _mm256_set1_ps(s.id);
+    const auto code = [id](__m256 v) { return ternary_codes(_mm256_mul_ps(v, id)); };
+    pack_chunk(x, kShift, code, y);
+    pack_chunk(x + 128, kShift, code, y + 32);
+    std::memcpy(y + 64, &s.d_f16, 2);
+  }
+}
+
+void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n) {
+  static constexpr int kShift[4] = {6, 4, 2, 0};
+  for (size_t b = 0; b < n / 128; ++b, x += 128, y += 32) pack_chunk(x, kShift, i2s_codes, y);
+}
+
+}  // namespace pyconv::simd
