@@ -264,26 +264,44 @@ PYBIND11_MODULE(_core, m) {
   m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, const std::string& type, float scale) {
     const DType t = dtype_from_name(type);
     const size_t n = static_cast<size_t>(src.size());
-    std::string out(static_cast<size_t>(row_nbytes(t, n)), '\0');
+    const size_t nbytes = static_cast<size_t>(row_nbytes(t, n));
+    py::bytes out(nullptr, nbytes);  // filled in place: no zeroing, no copy
+    char* dst = PyBytes_AsString(out.ptr());
     QuantParams p;
     p.tensor_scale = scale;
     {
       py::gil_scoped_release release;
-      quantize(t, src.data(), out.data(), n, p);
+      quantize(t, src.data(), dst, n, p);
     }
-    return py::bytes(out);
+    return out;
   }, py::arg("data"), py::arg("dtype"), py::arg("tensor_scale") = 0.0f,
      "Quantize f32 elements (a whole number of blocks) into the blocks of a ggml type.");
-  m.def("dequantize", [](const py::bytes& src, const std::string& type, size_t n, float scale) {
+  m.def("dequantize", [](const py::buffer& src, const std::string& type, size_t n, float scale) {
     const DType t = dtype_from_name(type);
-    const std::string raw(src);
-    if (raw.size() < row_nbytes(t, n)) throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
+    const py::buffer_info info = src.request();
+    py::ssize_t expect = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+      if (info.shape[d] > 1 && info.strides[d] != expect) throw Error("dequantize: the data must be one contiguous buffer");
+      expect *= info.shape[d];
+    }
+    if (static_cast<uint64_t>(info.size * info.itemsize) < row_nbytes(t, n))
+      throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
     py::array_t<float> out(static_cast<py::ssize_t>(n));
+    float* dst = out.mutable_data();
     QuantParams p;
     p.tensor_scale = scale;
-    dequantize(t, raw.data(), out.mutable_data(), n, p);
+    {
+      py::gil_scoped_release release;
+      dequantize(t, info.ptr, dst, n, p);
+    }
     return out;
-  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("tensor_scale") = 0.0f);
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("tensor_scale") = 0.0f,
+     "Decode `numel` elements of a ggml type (any contiguous buffer) into f32.");
+  m.def("i2s_tail", [](float scale) {
+    uint8_t tail[32];
+    i2s_tail(scale, tail);
+    return py::bytes(reinterpret_cast<const char*>(tail), 32);
+  }, py::arg("scale"), "The 32 bytes after an I2_S tensor's packed codes: the f32 scale, then 28 zero bytes.");
 
   py::class_<PyPlan>(m, "Plan", "A conversion plan in the engine's terms; built by pyconv.engine.")
       .def(py::init<>())
