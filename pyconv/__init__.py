@@ -11,11 +11,12 @@ from .errors import ConversionError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConversionError", "__version__", "convert", "inspect"]
+__all__ = ["ConversionError", "__version__", "convert", "dequantize", "inspect", "quantize"]
 
 if TYPE_CHECKING:
     from .conversion import convert
     from .inspection import inspect
+    from .quants import dequantize, quantize
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .inspection import inspect
 
         return inspect
+    if name in ("quantize", "dequantize"):
+        from . import quants
+
+        return getattr(quants, name)
     raise AttributeError(f"module 'pyconv' has no attribute {name!r}")
