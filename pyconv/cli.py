@@ -38,16 +38,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("convert", help="convert a checkpoint", description="Convert a checkpoint file or folder.")
-    c.add_argument("source", metavar="SRC", help="safetensors file or folder (single file or sharded with an index)")
+    c.add_argument("source", metavar="SRC", help="safetensors or torch file or folder (single or sharded with an index), "
+                   "or a DeepSpeed ZeRO checkpoint folder")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
     c.add_argument("--to", help="output format (default: from OUT's suffix)")
-    c.add_argument("--outtype", type=str.lower, help="type for floating-point tensors: f32, f16, bf16 (default: keep)")
+    c.add_argument("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s (default: keep)")
     c.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
     c.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)")
     c.add_argument("--dry-run", action="store_true", help="print the plan and check disk space; write nothing")
     c.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
     c.add_argument("--chunk-size", type=_size, metavar="SIZE", help="engine work buffer per thread (default 4MiB)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    c.add_argument("--strip-prefix", action="append", default=[], metavar="PREFIX", dest="strip_prefixes",
+                   help="remove PREFIX from the start of source tensor names (repeatable; e.g. _orig_mod. module.)")
+    c.add_argument("--zero-weights", choices=("master", "module"), default="master",
+                   help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
+                        "training-dtype copy (stages 1/2)")
+    c.add_argument("--arch", help="force an architecture table instead of detecting it from config.json")
+    g = c.add_argument_group("GGUF output")
+    g.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json or tokenizer.model to embed (default: beside the weights)")
+    g.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name, when pyconv cannot recognise it")
+    g.add_argument("--split-max-size", type=_size, metavar="SIZE", help="split into llama.cpp gguf-split shards of at most SIZE tensor bytes")
+    g.add_argument("--split-max-tensors", type=int, metavar="N", help="split into shards of at most N tensors")
+    g.add_argument("--name", dest="model_name", help="general.name (default: the source folder's name)")
+    g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
 
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
@@ -75,7 +89,11 @@ def _convert(args: argparse.Namespace) -> int:
 
     result = convert(args.source, args.output, to=args.to, outtype=args.outtype, threads=args.threads,
                      max_shard_size=args.max_shard_size, dry_run=args.dry_run, progress=not args.quiet,
-                     force=args.force, chunk_bytes=args.chunk_size or DEFAULT_CHUNK_BYTES)
+                     force=args.force, chunk_bytes=args.chunk_size or DEFAULT_CHUNK_BYTES,
+                     strip_prefixes=tuple(args.strip_prefixes), zero_weights=args.zero_weights, arch=args.arch,
+                     tokenizer=args.tokenizer, tokenizer_pre=args.tokenizer_pre, split_max_size=args.split_max_size,
+                     split_max_tensors=args.split_max_tensors, model_name=args.model_name,
+                     fingerprint=not args.no_fingerprint)
     if args.dry_run:
         _print_plan(result)
     elif not args.quiet:

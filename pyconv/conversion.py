@@ -9,6 +9,7 @@ from typing import Any
 
 from . import engine
 from .engine import Layout
+from .fingerprint import hash_in_background
 from .errors import ConversionError
 from .options import ConvertOptions
 from .plan import Plan
@@ -59,15 +60,22 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
     result = ConversionResult(out, plan, lay, ck, opts.dry_run)
     if opts.dry_run:
         return result
-    names = [f.name for f in plan.files] + list(plan.side_files)
+    finish = target.finish if opts.fingerprint else None
+    if finish is None:
+        plan.late_files = []
+    names = [f.name for f in plan.files] + list(plan.side_files) + plan.late_files
     sidecars = () if folder else tuple(n for n in names if n != out.name)
     started = time.perf_counter()
     bar = engine.ProgressBar(f"→ {out.name}", enabled=opts.progress)
     try:
         with Staging(out, folder=folder, force=opts.force, sidecars=sidecars) as staging:
             paths = [staging.path(f.name) for f in plan.files]
+            source_hashes = hash_in_background(ck.files) if finish else None
             result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes, progress=bar)
-            for name, data in plan.side_files.items():
+            side = dict(plan.side_files)
+            if finish and source_hashes:
+                side.update(finish(plan, paths, ck, opts, source_hashes.result()))
+            for name, data in side.items():
                 write_synced(staging.path(name), data)
             staging.commit()
     finally:

@@ -11,9 +11,19 @@ DEFAULT_CHUNK_BYTES = 4 << 20  # engine work buffer per thread
 class ConvertOptions:
     to: str | None = None                # target; None: from the output's suffix
     outtype: str | None = None           # None: every tensor keeps its type
+    strip_prefixes: tuple[str, ...] = ()  # name prefixes removed from source tensors (e.g. "_orig_mod.", "module.")
+    zero_weights: str = "master"         # ZeRO: "master" (fp32 optimizer copy) or "module" (training dtype, stages 1/2)
     threads: int = 0                     # 0: all CPUs
     max_shard_size: int | None = None    # bytes per safetensors shard
     dry_run: bool = False
     progress: bool = True
     force: bool = False                  # replace an existing output (only once the new one is complete)
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    arch: str | None = None              # force an architecture table
+    # GGUF
+    tokenizer: str | None = None         # tokenizer.json / tokenizer.model to use instead of the one beside the weights
+    tokenizer_pre: str | None = None     # name llama.cpp's BPE pre-tokenizer when the hash is unknown
+    split_max_size: int | None = None    # bytes of tensor data per GGUF split
+    split_max_tensors: int | None = None
+    model_name: str | None = None        # general.name (default: the source folder's name)
+    fingerprint: bool = True             # write <file>.sha256 and <stem>.meta.json beside GGUF output

@@ -234,6 +234,8 @@ class Plan:
     tensors: list[OutTensor]
     # small files Python writes itself (index.json, config.json, model card), by relative name
     side_files: dict[str, bytes] = field(default_factory=dict)
+    # files the target writes after the engine ran (fingerprints), known by name up front
+    late_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property

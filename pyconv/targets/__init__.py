@@ -10,7 +10,11 @@ from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import OutTensor, Plan, View
 from ..sources.base import Checkpoint
+from . import gguf as gg
 from . import safetensors as st
+
+# (plan, temp paths of the written files, checkpoint, options, input hashes) -> late side files
+Finisher = Callable[[Plan, list[Path], Checkpoint, ConvertOptions, dict[Path, str]], dict[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Target:
     suffixes: tuple[str, ...]                                # output suffixes that imply this target
     plan: Callable[[Checkpoint, Path, ConvertOptions], Plan]
     is_folder: Callable[[Path], bool]                        # is this output path a folder for the target
+    finish: Finisher | None = None                           # writes plan.late_files after the engine ran
 
 
 def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
@@ -30,6 +35,7 @@ def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
 
 TARGETS: dict[str, Target] = {
     "safetensors": Target("safetensors", (".safetensors",), _plan_safetensors, lambda out: st.output_names(out)[0]),
+    "gguf": Target("gguf", (".gguf",), gg.plan_gguf, lambda out: False, gg.finish_gguf),
 }
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 
-def assign_shards(sizes: list[int], max_bytes: int | None) -> list[int]:
+def assign_shards(sizes: list[int], max_bytes: int | None, max_count: int | None = None) -> list[int]:
     """Shard index per tensor, in order: a shard closes when the next tensor would push it past
-    ``max_bytes``; a tensor larger than the limit gets a shard of its own."""
-    out, shard, used = [], 0, 0
+    ``max_bytes`` or ``max_count`` tensors; a tensor larger than the byte limit gets a shard of its own."""
+    out, shard, used, count = [], 0, 0, 0
     for size in sizes:
-        if max_bytes is not None and used > 0 and used + size > max_bytes:
-            shard += 1
-            used = 0
+        if count and ((max_bytes is not None and used + size > max_bytes) or (max_count and count >= max_count)):
+            shard, used, count = shard + 1, 0, 0
         out.append(shard)
         used += size
+        count += 1
     return out
 
 

@@ -1,0 +1,172 @@
+"""Architecture tables: everything pyconv knows about a model family, as data.
+
+A table names the Hugging Face classes it covers, the GGUF architecture, the hyper-parameters
+(as gguf-py ``GGUFWriter.add_*`` methods fed from config fields, so keys and value types come from
+gguf-py), and the layout fixes between the two worlds: Q/K rotary permutation, norm offsets,
+transposed weights, stacked experts, tensors to drop. GGUF tensor names come from gguf-py's
+``TensorNameMap`` for the architecture. Add a family by adding a table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gguf
+
+from ..errors import ConversionError
+
+
+class Config(Mapping[str, Any]):
+    """config.json with lookups that also see ``rope_parameters`` (transformers 5) and ``rope_scaling``."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = dict(data)
+        text = self.data.get("text_config")
+        if isinstance(text, dict):  # multimodal wrappers keep the language model's fields here
+            self.data = {**self.data, **text}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def rope(self) -> dict[str, Any]:
+        for key in ("rope_parameters", "rope_scaling"):
+            value = self.data.get(key)
+            if isinstance(value, dict):
+                return value.get("full_attention", value)
+        return {}
+
+    def find(self, *names: str) -> Any:
+        for name in names:
+            if name in self.data and self.data[name] is not None:
+                return self.data[name]
+            if name in self.rope and self.rope[name] is not None:
+                return self.rope[name]
+        return None
+
+    def require(self, *names: str) -> Any:
+        value = self.find(*names)
+        if value is None:
+            raise ConversionError(f"config.json has none of {', '.join(names)}")
+        return value
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One GGUF hyper-parameter: ``method`` of gguf.GGUFWriter, fed from the first config field
+    present in ``fields`` or computed by ``derive``. Optional ones are skipped when absent."""
+
+    method: str
+    fields: tuple[str, ...] = ()
+    derive: Callable[[Config], Any] | None = None
+    required: bool = True
+
+    def value(self, cfg: Config) -> Any:
+        value = self.derive(cfg) if self.derive else cfg.find(*self.fields)
+        if value is None and self.required:
+            raise ConversionError(f"config.json has none of {', '.join(self.fields) or self.method} needed for GGUF")
+        return value
+
+
+def head_dim(cfg: Config) -> int:
+    return int(cfg.find("head_dim") or cfg.require("hidden_size", "n_embd") // cfg.require("num_attention_heads", "n_head"))
+
+
+# The hyper-parameters most decoder families share (llama.cpp's converter writes the same set).
+COMMON_HPARAMS: tuple[HParam, ...] = (
+    HParam("add_context_length", ("max_position_embeddings", "n_ctx", "n_positions", "max_sequence_length")),
+    HParam("add_embedding_length", ("hidden_size", "n_embd", "dim")),
+    HParam("add_block_count", ("num_hidden_layers", "n_layer", "n_layers")),
+    HParam("add_feed_forward_length", ("intermediate_size", "n_inner", "hidden_dim"), required=False),
+    HParam("add_head_count", ("num_attention_heads", "n_head", "n_heads")),
+    HParam("add_head_count_kv", ("num_key_value_heads", "n_kv_heads"), required=False),
+    HParam("add_rope_freq_base", ("rope_theta",), required=False),
+    HParam("add_layer_norm_rms_eps", ("rms_norm_eps",), required=False),
+    HParam("add_layer_norm_eps", ("layer_norm_eps", "layer_norm_epsilon"), required=False),
+    HParam("add_expert_count", ("num_local_experts", "num_experts"), required=False),
+    HParam("add_expert_used_count", ("num_experts_per_tok",), required=False),
+    HParam("add_key_length", ("head_dim",), required=False),
+    HParam("add_value_length", ("head_dim",), required=False),
+)
+
+
+@dataclass(frozen=True)
+class ExpertStack:
+    """Per-expert 2-d weights (``...experts.{e}.<part>.weight``) stacked into one 3-d GGUF tensor per part."""
+
+    pattern: str                      # regex with groups (layer, expert, part)
+    parts: Mapping[str, gguf.MODEL_TENSOR]
+    count_fields: tuple[str, ...]     # config fields holding the expert count
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    hf_architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    gguf_arch: gguf.MODEL_ARCH
+    hparams: tuple[HParam, ...] = COMMON_HPARAMS
+    # llama.cpp's "llama" graph rotates pairs (x[i], x[i + d/2]) after permuting Q/K rows; HF
+    # checkpoints hold them unpermuted
+    permute_qk: bool = False
+    # added to every "*norm.weight" for GGUF (gemma stores w - 1)
+    norm_shift: float = 0.0
+    # weights stored [in, out] (GPT-2's Conv1D), transposed for GGUF
+    transposed: tuple[str, ...] = ()
+    experts: ExpertStack | None = None
+    # HF tensors llama.cpp has no use for (regexes)
+    skip: tuple[str, ...] = ()
+    # extra hyper-parameters that are constants for the family: (GGUFWriter method, value)
+    constants: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def gguf_name(self) -> str:
+        return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+
+    def skipped(self, name: str) -> bool:
+        return any(re.search(p, name) for p in self.skip)
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def register(*archs: Arch) -> None:
+    for a in archs:
+        ARCHS[a.name] = a
+
+
+def _load_tables() -> None:
+    # importing the family modules registers their tables
+    from . import llama  # noqa: F401
+
+
+def detect_arch(config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None) -> Arch:
+    """The table for a checkpoint: ``forced`` (--arch), else config.json's ``architectures`` or
+    ``model_type``, else the tensor-name signature (with a warning naming what was assumed)."""
+    _load_tables()
+    if forced:
+        if forced not in ARCHS:
+            raise ConversionError(f"unknown architecture '{forced}' (supported: {', '.join(sorted(ARCHS))})")
+        return ARCHS[forced]
+    if config:
+        for hf in config.get("architectures") or []:
+            for a in ARCHS.values():
+                if hf in a.hf_architectures:
+                    return a
+        model_type = config.get("model_type")
+        for a in ARCHS.values():
+            if model_type in a.model_types:
+                return a
+        known = config.get("architectures") or [model_type]
+        raise ConversionError(f"architecture {known} is not supported (supported: {', '.join(sorted(ARCHS))}); "
+                              "pass --arch to force one")
+    raise ConversionError(f"no config.json to tell the architecture (supported: {', '.join(sorted(ARCHS))}); pass --arch")

@@ -1,0 +1,170 @@
+"""Tokenizer files to ``tokenizer.ggml.*`` metadata, the way llama.cpp reads them.
+
+Three vocab kinds: SentencePiece (``tokenizer.model`` → "llama"), byte-level BPE from
+``tokenizer.json`` (→ "gpt2", with the pre-tokenizer named the way llama.cpp names it: by hashing
+the ids of a fixed text) and WordPiece (→ "bert"). Special ids, add_bos/add_eos, merges and the
+chat template come from gguf-py's ``SpecialVocab``, the same reader llama.cpp's converter uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+from ..errors import ConversionError
+
+# gguf token types
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in (
+    gguf.TokenType.NORMAL, gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED,
+    gguf.TokenType.UNUSED, gguf.TokenType.BYTE))
+SPACE_MARK = "\u2581"
+
+
+@cache
+def _pre_tokenizer_table() -> dict[str, Any]:
+    with (Path(__file__).parent / "data" / "bpe_pre_tokenizers.json").open(encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def pre_tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 of the ids of llama.cpp's check text, as its converter computes it."""
+    ids = tokenizer.encode(_pre_tokenizer_table()["check_text"]).ids
+    return hashlib.sha256(str(ids).encode()).hexdigest()
+
+
+def pre_tokenizer_name(tokenizer: Any, path: Path) -> str:
+    digest = pre_tokenizer_hash(tokenizer)
+    name = _pre_tokenizer_table()["names_by_hash"].get(digest)
+    if name is None:
+        raise ConversionError(f"llama.cpp does not know this BPE pre-tokenizer (check hash {digest}); "
+                              "pass --tokenizer-pre NAME to name one it knows", file=path)
+    return str(name)
+
+
+def looks_special(text: str) -> bool:
+    """Added tokens some models forget to mark special; llama.cpp's converter treats them as control."""
+    return (text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<\uff5c") and text.endswith("\uff5c>")) or (text.startswith("<unused") and text.endswith(">")))
+
+
+@dataclass
+class Vocab:
+    model: str                      # tokenizer.ggml.model
+    pre: str | None                 # tokenizer.ggml.pre
+    tokens: list[str | bytes]
+    token_types: list[int]
+    scores: list[float] | None = None
+
+
+def _sentencepiece(folder: Path, vocab_size: int | None) -> Vocab:
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    sp.LoadFromFile(str(folder / "tokenizer.model"))
+    n = vocab_size or sp.vocab_size()
+    tokens: list[str | bytes] = [f"[PAD{i}]".encode() for i in range(n)]
+    scores = [-10000.0] * n
+    types = [UNUSED] * n
+    for i in range(min(n, sp.vocab_size())):
+        tokens[i] = sp.IdToPiece(i).encode()
+        scores[i] = sp.GetScore(i)
+        types[i] = (UNKNOWN if sp.IsUnknown(i) else CONTROL if sp.IsControl(i) else UNUSED if sp.IsUnused(i)
+                    else BYTE if sp.IsByte(i) else NORMAL)
+    added = folder / "added_tokens.json"
+    if added.is_file():
+        for text, i in json.loads(added.read_text(encoding="utf-8")).items():
+            if i < n:
+                tokens[i], scores[i], types[i] = text.encode(), -1000.0, USER_DEFINED
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        for key, entry in json.loads(cfg.read_text(encoding="utf-8")).get("added_tokens_decoder", {}).items():
+            i, text = int(key), entry["content"]
+            if i >= n:
+                continue
+            if entry.get("special") or looks_special(text):
+                types[i] = CONTROL
+            else:
+                text, types[i] = text.replace(SPACE_MARK, " "), USER_DEFINED
+            tokens[i], scores[i] = text.encode(), -1000.0
+    return Vocab("llama", "default", tokens, types, scores)
+
+
+def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) -> Vocab:
+    from tokenizers import Tokenizer
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    kind = doc.get("model", {}).get("type")
+    if kind == "BPE" and doc["model"].get("byte_fallback"):
+        # SentencePiece converted to tokenizer.json (Llama 2, Mistral): llama.cpp reads it as "llama"
+        hf = gguf.LlamaHfVocab(path.parent)
+        tokens, scores, types = [], [], []
+        for text, score, toktype in hf.all_tokens():
+            tokens.append(text)
+            scores.append(score)
+            types.append(int(toktype))
+        return Vocab("llama", "default", tokens, types, scores)
+    if kind not in ("BPE", "WordPiece"):
+        raise ConversionError(f"tokenizer model type {kind!r} is not supported for GGUF (BPE, WordPiece, SentencePiece)", file=path)
+    tok = Tokenizer.from_file(str(path))
+    vocab = tok.get_vocab(with_added_tokens=True)
+    n = vocab_size or (max(vocab.values()) + 1)
+    if max(vocab.values()) >= n:
+        raise ConversionError(f"tokenizer has id {max(vocab.values())}, the model only {n} embeddings", file=path)
+    by_id = {i: t for t, i in vocab.items()}
+    added = tok.get_added_tokens_decoder()
+    tokens: list[str | bytes] = []
+    types: list[int] = []
+    for i in range(n):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+            continue
+        if i in added:
+            entry = added[i]
+            if not entry.normalized:  # llama.cpp expects added tokens pre-normalized
+                text = tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False)
+            if entry.special or looks_special(text):
+                types.append(CONTROL)
+            else:
+                text = text.replace(SPACE_MARK, " ")
+                types.append(USER_DEFINED)
+        else:
+            types.append(NORMAL)
+        tokens.append(text)
+    if kind == "WordPiece":
+        return Vocab("bert", pre or "default", tokens, types)
+    return Vocab("gpt2", pre or pre_tokenizer_name(tok, path), tokens, types)
+
+
+def load_vocab(folder: Path, vocab_size: int | None, *, tokenizer: Path | None = None, pre: str | None = None) -> tuple[Vocab, Path]:
+    """The vocabulary next to a checkpoint (or in ``tokenizer``'s folder), and the folder it came from."""
+    if tokenizer is not None:
+        if tokenizer.name == "tokenizer.model":
+            return _sentencepiece(tokenizer.parent, vocab_size), tokenizer.parent
+        return _from_tokenizer_json(tokenizer, vocab_size, pre), tokenizer.parent
+    if (folder / "tokenizer.model").is_file():
+        return _sentencepiece(folder, vocab_size), folder
+    if (folder / "tokenizer.json").is_file():
+        return _from_tokenizer_json(folder / "tokenizer.json", vocab_size, pre), folder
+    raise ConversionError("no tokenizer.json or tokenizer.model next to the checkpoint; pass --tokenizer", file=folder)
+
+
+def add_vocab(writer: gguf.GGUFWriter, vocab: Vocab, folder: Path) -> None:
+    """Write the vocabulary and the special tokens into a gguf-py writer used as a KV collector."""
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre is not None:
+        writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.token_types)
+    special = gguf.SpecialVocab(folder, load_merges=vocab.model == "gpt2", n_vocab=len(vocab.tokens))
+    special.add_to_gguf(writer, quiet=True)
