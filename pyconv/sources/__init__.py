@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ConversionError
@@ -30,7 +30,54 @@ def _open_safetensors(path: Path, _opts: ConvertOptions) -> Checkpoint:
     return open_safetensors(path)
 
 
-READERS: list[Reader] = [Reader("safetensors", _is_safetensors, _open_safetensors)]
+def _is_zero(path: Path) -> bool:
+    from .zero import recognises
+
+    return recognises(path)
+
+
+def _open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
+    from .zero import open_zero
+
+    return open_zero(path, opts)
+
+
+def _is_torch(path: Path) -> bool:
+    from .torch_pickle import recognises
+
+    return recognises(path)
+
+
+def _open_torch(path: Path, opts: ConvertOptions) -> Checkpoint:
+    from .torch_pickle import open_torch
+
+    return open_torch(path, opts)
+
+
+# A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
+READERS: list[Reader] = [
+    Reader("safetensors", _is_safetensors, _open_safetensors),
+    Reader("zero", _is_zero, _open_zero),
+    Reader("torch", _is_torch, _open_torch),
+]
+
+
+def strip_prefixes(ck: Checkpoint, prefixes: tuple[str, ...]) -> Checkpoint:
+    """Tensor names without wrapper prefixes (torch.compile's ``_orig_mod.``, DDP's ``module.``),
+    removed from the start of a name as long as one matches."""
+    if not prefixes:
+        return ck
+    renamed: dict[str, SourceTensor] = {}
+    for name, t in ck.tensors.items():
+        new = name
+        while match := next((p for p in prefixes if p and new.startswith(p)), None):
+            new = new[len(match):]
+        if not new or new in renamed:
+            raise ConversionError(f"stripping prefixes turns '{name}' into {new!r}, "
+                                  + ("an empty name" if not new else "which another tensor is already called"), file=ck.path)
+        renamed[new] = t if new == name else replace(t, name=new)
+    ck.tensors = renamed
+    return ck
 
 
 def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> Checkpoint:
@@ -41,7 +88,7 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
         raise ConversionError("no such file or folder", file=p)
     for reader in READERS:
         if reader.recognises(p):
-            return reader.open(p, opts)
+            return strip_prefixes(reader.open(p, opts), opts.strip_prefixes)
     known = ", ".join(r.name for r in READERS)
     raise ConversionError(f"not a checkpoint pyconv can read (readers: {known})", file=p)
 
