@@ -68,9 +68,6 @@ struct Stats {
   }
 };
 
-// I2_S's quantizer treats |x| < 1e-6 as zero; ternary detection uses the same threshold.
-constexpr float kTernaryZero = 1e-6f;
-
 struct ChunkGeometry {
   int k = 0;            // chunks fix dims < k, cut dim k into steps, and take dims > k whole
   int64_t step = 1;
@@ -279,7 +276,7 @@ class Worker {
         const float a = std::fabs(tmp[j]);
         partial += a;
         st.max_abs = std::max(st.max_abs, a);
-        if (a >= kTernaryZero) {
+        if (!i2s_is_zero(a)) {  // I2_S's own zero test: "ternary" means its codes keep every value
           ++st.nonzero;
           st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
         }
