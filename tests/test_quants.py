@@ -150,6 +150,18 @@ def test_i2s_matches_bitnet_vectors(case: str, kernel_path: str) -> None:
     assert np.array_equal(pyconv.dequantize(want, "i2_s", x.shape), np.where(np.abs(x) < THRESHOLD, F32(0), x))
 
 
+def test_i2s_decodes_as_bitnets_reader() -> None:
+    """Codes 0, 1, 2, 3 read as -1, 0, +1, 0 times the scale after the packed bytes (specs/i2s.md §2),
+    four 32-element groups per 32-byte block, most significant bits first."""
+    rng = np.random.default_rng(4)
+    packed = rng.integers(0, 256, 3 * 256 // 4, np.uint8)
+    scale = F32(0.4372)
+    data = packed.tobytes() + scale.tobytes() + bytes(28)
+    codes = (packed.reshape(-1, 1, 32) >> np.array([6, 4, 2, 0], np.uint8).reshape(1, 4, 1)) & 3
+    want = np.array([-1, 0, 1, 0], F32)[codes.reshape(3, 256)] * scale
+    assert np.array_equal(pyconv.dequantize(data, "i2_s", (3, 256)), want)
+
+
 def test_i2s_zero_threshold_is_bitnets_double_comparison(kernel_path: str) -> None:
     edge = [np.nextafter(THRESHOLD, F32(0)), THRESHOLD, np.nextafter(THRESHOLD, F32(1)), F32(1e-7), F32(0), F32(-0.0)]
     row = np.resize(np.array(edge + [-v for v in edge] + [F32(0.5), F32(-0.5)], F32), 128)
