@@ -68,14 +68,17 @@ def strip_prefixes(ck: Checkpoint, prefixes: tuple[str, ...]) -> Checkpoint:
     if not prefixes:
         return ck
     renamed: dict[str, SourceTensor] = {}
+    was: dict[str, str] = {}
     for name, t in ck.tensors.items():
         new = name
         while match := next((p for p in prefixes if p and new.startswith(p)), None):
             new = new[len(match):]
-        if not new or new in renamed:
-            raise ConversionError(f"stripping prefixes turns '{name}' into {new!r}, "
-                                  + ("an empty name" if not new else "which another tensor is already called"), file=ck.path)
+        if not new:
+            raise ConversionError("stripping prefixes leaves an empty name", file=ck.path, tensor=name)
+        if new in renamed:
+            raise ConversionError(f"'{was[new]}' and '{name}' both become '{new}' once prefixes are stripped", file=ck.path)
         renamed[new] = t if new == name else replace(t, name=new)
+        was[new] = name
     ck.tensors = renamed
     return ck
 

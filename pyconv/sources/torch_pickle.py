@@ -8,6 +8,7 @@ Tensors come out as ``PickledTensor`` records and become ``SourceTensor``s over 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
@@ -28,6 +29,8 @@ from .safetensors import read_config, read_index
 # File names the torch reader claims; a folder needs exactly one, or an index.
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DEFAULT_NAME = "pytorch_model.bin"  # preferred in a folder that also holds e.g. training_args.bin
+# data.pkl is only the structure (a few bytes per tensor); more than this is a zip bomb or not a checkpoint.
+MAX_PICKLE_BYTES = 1 << 30
 # Keys under which training scripts nest the model's state dict, most common first.
 STATE_DICT_KEYS = ("model", "state_dict", "module", "model_state_dict", "model_state")
 
@@ -194,7 +197,7 @@ BASE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Size"): _size,
     ("torch", "Tensor"): _TensorType("torch.Tensor"),
     ("torch.nn.parameter", "Parameter"): _TensorType("torch.nn.Parameter"),
-    ("torch", "UntypedStorage"): _StorageType(None),
+    ("torch.storage", "UntypedStorage"): _StorageType(None),
     ("_codecs", "encode"): _latin1,
     **{("torch", n): _StorageType(d) for n, d in _STORAGE_TYPES.items()},
     **{("torch", n): _TorchDType(d, n) for n, d in _TORCH_DTYPES.items()},
@@ -203,7 +206,18 @@ BASE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+def _refuse_extension(_self: Any) -> None:
+    # EXT opcodes name globals through copyreg's registry, and both unpicklers cache what they found
+    # process-wide: an entry cached by anyone else's unpickling would bypass find_class.
+    raise PickleRefused("it uses a copyreg extension code (EXT opcode), which a state dict never does")
+
+
+class _Unpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
+
+    dispatch = {**pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+                **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)}}
+
     def __init__(self, file: BinaryIO, allowed: Mapping[tuple[str, str], Any]) -> None:
         super().__init__(file, encoding="utf-8")
         self._allowed = allowed
@@ -292,50 +306,55 @@ def _member_span(path: Path, fd: int, size: int, info: zipfile.ZipInfo) -> tuple
     return start, info.file_size
 
 
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    try:
+        return archive.read(info)
+    except Exception as e:  # CRC, truncation, unknown compression: the file is broken either way
+        raise ConversionError(f"cannot read zip member '{info.filename}' ({type(e).__name__}: {e})", file=path) from None
+
+
 def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None) -> TorchFile:
     """Unpickle ``path``'s structure with the allowed globals and locate every storage it uses.
 
-    Tensor bytes are never read; only the pickle and the zip directory are.
+    Tensor bytes are never read; only the zip directory and data.pkl are.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        f = path.open("rb")
     except OSError as e:
         raise ConversionError(f"cannot read: {e.strerror}", file=path) from None
-    try:
-        size = os.fstat(fd).st_size
-        with os.fdopen(os.dup(fd), "rb") as f:
-            if not zipfile.is_zipfile(f):
-                raise _refuse_non_zip(path, os.pread(fd, 512, 0))
-            try:
-                archive = zipfile.ZipFile(f)
-            except (zipfile.BadZipFile, OSError, ValueError) as e:
-                raise ConversionError(f"broken zip directory ({e})", file=path) from None
-            with archive:
-                infos = {i.filename: i for i in archive.infolist()}
-                prefix = _archive_prefix(path, list(infos))
-                order = infos.get(prefix + "byteorder")
-                if order is not None and archive.read(order).strip() != b"little":
-                    raise ConversionError("saved on a big-endian machine; pyconv reads little-endian tensors only", file=path)
-                unpickler: _Unpickler | None = None
-                try:
-                    with archive.open(infos[prefix + "data.pkl"]) as pkl:
-                        unpickler = _Unpickler(pkl, {**BASE_GLOBALS, **(extra_globals or {})})
-                        root = unpickler.load()
-                except PickleRefused as e:
-                    raise ConversionError(f"refused: {e}", file=path) from None
-                except Exception as e:  # a malformed pickle can fail in many ways; all are the user's file
-                    raise ConversionError(f"cannot read its pickle ({type(e).__name__}: {e})", file=path) from None
-                spans = {}
-                for key, storage in unpickler.storages.items():
-                    info = infos.get(f"{prefix}data/{key}")
-                    if info is None:
-                        raise ConversionError(f"storage '{key}' named by the pickle has no zip member", file=path)
-                    spans[key] = _member_span(path, fd, size, info)
-                    if spans[key][1] < storage.nbytes:
-                        raise ConversionError(f"storage '{key}' holds {spans[key][1]} bytes, the pickle says {storage.nbytes}", file=path)
-        return TorchFile(path, root, spans)
-    finally:
-        os.close(fd)
+    with f:
+        fd, size = f.fileno(), os.fstat(f.fileno()).st_size
+        if not zipfile.is_zipfile(f):
+            raise _refuse_non_zip(path, os.pread(fd, 512, 0))
+        try:
+            archive = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ConversionError(f"broken zip directory ({e})", file=path) from None
+        infos = {i.filename: i for i in archive.infolist()}
+        prefix = _archive_prefix(path, list(infos))
+        order = infos.get(prefix + "byteorder")
+        if order is not None and _read_member(path, archive, order).strip() != b"little":
+            raise ConversionError("saved on a big-endian machine; pyconv reads little-endian tensors only", file=path)
+        pkl = infos[prefix + "data.pkl"]
+        if pkl.file_size > MAX_PICKLE_BYTES:
+            raise ConversionError(f"data.pkl is {pkl.file_size} bytes, over the {MAX_PICKLE_BYTES}-byte limit for "
+                                  "a checkpoint's structure", file=path)
+        unpickler = _Unpickler(io.BytesIO(_read_member(path, archive, pkl)), {**BASE_GLOBALS, **(extra_globals or {})})
+        try:
+            root = unpickler.load()
+        except PickleRefused as e:
+            raise ConversionError(f"refused: {e}", file=path) from None
+        except Exception as e:  # a malformed pickle can fail in many ways; all are the user's file
+            raise ConversionError(f"cannot read its pickle ({type(e).__name__}: {e})", file=path) from None
+        spans = {}
+        for key, storage in unpickler.storages.items():
+            info = infos.get(f"{prefix}data/{key}")
+            if info is None:
+                raise ConversionError(f"storage '{key}' named by the pickle has no zip member", file=path)
+            spans[key] = _member_span(path, fd, size, info)
+            if spans[key][1] < storage.nbytes:
+                raise ConversionError(f"storage '{key}' holds {spans[key][1]} bytes, the pickle says {storage.nbytes}", file=path)
+    return TorchFile(path, root, spans)
 
 
 def _is_state_dict(value: Any) -> bool:
