@@ -27,6 +27,12 @@ NUMPY_TYPES: dict[str, type[np.generic]] = {
 }
 
 
+# every ggml type the core knows, by GGUF type id
+GGML_TYPES = ("f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
+              "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl",
+              "iq3_s", "iq2_s", "iq4_xs", "iq1_m", "tq1_0", "tq2_0", "i2_s", "mxfp4", "nvfp4", "q1_0")
+
+
 @cache
 def info(name: str) -> dict[str, int | bool]:
     return dict(_core.dtype_info(name))
@@ -50,3 +56,6 @@ def nbytes(name: str, numel: int) -> int:
 
 def ggml_id(name: str) -> int:
     return int(info(name)["id"])
+
+
+GGML_NAMES: dict[int, str] = {ggml_id(n): n for n in GGML_TYPES}

@@ -8,6 +8,21 @@ from typing import Any
 from .sources import open_checkpoint
 
 
+def _plain(value: Any) -> Any:
+    """JSON-friendly form of reader extras; long arrays (GGUF vocabularies) become their length."""
+    if hasattr(value, "type") and hasattr(value, "value"):  # a GGUF key's typed value
+        value = value.value
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] if len(value) <= 16 else f"[{len(value)} items]"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
 def inspect(path: str | Path) -> dict[str, Any]:
     """Tensors (dtype, shape, bytes, file), totals per dtype, metadata and config of a file or folder."""
     ck = open_checkpoint(path)
@@ -17,7 +32,7 @@ def inspect(path: str | Path) -> dict[str, Any]:
         "files": [str(f) for f in ck.files],
         "metadata": ck.metadata,
         "config": ck.config,
-        "extra": {k: v for k, v in ck.extra.items() if isinstance(v, (str, int, float, bool, list, dict))},
+        "extra": _plain(ck.extra),
         "tensor_count": len(ck.tensors),
         "total_bytes": ck.nbytes,
         "bytes_by_dtype": ck.tensor_bytes_by_dtype(),

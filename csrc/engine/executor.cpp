@@ -243,7 +243,8 @@ class Worker {
     const uint64_t out_bytes = row_nbytes(t.out, n);
     const uint64_t out_off = t.offset + row_nbytes(t.out, flat_begin);
     const uint8_t* out = nullptr;
-    const bool need_floats = r.ternarize || t.ops.size() > (r.ternarize_op ? 1u : 0u) || traits(t.out).is_quant;
+    // Ops and quantizers work on f32; a raw copy (same type, no ops) and plain casts skip that.
+    const bool need_floats = !t.ops.empty() || (r.work != t.out && traits(t.out).is_quant);
     if (r.work == t.out && !need_floats) {
       out = w;
     } else {

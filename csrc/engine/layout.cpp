@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/gather.h"
+#include "kernels/quant.h"
 
 namespace pyconv {
 namespace {
@@ -198,7 +199,10 @@ void validate(const Plan& plan) {
     if (out.is_quant && ne0 % (t.out == DType::I2_S ? 128 : out.block_elems) != 0)
       throw Error(where(t) + ": rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
     if (t.out == DType::I2_S && t.shape.size() != 2) throw Error(where(t) + ": i2_s needs a 2-d tensor");
-    if (out.is_quant && t.out != DType::Q8_0 && t.out != DType::TQ1_0 && t.out != DType::TQ2_0 && t.out != DType::I2_S)
+    // Blocks of the output type copied as they are need no quantizer; anything else does.
+    bool raw_copy = t.ops.empty() && !t.parts.empty();
+    for (const Part& p : t.parts) raw_copy = raw_copy && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
+    if (out.is_quant && !raw_copy && !can_quantize(t.out))
       throw Error(where(t) + ": pyconv cannot quantize to " + out.name);
     bool float_like_sources = true;
     for (size_t i = 0; i < t.parts.size(); ++i) {

@@ -54,9 +54,20 @@ def _open_torch(path: Path, opts: ConvertOptions) -> Checkpoint:
     return open_torch(path, opts)
 
 
+def _is_gguf(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".gguf"
+
+
+def _open_gguf(path: Path, _opts: ConvertOptions) -> Checkpoint:
+    from .gguf import open_gguf
+
+    return open_gguf(path)
+
+
 # A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
 READERS: list[Reader] = [
     Reader("safetensors", _is_safetensors, _open_safetensors),
+    Reader("gguf", _is_gguf, _open_gguf),
     Reader("zero", _is_zero, _open_zero),
     Reader("torch", _is_torch, _open_torch),
 ]

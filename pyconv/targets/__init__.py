@@ -26,6 +26,14 @@ class Target:
     finish: Finisher | None = None                           # writes plan.late_files after the engine ran
 
 
+def _plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
+    if ck.kind == "gguf":
+        from .gguf_requant import plan_requant
+
+        return plan_requant(ck, out, opts)
+    return gg.plan_gguf(ck, out, opts)
+
+
 def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     st.check_outtype(opts.outtype)
     _folder, stem = st.output_names(out)
@@ -35,7 +43,7 @@ def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
 
 TARGETS: dict[str, Target] = {
     "safetensors": Target("safetensors", (".safetensors",), _plan_safetensors, lambda out: st.output_names(out)[0]),
-    "gguf": Target("gguf", (".gguf",), gg.plan_gguf, lambda out: False, gg.finish_gguf),
+    "gguf": Target("gguf", (".gguf",), _plan_gguf, lambda out: False, gg.finish_gguf),
 }
 
 

@@ -15,9 +15,11 @@ WEIGHTS_STEM = "model"
 
 def out_dtype(source_dtype: str, outtype: str | None, tensor: str) -> str:
     """``outtype`` applies to floating-point tensors only; integers and bools pass through."""
-    if outtype is None or not dtypes.is_float(source_dtype):
-        if dtypes.is_quant(source_dtype):
+    if dtypes.is_quant(source_dtype):  # dequantized on the way
+        if outtype is None:
             raise ConversionError(f"{source_dtype} data cannot be stored in safetensors; pass --outtype f32|f16|bf16", tensor=tensor)
+        return outtype
+    if outtype is None or not dtypes.is_float(source_dtype):
         return source_dtype
     return outtype
 
