@@ -131,8 +131,12 @@ def weight_like(rng: np.random.Generator, count: int) -> list[np.ndarray]:
 
 
 def test_absmean_matches_the_double_precision_reference(tmp_path: Path) -> None:
-    ws = weight_like(np.random.default_rng(5), 12)
+    rng = np.random.default_rng(5)
+    ws = weight_like(rng, 12)
     ws[0][:, :5] = 0.0
+    # |W| is 0.125 or 0.375 half and half: mean 0.25 exactly, so W s lands on +-0.5 (rounds to 0, half
+    # to even) and +-1.5 (to +-2, clamped to 1)
+    ws.append((rng.permutation(np.repeat([0.125, 0.375], 4096)) * rng.choice([-1, 1], 8192)).reshape(32, 256).astype(F32))
     src = write_source(tmp_path, {f"w{i}": w for i, w in enumerate(ws)})
 
     def make() -> list[OutTensor]:
