@@ -294,27 +294,22 @@ def _load_zero(folder: Path) -> _Zero:
         raise ConversionError(f"the ranks' optimizer files disagree on or have no valid ZeRO stage ({sorted(map(str, stages))})", file=folder)
     kind = stages.pop()
     stage = 1 if kind == "bf16" else int(kind)
-    if (stage == 3) != (model_files[0].name.startswith("zero_pp_rank_")):
-        raise ConversionError(f"stage-{stage} optimizer files next to '{model_files[0].name}'", file=folder)
-    if stage == 3 and len(model_files) != len(optim_files):
-        raise ConversionError(f"{len(model_files)} model state files for {len(optim_files)} ranks", file=folder)
-    zero = _Zero(folder, stage, "BF16_Optimizer" if kind == "bf16" else "ZeRO", optim,
-                 [load(p, DEEPSPEED_GLOBALS) for p in model_files[: len(optim) if stage == 3 else 1]], osds)
-    _check_world_size(zero)
-    return zero
-
-
-def _check_world_size(zero: _Zero) -> None:
-    ws = zero.world_size
-    for tf, osd in zip(zero.optim, zero.osds):
+    ws = len(optim)
+    for tf, osd in zip(optim, osds):
         counts = _field(tf, osd, "partition_count", (int, list), "optimizer_state_dict")
         counted = max(counts) if isinstance(counts, list) and counts else counts
         if counted != ws:
-            raise zero.error(f"partition_count says {counted} ranks, the folder has {ws} optimizer files "
-                             "(a missing rank, or files left from another run)", tf.path)
-    declared = zero.model.get("dp_world_size")
+            raise ConversionError(f"partition_count says {counted} ranks, the folder has {ws} optimizer files "
+                                  "(a missing rank, or files left from another run)", file=tf.path)
+    if (stage == 3) != (model_files[0].name.startswith("zero_pp_rank_")):
+        raise ConversionError(f"stage-{stage} optimizer files next to '{model_files[0].name}'", file=folder)
+    if stage == 3 and len(model_files) != ws:
+        raise ConversionError(f"{len(model_files)} model state files for {ws} ranks", file=folder)
+    models = [load(p, DEEPSPEED_GLOBALS) for p in model_files[: ws if stage == 3 else 1]]
+    declared = models[0].root.get("dp_world_size") if isinstance(models[0].root, dict) else None
     if isinstance(declared, int) and declared != ws:
-        raise zero.error(f"dp_world_size is {declared}, the folder has {ws} optimizer files", zero.models[0].path)
+        raise ConversionError(f"dp_world_size is {declared}, the folder has {ws} optimizer files", file=models[0].path)
+    return _Zero(folder, stage, "BF16_Optimizer" if kind == "bf16" else "ZeRO", optim, models, osds)
 
 
 def _module(zero: _Zero) -> dict[str, PickledTensor]:
