@@ -212,10 +212,10 @@ def _refuse_extension(_self: Any) -> None:
     raise PickleRefused("it uses a copyreg extension code (EXT opcode), which a state dict never does")
 
 
-class _Unpickler(pickle._Unpickler):  # type: ignore[name-defined]
+class _Unpickler(pickle._Unpickler):
     """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
 
-    dispatch = {**pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+    dispatch = {**pickle._Unpickler.dispatch,
                 **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)}}
 
     def __init__(self, file: BinaryIO, allowed: Mapping[tuple[str, str], Any]) -> None:
@@ -414,7 +414,7 @@ def recognises(path: Path) -> bool:
     return path.is_dir() and (find_index(path) is not None or _single_weight_file(path) is not None)
 
 
-def open_torch(path: Path, _opts: ConvertOptions) -> Checkpoint:
+def open_torch(path: Path, opts: ConvertOptions) -> Checkpoint:
     """A torch file, a folder with one, or a sharded folder with ``pytorch_model.bin.index.json``."""
     if path.is_file():
         tf = load(path)
@@ -422,13 +422,17 @@ def open_torch(path: Path, _opts: ConvertOptions) -> Checkpoint:
         tensors = {name: tf.source(name, t) for name, t in found.items()}
         return Checkpoint("torch", path, tensors, [path], config=read_config(path.parent), extra=extra)
     index = find_index(path)
-    if index is None:
-        single = _single_weight_file(path)
-        if single is None:
-            raise ConversionError("no index and not exactly one torch file in this folder: name the file", file=path)
-        ck = open_torch(single, _opts)
-        ck.path = path
-        return ck
+    if index is not None:
+        return _open_sharded(path, index)
+    single = _single_weight_file(path)
+    if single is None:
+        raise ConversionError("no index and not exactly one torch file in this folder: name the file", file=path)
+    ck = open_torch(single, opts)
+    ck.path = path
+    return ck
+
+
+def _open_sharded(path: Path, index: Path) -> Checkpoint:
     weight_map = read_index(index)
     shards = list(dict.fromkeys(weight_map.values()))
     tensors: dict[str, SourceTensor] = {}

@@ -1,7 +1,9 @@
 """Train tiny models with DeepSpeed on CPU and save real ZeRO checkpoints plus references.
 
 Run with ``torchrun --nproc_per_node N`` (or, for one rank, with RANK/WORLD_SIZE/... set). Each
-argument after ``--out`` is a JSON run description ``{"name", "stage", "dtype", "model", ...}``;
+argument after ``--out`` is a JSON run description ``{"name", "stage", "dtype", "model", ...}``
+(optional: "groups", "zero", "grad_accum_dtype", "sizes" for the transformers config, "steps", and
+"references": false to save only the checkpoint);
 one process group trains them one after another, so the launch and DeepSpeed import are paid once.
 
 For every run ``<out>/<name>/`` gets:
@@ -67,22 +69,23 @@ class Toy(nn.Module):
         return F.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
 
 
-def build_model(kind: str) -> tuple[nn.Module, int]:
+def build_model(kind: str, sizes: dict[str, Any]) -> tuple[nn.Module, int]:
     """The model and its vocabulary size. transformers models train unwrapped, as under HF's Trainer,
-    so their state-dict names are the usual ones."""
+    so their state-dict names are the usual ones; ``sizes`` overrides their tiny config."""
     if kind == "toy":
         return Toy(), Toy.vocab
     if kind == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        gpt2 = GPT2Config(vocab_size=96, n_positions=32, n_embd=24, n_layer=2, n_head=4, tie_word_embeddings=True)
+        gpt2 = GPT2Config(**{"vocab_size": 96, "n_positions": 32, "n_embd": 24, "n_layer": 2, "n_head": 4,
+                             "tie_word_embeddings": True, **sizes})
         return GPT2LMHeadModel(gpt2), gpt2.vocab_size
     if kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        llama = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=44, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                            tie_word_embeddings=False)
+        llama = LlamaConfig(**{"vocab_size": 96, "hidden_size": 32, "intermediate_size": 44, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+                               "tie_word_embeddings": False, **sizes})
         return LlamaForCausalLM(llama), llama.vocab_size
     raise SystemExit(f"unknown model {kind!r}")
 
@@ -171,7 +174,7 @@ def train_and_save(run: dict[str, Any], out: Path) -> None:
 
         get_accelerator().is_fp16_supported = lambda: True
     torch.manual_seed(1234)
-    model, vocab = build_model(run["model"])
+    model, vocab = build_model(run["model"], run.get("sizes", {}))
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=param_groups(model, run.get("groups", 1)),
@@ -179,7 +182,7 @@ def train_and_save(run: dict[str, Any], out: Path) -> None:
         config=ds_config(run),
     )
     gen = torch.Generator().manual_seed(99 + rank)
-    for _ in range(STEPS):
+    for _ in range(run.get("steps", STEPS)):
         ids = torch.randint(0, vocab, (MICRO_BATCH, SEQ), generator=gen)
         loss = loss_of(engine, ids)
         engine.backward(loss)
@@ -187,7 +190,12 @@ def train_and_save(run: dict[str, Any], out: Path) -> None:
     folder = out / run["name"]
     ckpt = folder / "ckpt"
     engine.save_checkpoint(str(ckpt))
+    if rank == 0 and hasattr(engine.module, "config"):  # where HF's Trainer puts it: beside 'latest'
+        engine.module.config.to_json_file(str(ckpt / "config.json"))
     torch.distributed.barrier()
+    if not run.get("references", True):  # benchmark data: the checkpoint is all that is needed
+        engine.destroy()
+        return
 
     module = engine.module
     names = {id(p): n for n, p in module.named_parameters()}
@@ -219,8 +227,6 @@ def train_and_save(run: dict[str, Any], out: Path) -> None:
             notes.append(f"safe_get_full_fp32_param is wrong for {len(wrong)} of {len(accessor)} parameters")
 
     if rank == 0:
-        if hasattr(module, "config"):  # where HF's Trainer puts it: beside 'latest'
-            module.config.to_json_file(str(ckpt / "config.json"))
         save_tensors(folder / "module_state.safetensors", state)
         save_tensors(folder / "master.safetensors", master)
         meta: dict[str, Any] = {"run": run, "trainable": trainable, "frozen": frozen, "buffers": buffers,
