@@ -8,7 +8,9 @@ Job kinds:
 - ``load``: ``<auto>.from_pretrained(dir, trust_remote_code=True, local_files_only=True, dtype=float32,
   output_loading_info=True)``; the loading info, every warning logged or raised while loading, the groups of
   parameter names sharing storage, and the outputs of each listed call (``forward`` or ``generate``, in eval
-  or train mode); optionally ``save_to`` re-saves the loaded model with ``save_pretrained``.
+  or train mode, optionally after seeding torch's generator, or expected to raise); optionally ``save_to``
+  re-saves the loaded model with ``save_pretrained``.
+- ``fresh``: build the model from the folder's config alone, and report each parameter's mean and std.
 - ``fill_mask``: the ``fill-mask`` pipeline on a text, plus the tokens the folder's tokenizer makes of it.
 - ``local_import``: import the folder's modeling module by file name (the folder on ``sys.path``, as the
   trainer's scripts do) and load with ``AutoModelForCausalLM`` without ``trust_remote_code``.
@@ -73,7 +75,15 @@ def _detach(value: Any) -> Any:
 
 
 def _run_call(model: torch.nn.Module, call: dict[str, Any]) -> Any:
+    if call.get("raises"):
+        try:
+            _run_call(model, {**call, "raises": False})
+        except Exception as exc:
+            return {"raised": type(exc).__name__, "message": str(exc)}
+        return {"raised": None}
     model.train(call.get("train", False))
+    if "seed" in call:
+        torch.manual_seed(call["seed"])
     try:
         with torch.no_grad():
             if call.get("method", "forward") == "generate":
@@ -105,6 +115,18 @@ def _load(job: dict[str, Any]) -> dict[str, Any]:
     if "save_to" in job:
         model.save_pretrained(job["save_to"])
     return result
+
+
+def _fresh(job: dict[str, Any]) -> dict[str, Any]:
+    config = transformers.AutoConfig.from_pretrained(job["dir"], trust_remote_code=True, local_files_only=True)
+    with _recording_warnings() as messages:
+        model = getattr(transformers, job["auto"]).from_config(config, trust_remote_code=True)
+    params = dict(model.named_parameters())
+    return {
+        "warnings": messages,
+        "shared": _shared_storage(model),
+        "stats": {name: (p.mean().item(), p.std().item()) for name, p in params.items()},
+    }
 
 
 def _fill_mask(job: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +161,7 @@ def _local_import(job: dict[str, Any]) -> dict[str, Any]:
 
 _KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "load": _load,
+    "fresh": _fresh,
     "fill_mask": _fill_mask,
     "local_import": _local_import,
 }
