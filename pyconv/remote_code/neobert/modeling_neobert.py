@@ -224,7 +224,11 @@ def _outputs(output: Any, return_dict: bool | None, config: PreTrainedConfig) ->
 
 
 class NeoBERT(NeoBERTPreTrainedModel):
-    """The encoder: token embedding, positions (RoPE or a learned table), layers, final norm."""
+    """The encoder: token embedding, positions (RoPE or a learned table), layers, final norm.
+
+    Every forward accepts ``token_type_ids`` because BERT-style tokenizers (NeoBERT trains with one) return
+    them and pipelines pass them on; NeoBERT has no segment embedding, so they are ignored.
+    """
 
     def __init__(self, config: NeoBERTConfig) -> None:
         super().__init__(config)
@@ -250,6 +254,7 @@ class NeoBERT(NeoBERTPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutput | tuple[torch.Tensor, ...]:
         config = self.config
         seq = input_ids.shape[1]
@@ -293,6 +298,7 @@ class NeoBERTLMHead(NeoBERTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
         hidden = self.model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         logits = self.decoder(hidden)
@@ -328,6 +334,7 @@ class NeoBERTForSequenceClassification(NeoBERTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput | tuple[torch.Tensor, ...]:
         hidden = self.model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         pooled = torch.tanh(self.dense(self.dropout(hidden[:, 0])))
