@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", dest="model_name", help="general.name (default: the source folder's name)")
     g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
 
+    v = sub.add_parser("validate", help="check an output with independent readers and a real runtime",
+                       description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe.")
+    v.add_argument("path", metavar="PATH")
+    v.add_argument("--strict", action="store_true", help="missing required metadata is an error, not a warning")
+    v.add_argument("--reference", metavar="HF_DIR", help="compare next-token logits with this HF model through transformers")
+    v.add_argument("--prompt", default="The capital of France is", help="prompt for the generation probe")
+    v.add_argument("--no-probe", dest="probe", action="store_false", help="skip running the model (e.g. random weights)")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
+
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -127,7 +136,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"convert": _convert, "inspect": _inspect}
+def _validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    report = validate(args.path, strict=args.strict, reference=args.reference, prompt=args.prompt, probe=args.probe)
+    print(report.to_json() if args.json else report.render())
+    return 0 if report.ok else EXIT_ERROR
+
+
+COMMANDS = {"convert": _convert, "validate": _validate, "inspect": _inspect}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,12 @@ def nbytes(name: str, numel: int) -> int:
     return int(_core.tensor_nbytes(name, numel))
 
 
+def nbytes_of_elements(name: str, numel: int) -> int:
+    """Bytes of the first ``numel`` elements (whole blocks), without I2_S's tensor tail."""
+    i = info(name)
+    return numel // int(i["block_elems"]) * int(i["block_bytes"])
+
+
 def ggml_id(name: str) -> int:
     return int(info(name)["id"])
 

@@ -1,0 +1,157 @@
+"""Checks for GGUF files: readable by gguf-py, metadata complete, tensors sane, and the model runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from ..errors import ConversionError
+from ..sources.gguf import GgufValue, read_gguf, split_set
+from .report import Report
+from .stats import TensorStats, tensor_stats
+
+# Keys every llama.cpp model needs; "{arch}" is general.architecture.
+REQUIRED_KEYS = ("general.architecture", "{arch}.block_count", "{arch}.context_length", "{arch}.embedding_length",
+                 "{arch}.attention.head_count", "tokenizer.ggml.model", "tokenizer.ggml.tokens")
+DECODER_KEYS = ("{arch}.feed_forward_length",)
+# Extra keys some runtimes need per architecture.
+ARCH_KEYS: dict[str, tuple[str, ...]] = {}
+NORM_RMS_BAND = (0.5, 2.0)
+# projections of one layer whose RMS differ by more than this are suspect (SmolLM2-135M: at most 8.5)
+PROJECTION_RMS_RATIO = 30.0
+PROJECTIONS = re.compile(r"^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|attn_qkv|ffn_gate|ffn_up|ffn_down)\.weight$")
+# mainline llama.cpp cannot load these; their checks run, the runtime probe does not
+NOT_MAINLINE_TYPES = {"i2_s"}
+
+
+def _gguf_py_reads(files: list[Path], types: set[str], report: Report) -> None:
+    unreadable = types & NOT_MAINLINE_TYPES
+    if unreadable:
+        report.add("container", "pass", f"parsed by pyconv's reader; gguf-py {gguf.__name__} has no type {', '.join(unreadable)}")
+        return
+    try:
+        n = sum(len(gguf.GGUFReader(f).tensors) for f in files)
+    except Exception as e:  # gguf-py raises whatever numpy/struct raise on a bad file
+        report.add("container", "fail", f"gguf.GGUFReader cannot read it: {e}")
+        return
+    report.add("container", "pass", f"gguf.GGUFReader reads {len(files)} file(s), {n} tensors")
+
+
+def _metadata(kv: dict[str, GgufValue], strict: bool, report: Report) -> None:
+    arch = str(kv["general.architecture"].value) if "general.architecture" in kv else "?"
+    wanted = [k.format(arch=arch) for k in (*REQUIRED_KEYS, *DECODER_KEYS, *ARCH_KEYS.get(arch, ()))]
+    if arch == "bert":
+        wanted = [k for k in wanted if not k.endswith("feed_forward_length")]
+    missing = [k for k in wanted if k not in kv]
+    if missing:
+        report.add("metadata", "fail" if strict else "warn", f"missing {', '.join(missing)}", missing=missing)
+    else:
+        report.add("metadata", "pass", f"architecture {arch}; all {len(wanted)} required keys present")
+
+
+def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = None, prompt: str = "The capital of France is",
+                  probe: bool = True) -> Report:
+    report = Report(str(path), "gguf")
+    try:
+        files = split_set(path)
+        parsed = [read_gguf(f) for f in files]
+    except ConversionError as e:
+        report.add("container", "fail", str(e))
+        return report
+    kv = parsed[0].kv
+    tensors = {n: t for g in parsed for n, t in g.tensors.items()}
+    _gguf_py_reads(files, {t.dtype for t in tensors.values()}, report)
+    _metadata(kv, strict, report)
+
+    stats: dict[str, TensorStats] = {}
+    for name, t in tensors.items():
+        seg = t.segments[0]
+        data = np.memmap(seg.path, dtype=np.uint8, mode="r", offset=seg.offset, shape=(seg.nbytes,))
+        scale = float(np.frombuffer(data[t.numel // 4: t.numel // 4 + 4], np.float32)[0]) if t.dtype == "i2_s" else 0.0
+        stats[name] = tensor_stats(data, t.dtype, t.numel, tensor_scale=scale)
+        del data
+
+    bad = [n for n, s in stats.items() if s.nan or s.inf]
+    report.add("finite", "fail" if bad else "pass", f"NaN/Inf in {', '.join(bad[:5])}" if bad else "no NaN or Inf in any tensor",
+               tensors=bad)
+
+    norms = {n: s for n, s in stats.items() if n.endswith("_norm.weight")}
+    not_f32 = [n for n in norms if tensors[n].dtype != "f32"]
+    report.add("norm types", "fail" if not_f32 else "pass",
+               f"norms not stored as f32: {', '.join(not_f32[:5])}" if not_f32 else f"all {len(norms)} norm weights are f32")
+    lo, hi = NORM_RMS_BAND
+    outside = {n: round(s.rms, 4) for n, s in norms.items() if not lo <= s.rms <= hi}
+    report.add("norm rms", "warn" if outside else "pass",
+               f"{len(outside)} of {len(norms)} norm weights have RMS outside [{lo}, {hi}] (real models often do; "
+               f"a quantized or zeroed norm shows here), e.g. {dict(list(outside.items())[:3])}" if outside
+               else f"all norm weights have RMS in [{lo}, {hi}]", outside=outside)
+
+    by_layer: dict[int, dict[str, float]] = {}
+    for n, s in stats.items():
+        if m := PROJECTIONS.match(n):
+            by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = s.rms
+    worst = max(((max(r.values()) / max(min(r.values()), 1e-30), layer) for layer, r in by_layer.items() if r), default=(1.0, -1))
+    if worst[1] >= 0:
+        status = "fail" if worst[0] > PROJECTION_RMS_RATIO else "pass"
+        report.add("projection rms", status, f"largest max/min RMS ratio within a layer: {worst[0]:.1f} (layer {worst[1]}, "
+                   f"limit {PROJECTION_RMS_RATIO:g})", layers={k: v for k, v in by_layer.items() if k == worst[1]})
+
+    ternary = [n for n, t in tensors.items() if t.dtype in ("i2_s", "tq1_0", "tq2_0")]
+    if ternary:
+        broken = [n for n in ternary if stats[n].bad_codes]
+        report.add("ternary", "fail" if broken else "pass",
+                   f"invalid 2-bit codes in {', '.join(broken[:5])}" if broken else f"{len(ternary)} ternary tensors decode to {{-s, 0, +s}}")
+
+    fingerprint = path.with_name(path.name + ".sha256")
+    if fingerprint.exists():
+        from ..fingerprint import sha256_file
+
+        want = fingerprint.read_text().strip()
+        got = f"sha256-{sha256_file(path)}"
+        report.add("fingerprint", "pass" if got == want else "fail", "matches its .sha256 sidecar" if got == want
+                   else f"file is {got}, sidecar says {want}")
+
+    runnable = not ({t.dtype for t in tensors.values()} & NOT_MAINLINE_TYPES)
+    if not probe:
+        report.add("runtime", "skip", "probe disabled (--no-probe)")
+    elif not runnable:
+        report.add("runtime", "skip", "mainline llama.cpp has no I2_S kernels (BitNet.cpp runs this file)")
+    else:
+        _runtime(path, prompt, reference, report)
+    return report
+
+
+def _runtime(path: Path, prompt: str, reference: Path | None, report: Report) -> None:
+    from .runtime import load_llama
+
+    try:
+        model = load_llama(path)
+    except Exception as e:  # llama.cpp reports load failures as ValueError/RuntimeError with its own text
+        report.add("runtime", "fail", f"llama.cpp cannot load it: {e}")
+        return
+    try:
+        _probe(model, prompt, reference, report)
+    finally:
+        model.close()
+
+
+def _probe(model: object, prompt: str, reference: Path | None, report: Report) -> None:
+    from .runtime import greedy_text, hf_logits, llama_logits, recognizable
+
+    text, _ids = greedy_text(model, prompt, 16)
+    ok, common = recognizable(text)
+    report.add("runtime", "pass" if ok else "fail", f"llama.cpp continues {prompt!r} with {text!r}"
+               + ("" if ok else " (no recognizable words)"), continuation=text, common_words=common)
+    if reference is None:
+        return
+    ids = model.tokenize(prompt.encode(), add_bos=True, special=True)  # type: ignore[attr-defined]
+    ours = llama_logits(model, ids)
+    ref = hf_logits(reference, ids)
+    agree = float((ours.argmax(-1) == ref.argmax(-1)).mean())
+    diff = float(np.abs(ours - ref).max())
+    report.add("reference", "pass" if agree >= 0.9 else "fail",
+               f"top token agrees with transformers at {agree:.0%} of {len(ids)} positions; max |Δlogit| {diff:.3g}",
+               top1_agreement=agree, max_abs_diff=diff)
