@@ -312,3 +312,11 @@ def test_allowed_rebuild_helper_cannot_call_other_globals(tmp_path: Path) -> Non
     path = torch_like_zip(tmp_path / "odd.pt", payload)
     with pytest.raises(ConversionError, match="refused: .*other than a plain tensor"):
         open_checkpoint(path)
+
+
+def test_pickle_cannot_rewire_the_unpicklers_own_functions(tmp_path: Path) -> None:
+    # BUILD with slot state would setattr _rebuild_tensor_v2.__defaults__ for every later load
+    payload = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__)s\x86b.")
+    path = torch_like_zip(tmp_path / "odd.pt", payload)
+    with pytest.raises(ConversionError, match="refused: it sets attributes of function"):
+        open_checkpoint(path)

@@ -212,10 +212,20 @@ def _refuse_extension(_self: Any) -> None:
     raise PickleRefused("it uses a copyreg extension code (EXT opcode), which a state dict never does")
 
 
+def _build(self: Any) -> None:
+    # BUILD sets attributes; on anything but a stub or an OrderedDict (whose _metadata a state dict
+    # keeps) it could rewire the very functions this unpickler hands out, e.g. their __defaults__.
+    target = self.stack[-2]
+    if not isinstance(target, Inert) and type(target) is not OrderedDict:
+        raise PickleRefused(f"it sets attributes of {type(target).__name__} {str(target)[:60]!r}, "
+                            "which a state dict never does")
+    pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+
 class _Unpickler(pickle._Unpickler):
     """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
 
-    dispatch = {**pickle._Unpickler.dispatch,
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
                 **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)}}
 
     def __init__(self, file: BinaryIO, allowed: Mapping[tuple[str, str], Any]) -> None:
@@ -224,7 +234,7 @@ class _Unpickler(pickle._Unpickler):
         self.storages: dict[str, Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        # Every global a pickle can reach (GLOBAL, STACK_GLOBAL, INST, EXT) comes through here.
+        # Every global a pickle can name (GLOBAL, STACK_GLOBAL, INST) comes through here.
         if (module, name) in self._allowed:
             return self._allowed[(module, name)]
         if (module, name) in _UNSUPPORTED:
