@@ -28,6 +28,7 @@ MIXED = NanoMoEShape(vocab=80, seq_len=32, layers=4, heads=4, embd=32, n_exp=4, 
 TIGHT = replace(MIXED, qwen3=False, eval_capacity=0.5, min_capacity=2)
 DENSE = replace(MIXED, n_exp=1)
 NOISY = replace(MIXED, noisy=True)
+VARIANTS = {"mixed": (MIXED, 1), "tight": (TIGHT, 2), "dense": (DENSE, 3), "noisy": (NOISY, 4)}
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 AUTO_MAP = {"AutoConfig": "configuration_nanomoe_gpt.GPTConfig", "AutoModelForCausalLM": "modeling_nanomoe_gpt.GPT"}
 
@@ -51,54 +52,58 @@ def export(root: Path, name: str, shape: NanoMoEShape, seed: int) -> tuple[Path,
 
 
 class Exports:
+    """The folders, their trainer weights, and everything the probes recorded about them."""
+
     def __init__(self, root: Path) -> None:
-        self.mixed_dir, self.mixed_sd = export(root, "mixed", MIXED, seed=1)
-        self.tight_dir, self.tight_sd = export(root, "tight", TIGHT, seed=2)
-        self.dense_dir, self.dense_sd = export(root, "dense", DENSE, seed=3)
-        self.noisy_dir, self.noisy_sd = export(root, "noisy", NOISY, seed=4)
+        self.dirs: dict[str, Path] = {}
+        self.sds: dict[str, dict[str, torch.Tensor]] = {}
+        for name, (shape, seed) in VARIANTS.items():
+            self.dirs[name], self.sds[name] = export(root, name, shape, seed)
         self.resaved_dir = root / "resaved"
         gen = torch.Generator().manual_seed(5)
         self.ids = torch.randint(0, MIXED.vocab, (2, 12), generator=gen)
         self.prompt = torch.randint(0, MIXED.vocab, (1, 6), generator=gen)
         self.new_tokens = 8
-        forward_call = {"name": "eval", "kwargs": {"input_ids": self.ids, "labels": self.ids}}
+
+        def call(name: str, **kwargs: Any) -> dict[str, Any]:
+            options = {k: kwargs.pop(k) for k in ("train", "seed", "raises", "method") if k in kwargs}
+            return {"name": name, "kwargs": kwargs, **options}
+
+        def load(name: str, calls: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            folder = extra.pop("folder", self.dirs.get(name))
+            return {"name": name, "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(folder), "calls": calls,
+                    **extra}
+
+        scored = call("eval", input_ids=self.ids, labels=self.ids)
+        trained = call("train", train=True, input_ids=self.ids, labels=self.ids, return_dict=False)
         mixed_calls = [
-            forward_call,
-            {"name": "tuple", "kwargs": {"input_ids": self.ids, "labels": self.ids, "return_dict": False}},
-            {"name": "train", "train": True, "kwargs": {"input_ids": self.ids, "labels": self.ids, "return_dict": False}},
-            {"name": "generate", "method": "generate", "kwargs": {
-                "input_ids": self.prompt, "attention_mask": torch.ones_like(self.prompt),
-                "max_new_tokens": self.new_tokens, "do_sample": False}},
-            {"name": "padded", "raises": True, "kwargs": {
-                "input_ids": self.ids, "attention_mask": torch.tensor([[1] * 12, [1] * 8 + [0] * 4])}},
-            {"name": "too_long", "raises": True, "kwargs": {"input_ids": torch.zeros(1, MIXED.seq_len + 1, dtype=torch.long)}},
+            scored,
+            call("tuple", input_ids=self.ids, labels=self.ids, return_dict=False),
+            trained,
+            call("generate", method="generate", input_ids=self.prompt, attention_mask=torch.ones_like(self.prompt),
+                 max_new_tokens=self.new_tokens, do_sample=False),
+            call("padded", raises=True, input_ids=self.ids,
+                 attention_mask=torch.tensor([[1] * 12, [1] * 8 + [0] * 4])),
+            call("too_long", raises=True, input_ids=torch.zeros(1, MIXED.seq_len + 1, dtype=torch.long)),
         ]
         self.results = run_probe(
             [
-                # first, so no trust_remote_code load in this process has registered the classes before
-                {"name": "local", "kind": "local_import", "dir": str(self.mixed_dir), "module": "modeling_nanomoe_gpt",
-                 "calls": [forward_call]},
-                {"name": "mixed", "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(self.mixed_dir),
-                 "calls": mixed_calls, "save_to": str(self.resaved_dir)},
-                {"name": "tight", "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(self.tight_dir),
-                 "calls": [forward_call]},
-                {"name": "dense", "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(self.dense_dir),
-                 "calls": [forward_call]},
-                {"name": "fresh", "kind": "fresh", "auto": "AutoModelForCausalLM", "dir": str(self.mixed_dir)},
-                {"name": "noisy", "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(self.noisy_dir),
-                 "calls": [forward_call, {"name": "train", "train": True, "seed": 7, "kwargs": {
-                     "input_ids": self.ids, "labels": self.ids, "return_dict": False}}]},
+                # first, so that no trust_remote_code load in this process has registered the classes before it
+                {"name": "local", "kind": "local_import", "dir": str(self.dirs["mixed"]),
+                 "module": "modeling_nanomoe_gpt", "calls": [scored]},
+                load("mixed", mixed_calls, save_to=str(self.resaved_dir)),
+                load("tight", [scored]),
+                load("dense", [scored, call("resize", method="resize", new_num_tokens=DENSE.vocab + 8),
+                               call("resized", input_ids=self.ids)]),
+                load("noisy", [scored, {**trained, "seed": 7}]),
+                {"name": "fresh", "kind": "fresh", "auto": "AutoModelForCausalLM", "dir": str(self.dirs["mixed"])},
             ],
             root,
         )
         # a second fresh process with its own module cache: the re-saved folder must carry its code itself
         second = root / "second-process"
         second.mkdir()
-        self.results |= run_probe(
-            [{"name": "resaved", "kind": "load", "auto": "AutoModelForCausalLM", "dir": str(self.resaved_dir),
-              "calls": [forward_call]}],
-            second,
-        )
+        self.results |= run_probe([load("resaved", [scored], folder=self.resaved_dir)], second)
 
 
 @pytest.fixture(scope="module")
@@ -114,22 +119,19 @@ def test_folder_loads_without_missing_unexpected_or_warnings(exports: Exports, n
     assert entry["shared"] == [["lm_head.weight", "transformer.wte.weight"]]
 
 
-@pytest.mark.parametrize(
-    ("name", "shape"), [("mixed", MIXED), ("tight", TIGHT), ("dense", DENSE), ("noisy", NOISY)]
-)
-def test_logits_and_loss_match_training_forward(exports: Exports, name: str, shape: NanoMoEShape) -> None:
+@pytest.mark.parametrize("name", VARIANTS)
+def test_logits_and_loss_match_training_forward(exports: Exports, name: str) -> None:
     out = job(exports.results, name)["outputs"]["eval"]
-    sd = {"mixed": exports.mixed_sd, "tight": exports.tight_sd, "dense": exports.dense_sd, "noisy": exports.noisy_sd}[name]
-    logits, _ = forward(sd, shape, exports.ids)
+    logits, _ = forward(exports.sds[name], VARIANTS[name][0], exports.ids)
     torch.testing.assert_close(out["logits"], logits, **TOL)
     # eval mode: the router losses are training-only, so the loss is next-token cross-entropy alone
     torch.testing.assert_close(out["loss"], next_token_loss(logits, exports.ids), **TOL)
 
 
 def test_capacity_overflow_drops_the_same_choices(exports: Exports) -> None:
-    logits, records = forward(exports.tight_sd, TIGHT, exports.ids)
+    logits, records = forward(exports.sds["tight"], TIGHT, exports.ids)
     assert all(record.dropped > 0 for record in records)
-    roomy, roomy_records = forward(exports.tight_sd, replace(TIGHT, eval_capacity=3.0), exports.ids)
+    roomy, roomy_records = forward(exports.sds["tight"], replace(TIGHT, eval_capacity=3.0), exports.ids)
     assert all(record.dropped == 0 for record in roomy_records)
     got = job(exports.results, "tight")["outputs"]["eval"]["logits"]
     torch.testing.assert_close(got, logits, **TOL)
@@ -148,10 +150,9 @@ def test_tuple_output_is_logits_loss_losses(exports: Exports) -> None:
 def test_training_loss_adds_router_losses(exports: Exports, name: str, shape: NanoMoEShape, seed: int | None) -> None:
     """Train mode: train capacity, noisy gates when configured, and the balance and z losses in the loss."""
     logits, loss, losses = job(exports.results, name)["outputs"]["train"]
-    sd = exports.mixed_sd if name == "mixed" else exports.noisy_sd
     if seed is not None:
         torch.manual_seed(seed)
-    want, records = forward(sd, shape, exports.ids, training=True)
+    want, records = forward(exports.sds[name], shape, exports.ids, training=True)
     torch.testing.assert_close(logits, want, **TOL)
     aux = torch.stack([r.aux_loss for r in records]).sum()
     z = torch.stack([r.z_loss for r in records]).sum()
@@ -164,13 +165,13 @@ def test_training_loss_adds_router_losses(exports: Exports, name: str, shape: Na
 
 def test_noise_only_moves_training_logits(exports: Exports) -> None:
     outputs = job(exports.results, "noisy")["outputs"]
-    quiet, _ = forward(exports.noisy_sd, replace(NOISY, noisy=False), exports.ids, training=True)
+    quiet, _ = forward(exports.sds["noisy"], replace(NOISY, noisy=False), exports.ids, training=True)
     assert (outputs["train"][0] - quiet).abs().max() > 1e-3
 
 
 def test_generate_is_greedy_decoding(exports: Exports) -> None:
     got = job(exports.results, "mixed")["outputs"]["generate"]
-    assert torch.equal(got, greedy(exports.mixed_sd, MIXED, exports.prompt, exports.new_tokens))
+    assert torch.equal(got, greedy(exports.sds["mixed"], MIXED, exports.prompt, exports.new_tokens))
 
 
 def test_save_pretrained_round_trips(exports: Exports) -> None:
@@ -189,9 +190,20 @@ def test_importing_the_module_registers_it_for_local_use(exports: Exports) -> No
     assert torch.equal(entry["outputs"]["eval"]["logits"], want)
 
 
+def test_resizing_the_vocabulary_keeps_the_head_tied(exports: Exports) -> None:
+    outputs = job(exports.results, "dense")["outputs"]
+    resize = outputs["resize"]
+    assert resize["vocab_size"] == DENSE.vocab + 8
+    assert resize["shapes"]["transformer.wte.weight"] == (DENSE.vocab + 8, DENSE.embd)
+    assert resize["shared"] == [["lm_head.weight", "transformer.wte.weight"]]
+    # old tokens keep their logits; the new rows only add columns
+    assert torch.equal(outputs["resized"]["logits"][..., : DENSE.vocab], outputs["eval"]["logits"])
+
+
 def test_inputs_the_model_cannot_honour_are_refused(exports: Exports) -> None:
     outputs = job(exports.results, "mixed")["outputs"]
-    assert outputs["padded"]["raised"] == "ValueError" and "padded batches are not supported" in outputs["padded"]["message"]
+    assert outputs["padded"]["raised"] == "ValueError"
+    assert "padded batches are not supported" in outputs["padded"]["message"]
     assert outputs["too_long"] == {"raised": "ValueError", "message": "nanoMoE GPT: 33 tokens exceed sequence_len 32"}
 
 
@@ -213,7 +225,8 @@ def test_shipped_files_are_exactly_what_transformers_needs() -> None:
     files = {f.name: f for f in remote_code_files("nanomoe")}
     assert sorted(files) == ["configuration_nanomoe_gpt.py", "manager.py", "modeling_nanomoe_gpt.py"]
     modeling = files["modeling_nanomoe_gpt.py"]
-    assert {Path(p).name for p in get_relative_import_files(str(modeling))} == {"configuration_nanomoe_gpt.py", "manager.py"}
+    reached = {Path(p).name for p in get_relative_import_files(str(modeling))}
+    assert reached == {"configuration_nanomoe_gpt.py", "manager.py"}
     # nothing beyond torch and transformers must be installed (the upstream file imports nanochat at top level)
     for path in files.values():
         assert set(get_imports(str(path))) <= {"torch", "transformers", "math", "typing", "__future__"}, path

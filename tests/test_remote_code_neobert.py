@@ -158,32 +158,34 @@ class Exports:
         )
 
         self.ids, self.keep = padded_batch(seed=4)
-        self.labels = torch.where(torch.rand(self.ids.shape, generator=torch.Generator().manual_seed(5)) < 0.3, self.ids, -100)
-        self.labels[self.keep == 0] = -100
+        picked = torch.rand(self.ids.shape, generator=torch.Generator().manual_seed(5)) < 0.3
+        self.labels = torch.where(picked & (self.keep == 1), self.ids, -100)
         self.cls_labels = torch.tensor([0, 2, 1])
-        lm_calls = mask_spellings(self.ids, self.keep) + [
-            {"name": "labels", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep, "labels": self.labels}},
-            {"name": "tuple", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep, "return_dict": False}},
-            {"name": "token_types", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep,
-                                               "token_type_ids": torch.ones_like(self.ids)}},
-        ]
         self.fill_text = "paris is the [MASK] of france ."
         self.resaved_dir = root / "resaved"
+
+        def padded(name: str, **extra: Any) -> dict[str, Any]:
+            return {"name": name, "kwargs": {"input_ids": self.ids, "attention_mask": self.keep, **extra}}
+
+        def load(name: str, auto: str, folder: Path, calls: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            return {"name": name, "kind": "load", "auto": auto, "dir": str(folder), "calls": calls, **extra}
+
+        lm_calls = mask_spellings(self.ids, self.keep) + [
+            padded("labels", labels=self.labels),
+            padded("tuple", return_dict=False),
+            padded("token_types", token_type_ids=torch.ones_like(self.ids)),
+        ]
+        masked_lm, classifier = "AutoModelForMaskedLM", "AutoModelForSequenceClassification"
         self.results = run_probe(
             [
-                {"name": "tied", "kind": "load", "auto": "AutoModelForMaskedLM", "dir": str(self.tied_dir), "calls": lm_calls,
-                 "save_to": str(self.resaved_dir)},
-                {"name": "resaved", "kind": "load", "auto": "AutoModelForMaskedLM", "dir": str(self.resaved_dir),
-                 "calls": [{"name": "int", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep}}]},
-                {"name": "untied", "kind": "load", "auto": "AutoModelForMaskedLM", "dir": str(self.untied_dir),
-                 "calls": mask_spellings(self.ids, self.keep)},
-                {"name": "base", "kind": "load", "auto": "AutoModel", "dir": str(self.tied_dir),
-                 "calls": [{"name": "int", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep}}]},
-                {"name": "classifier", "kind": "load", "auto": "AutoModelForSequenceClassification", "dir": str(self.cls_dir),
-                 "calls": [{"name": "labels", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep, "labels": self.cls_labels}}]},
-                {"name": "lm_as_classifier", "kind": "load", "auto": "AutoModelForSequenceClassification", "dir": str(self.tied_dir),
-                 "calls": [{"name": "int", "kwargs": {"input_ids": self.ids, "attention_mask": self.keep}}]},
-                {"name": "fill_mask", "kind": "fill_mask", "dir": str(self.tied_dir), "text": self.fill_text, "top_k": 5},
+                load("tied", masked_lm, self.tied_dir, lm_calls, save_to=str(self.resaved_dir)),
+                load("resaved", masked_lm, self.resaved_dir, [padded("int")]),
+                load("untied", masked_lm, self.untied_dir, mask_spellings(self.ids, self.keep)),
+                load("base", "AutoModel", self.tied_dir, [padded("int")]),
+                load("classifier", classifier, self.cls_dir, [padded("labels", labels=self.cls_labels)]),
+                load("lm_as_classifier", classifier, self.tied_dir, [padded("int")]),
+                {"name": "fill_mask", "kind": "fill_mask", "dir": str(self.tied_dir), "text": self.fill_text,
+                 "top_k": 5},
             ],
             root,
         )
@@ -194,7 +196,9 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
     return Exports(tmp_path_factory.mktemp("neobert-exports"))
 
 
-def reference_logits(sd: dict[str, torch.Tensor], shape: NeoBERTShape, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+def reference_logits(
+    sd: dict[str, torch.Tensor], shape: NeoBERTShape, ids: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     mask = additive_pad_mask(keep) if keep is not None else None
     return mlm_logits(sd, hidden_states(sd, shape, ids, mask))
 
@@ -208,7 +212,8 @@ def test_folder_loads_without_missing_unexpected_or_warnings(exports: Exports, n
     entry = job(exports.results, name)
     assert_clean_load(entry)
     assert entry["training"] is False
-    expected = {"tied": "NeoBERTLMHead", "untied": "NeoBERTLMHead", "base": "NeoBERT", "classifier": "NeoBERTForSequenceClassification"}
+    expected = {"tied": "NeoBERTLMHead", "untied": "NeoBERTLMHead", "base": "NeoBERT",
+                "classifier": "NeoBERTForSequenceClassification"}
     assert entry["class"] == expected[name]
 
 
@@ -227,7 +232,9 @@ def test_naive_qkv_thirds_or_rotate_half_would_not_match(exports: Exports) -> No
         thirds = mlm_logits(sd, hidden_states(sd, shape, exports.ids, mask, qkv="thirds"))
         assert real_tokens(thirds - got, exports.keep).abs().max() > 1.0, name
     got = job(exports.results, "tied")["outputs"]["int"]["logits"]
-    halves = mlm_logits(exports.tied_sd, hidden_states(exports.tied_sd, ROPE_TIED, exports.ids, mask, rope_pairs="halves"))
+    halves = mlm_logits(
+        exports.tied_sd, hidden_states(exports.tied_sd, ROPE_TIED, exports.ids, mask, rope_pairs="halves")
+    )
     assert real_tokens(halves - got, exports.keep).abs().max() > 1.0
 
 
@@ -371,6 +378,38 @@ def test_flash_attention_flag_is_only_a_hint() -> None:
     assert torch.equal(plain(ids).logits, hinted(ids).logits)
 
 
+def test_attention_mask_shape_is_checked_and_zero_bias_means_no_mask() -> None:
+    torch.manual_seed(0)
+    model = NeoBERTLMHead(small_config()).eval()
+    ids = torch.randint(1, 40, (2, 8))
+    assert torch.equal(model(ids, attention_mask=torch.zeros(2, 8)).logits, model(ids).logits)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 7\), expected \(2, 8\)"):
+        model(ids, attention_mask=torch.ones(2, 7, dtype=torch.long))
+
+
+def test_dropout_acts_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = NeoBERTLMHead(small_config(dropout=0.5))
+    ids = torch.randint(1, 40, (2, 8))
+    model.train()
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_resizing_the_vocabulary_follows_the_tie(tied: bool) -> None:
+    torch.manual_seed(0)
+    model = NeoBERTLMHead(small_config(tie_word_embeddings=tied, decoder_bias=not tied))
+    model.resize_token_embeddings(48)
+    assert model.config.vocab_size == 48 and model.model.encoder.weight.shape == (48, 32)
+    assert model.decoder.weight.shape == (48, 32)
+    assert (model.decoder.weight is model.model.encoder.weight) is tied
+    if not tied:
+        assert model.decoder.bias is not None and model.decoder.bias.shape == (48,)
+    assert model(torch.tensor([[47, 1, 2]])).logits.shape == (1, 3, 48)
+
+
 def test_fresh_weights_follow_the_trainer_init() -> None:
     torch.manual_seed(0)
     config = small_config(classifier_init_range=0.5, decoder_init_range=0.1)
@@ -384,3 +423,6 @@ def test_fresh_weights_follow_the_trainer_init() -> None:
     learned = NeoBERT(small_config(rope=False, pad_token_id=3))
     assert learned.encoder.padding_idx == 3 and learned.positional_embedding.padding_idx == 3
     assert learned.positional_embedding.num_embeddings == 9
+    layer_norm = NeoBERT(small_config(rms_norm=False)).layer_norm
+    assert isinstance(layer_norm, torch.nn.LayerNorm)
+    assert torch.equal(layer_norm.weight, torch.ones(32)) and torch.equal(layer_norm.bias, torch.zeros(32))

@@ -7,7 +7,8 @@ the ``.py`` files inside the exported folders, through ``trust_remote_code=True`
 Job kinds:
 - ``load``: ``<auto>.from_pretrained(dir, trust_remote_code=True, local_files_only=True, dtype=float32,
   output_loading_info=True)``; the loading info, every warning logged or raised while loading, the groups of
-  parameter names sharing storage, and the outputs of each listed call (``forward`` or ``generate``, in eval
+  parameter names sharing storage, and the outputs of each listed call (``forward``, ``generate`` or
+  ``resize`` (``resize_token_embeddings``, which changes the model for the calls after it), in eval
   or train mode, optionally after seeding torch's generator, or expected to raise); optionally ``save_to``
   re-saves the loaded model with ``save_pretrained``.
 - ``fresh``: build the model from the folder's config alone, and report each parameter's mean and std.
@@ -86,8 +87,13 @@ def _run_call(model: torch.nn.Module, call: dict[str, Any]) -> Any:
         torch.manual_seed(call["seed"])
     try:
         with torch.no_grad():
-            if call.get("method", "forward") == "generate":
+            method = call.get("method", "forward")
+            if method == "generate":
                 return _detach(model.generate(**call["kwargs"]))
+            if method == "resize":
+                model.resize_token_embeddings(**call["kwargs"])
+                return {"vocab_size": model.config.vocab_size, "shared": _shared_storage(model),
+                        "shapes": {n: tuple(p.shape) for n, p in model.named_parameters()}}
             output = model(**call["kwargs"])
     finally:
         model.eval()

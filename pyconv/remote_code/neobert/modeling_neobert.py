@@ -62,7 +62,8 @@ class NeoBERTConfig(PreTrainedConfig):
             raise ValueError(f"NeoBERTConfig: hidden_act {hidden_act!r} is not one of {', '.join(_ACTIVATIONS)}")
         if hidden_size % num_attention_heads:
             raise ValueError(
-                f"NeoBERTConfig: hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
+                f"NeoBERTConfig: hidden_size {hidden_size} is not a multiple of "
+                f"num_attention_heads {num_attention_heads}"
             )
         if rope and (hidden_size // num_attention_heads) % 2:
             raise ValueError("NeoBERTConfig: RoPE rotates channel pairs, so the head size must be even")
@@ -174,6 +175,8 @@ class NeoBERTLayer(nn.Module):
 class NeoBERTPreTrainedModel(PreTrainedModel):
     config_class = NeoBERTConfig
     base_model_prefix = "model"
+    # lets transformers' default embedding accessors (resizing, adapters) find the trainer's name
+    _input_embed_layer = "encoder"
     _no_split_modules = ["NeoBERTLayer"]
     _supports_sdpa = True
 
@@ -242,12 +245,6 @@ class NeoBERT(NeoBERTPreTrainedModel):
         self.transformer_encoder = nn.ModuleList(NeoBERTLayer(config) for _ in range(config.num_hidden_layers))
         self.layer_norm = _norm(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.encoder = value
 
     def forward(
         self,
