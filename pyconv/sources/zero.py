@@ -152,7 +152,8 @@ class _Stream:
             seg, first = self.segments[i], self.starts[i]
             skip = start - first
             n = min(count, seg.nbytes // self.itemsize - skip)
-            out.append(Segment(seg.path, seg.offset + skip * self.itemsize, n * self.itemsize))
+            if n > 0:
+                out.append(Segment(seg.path, seg.offset + skip * self.itemsize, n * self.itemsize))
             start += n
             count -= n
             i += 1
@@ -192,6 +193,8 @@ class _Zero:
             if len(p) != len(groups):
                 raise self.error(f"{len(p)} fp32 partitions for {len(groups)} param groups in param_shapes", tf.path)
         paddings = self.osds[0].get("param_alignment_paddings")
+        if paddings is not None and (not isinstance(paddings, list) or len(paddings) != len(groups)):
+            raise self.error("param_alignment_paddings does not have one list per param group", self.optim[0].path)
         out: dict[str, SourceTensor] = {}
         for g, shapes in enumerate(groups):
             stream = _Stream(4)
@@ -306,7 +309,10 @@ def _load_zero(folder: Path) -> _Zero:
     if stage == 3 and len(model_files) != ws:
         raise ConversionError(f"{len(model_files)} model state files for {ws} ranks", file=folder)
     models = [load(p, DEEPSPEED_GLOBALS) for p in model_files[: ws if stage == 3 else 1]]
-    declared = models[0].root.get("dp_world_size") if isinstance(models[0].root, dict) else None
+    for tf in models:
+        if not isinstance(tf.root, dict):
+            raise ConversionError(f"holds a {type(tf.root).__name__}, not DeepSpeed's model states", file=tf.path)
+    declared = models[0].root.get("dp_world_size")
     if isinstance(declared, int) and declared != ws:
         raise ConversionError(f"dp_world_size is {declared}, the folder has {ws} optimizer files", file=models[0].path)
     return _Zero(folder, stage, "BF16_Optimizer" if kind == "bf16" else "ZeRO", optim, models, osds)
@@ -341,23 +347,20 @@ def open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
         raise zero.error("shared_params is not a name -> name mapping", model_tf.path)
 
     values: dict[str, SourceTensor] = {}
-    if opts.zero_weights == "module":
-        for name, shape in trainable_shapes.items():
-            if name not in module:
-                raise zero.error("a trainable parameter in param_shapes is missing from 'module'", model_tf.path, name)
-            values[name] = model_tf.source(name, module[name])
-    elif zero.stage == 3:
-        values.update(zero.master_stage3(groups))
-        values.update(zero.frozen_stage3())
+    if opts.zero_weights == "master":
+        values.update(zero.master_stage3(groups) | zero.frozen_stage3() if zero.stage == 3 else zero.master_stage12(groups))
     else:
-        values.update(zero.master_stage12(groups))
+        missing = [n for n in trainable_shapes if n not in module]
+        if missing:
+            raise zero.error("a trainable parameter in param_shapes is missing from 'module'", model_tf.path, missing[0])
     for name, t in module.items():
         if name in values or name in aliases:
             continue
         if zero.stage == 3 and name not in buffers:
             raise zero.error("stage-3 'module' holds only a placeholder for it and no partition has its values "
                              "(saved with exclude_frozen_parameters?)", model_tf.path, name)
-        # buffers; at stages 1/2 also frozen parameters (stage 1 saves them only here)
+        # buffers; at stages 1/2 also frozen parameters (stage 1 saves them only here), and with
+        # --zero-weights module the trainable ones
         values[name] = model_tf.source(name, t)
     if zero.stage < 3:
         for name, shape in trainable_shapes.items():
