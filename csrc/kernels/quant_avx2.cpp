@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <optional>
 
 #include "kernels/quant.h"
 #include "kernels/simd.h"
@@ -26,10 +27,33 @@ inline uint32_t max_abs_bits(const float* x, size_t n) {
   return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
 }
 
-inline float from_bits(uint32_t u) {
+// Largest |x| bits of each of the eight 32-float blocks at x, one lane per block.
+inline __m256i max_abs_bits_of_blocks(const float* x) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+  __m256i m[8];
+  for (int b = 0; b < 8; ++b) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i)
+      acc = _mm256_max_epi32(acc, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * b + 8 * i)), abs_mask));
+    m[b] = acc;
+  }
+  // Transposing reduction: pairs of blocks interleave and shrink to 4, then 2 lanes per 128-bit half;
+  // the halves of blocks 0-3 and 4-7 then meet across the 128-bit boundary.
+  __m256i t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm256_max_epi32(_mm256_unpacklo_epi32(m[2 * i], m[2 * i + 1]), _mm256_unpackhi_epi32(m[2 * i], m[2 * i + 1]));
+  const __m256i u0 = _mm256_max_epi32(_mm256_unpacklo_epi64(t[0], t[1]), _mm256_unpackhi_epi64(t[0], t[1]));
+  const __m256i u1 = _mm256_max_epi32(_mm256_unpacklo_epi64(t[2], t[3]), _mm256_unpackhi_epi64(t[2], t[3]));
+  return _mm256_max_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+// The scale of a block of n floats, or nothing when it holds Inf or NaN: the scalar code takes those.
+inline std::optional<quant_ref::BlockScale> finite_scale(const float* x, size_t n, float divisor) {
+  const uint32_t amax = max_abs_bits(x, n);
+  if (amax >= kInfBits) return std::nullopt;
   float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  std::memcpy(&f, &amax, 4);
+  return quant_ref::block_scale(f, divisor);
 }
 
 // Stores 32 values 0..255 held as i32 lanes of a (elements 0-7), b (8-15), c (16-23), d (24-31).
@@ -82,37 +106,50 @@ inline void pack_chunk(const float* x, const int (&shift)[4], CodeFn code, uint8
 }  // namespace
 
 void quantize_q8_0_avx2(const float* x, uint8_t* y, size_t n) {
+  // Eight blocks at a time, so that their scales (absmax / 127, 1 / d, f16) are computed in one vector.
+  const size_t groups = n / 256;
   const __m256i byte_mask = _mm256_set1_epi32(0xff);  // int8 as its byte, so the unsigned packs keep it
-  for (size_t b = 0; b < n / 32; ++b, x += 32, y += 34) {
-    const uint32_t amax = max_abs_bits(x, 32);
-    if (amax >= kInfBits) {
-      quant_ref::q8_0(x, y, 32);
+  for (size_t g = 0; g < groups; ++g, x += 256, y += 8 * 34) {
+    const __m256i amax = max_abs_bits_of_blocks(x);
+    if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(amax, _mm256_set1_epi32(kInfBits - 1))) != 0) {
+      quant_ref::q8_0(x, y, 256);
       continue;
     }
-    const quant_ref::BlockScale s = quant_ref::block_scale(from_bits(amax), 127.0f);
-    std::memcpy(y, &s.d_f16, 2);
-    const __m256 id = _mm256_set1_ps(s.id);
-    __m256i q[4];
-    for (int i = 0; i < 4; ++i)
-      q[i] = _mm256_and_si256(round_half_away(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), id)), byte_mask);
-    store_bytes(q[0], q[1], q[2], q[3], y + 2);
+    // block_scale on eight lanes: IEEE division rounds as the scalar one; F16C rounds finite d as f32_to_f16
+    const __m256 d = _mm256_div_ps(_mm256_castsi256_ps(amax), _mm256_set1_ps(127.0f));
+    __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+    id = _mm256_and_ps(id, _mm256_cmp_ps(_mm256_sub_ps(id, id), _mm256_setzero_ps(), _CMP_EQ_OQ));  // Inf -> 0
+    alignas(32) float ids[8];
+    alignas(16) uint16_t ds[8];
+    _mm256_store_ps(ids, id);
+    _mm_store_si128(reinterpret_cast<__m128i*>(ds), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int b = 0; b < 8; ++b) {
+      const float* xb = x + 32 * b;
+      uint8_t* yb = y + 34 * b;
+      std::memcpy(yb, &ds[b], 2);
+      const __m256 idb = _mm256_set1_ps(ids[b]);
+      __m256i q[4];
+      for (int i = 0; i < 4; ++i)
+        q[i] = _mm256_and_si256(round_half_away(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), idb)), byte_mask);
+      store_bytes(q[0], q[1], q[2], q[3], yb + 2);
+    }
   }
+  quant_ref::q8_0(x, y, n % 256);  // fewer than eight blocks left
 }
 
 void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n) {
   static constexpr int kShift[4] = {0, 2, 4, 6};
   for (size_t b = 0; b < n / 256; ++b, x += 256, y += 66) {
-    const uint32_t amax = max_abs_bits(x, 256);
-    if (amax >= kInfBits) {
+    const std::optional<quant_ref::BlockScale> s = finite_scale(x, 256, 1.0f);
+    if (!s) {
       quant_ref::tq2_0(x, y, 256);
       continue;
     }
-    const quant_ref::BlockScale s = quant_ref::block_scale(from_bits(amax), 1.0f);
-    const __m256 id = _mm256_set1_ps(s.id);
+    const __m256 id = _mm256_set1_ps(s->id);
     const auto code = [id](__m256 v) { return ternary_codes(_mm256_mul_ps(v, id)); };
     pack_chunk(x, kShift, code, y);
     pack_chunk(x + 128, kShift, code, y + 32);
-    std::memcpy(y + 64, &s.d_f16, 2);
+    std::memcpy(y + 64, &s->d_f16, 2);
   }
 }
 
