@@ -11,7 +11,8 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .. import dtypes
 from ..errors import ConversionError
@@ -109,6 +110,31 @@ def read_index(index: Path) -> dict[str, Path]:
     return {str(k): inside(index.parent, v, index) for k, v in weight_map.items()}
 
 
+Side = TypeVar("Side", bound=dict[str, Any])
+
+
+def read_shards(index: Path, read: Callable[[Path], tuple[dict[str, SourceTensor], Side]]) -> tuple[dict[str, SourceTensor], list[Path], Side]:
+    """A sharded folder's tensors, each from the shard its index names, plus the first shard's
+    non-empty side information (metadata, extra values) that ``read`` returns with them."""
+    weight_map = read_index(index)
+    shards = list(dict.fromkeys(weight_map.values()))
+    tensors: dict[str, SourceTensor] = {}
+    side: Side | None = None
+    for shard in shards:
+        if not shard.exists():
+            raise ConversionError(f"shard '{shard.name}' listed in the index is missing", file=index)
+        found, shard_side = read(shard)
+        side = side or shard_side
+        for name, t in found.items():
+            if weight_map.get(name) == shard:
+                tensors[name] = t
+    missing = [n for n in weight_map if n not in tensors]
+    if missing:
+        raise ConversionError(f"{len(missing)} tensors listed in the index are not in their shard, first '{missing[0]}'", file=index)
+    assert side is not None  # read_index refuses an empty weight_map, so there was a shard
+    return tensors, shards, side
+
+
 def open_safetensors(path: Path) -> Checkpoint:
     """A .safetensors file, a folder with one, or a sharded folder with model.safetensors.index.json."""
     if path.is_file():
@@ -119,21 +145,7 @@ def open_safetensors(path: Path) -> Checkpoint:
         indexes = sorted(path.glob("*.safetensors.index.json"))
         index = indexes[0] if len(indexes) == 1 else index
     if index.exists():
-        weight_map = read_index(index)
-        shards = list(dict.fromkeys(weight_map.values()))
-        tensors: dict[str, SourceTensor] = {}
-        meta: dict[str, str] = {}
-        for shard in shards:
-            if not shard.exists():
-                raise ConversionError(f"shard '{shard.name}' listed in the index is missing", file=index)
-            found, shard_meta = read_file(shard)
-            meta = meta or shard_meta
-            for name, t in found.items():
-                if weight_map.get(name) == shard:
-                    tensors[name] = t
-        missing = [n for n, s in weight_map.items() if n not in tensors]
-        if missing:
-            raise ConversionError(f"{len(missing)} tensors listed in the index are not in their shard, first '{missing[0]}'", file=index)
+        tensors, shards, meta = read_shards(index, read_file)
         return Checkpoint("safetensors", path, tensors, shards, meta, read_config(path))
     files = sorted(path.glob("*.safetensors"))
     if not files:

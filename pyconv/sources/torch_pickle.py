@@ -24,7 +24,7 @@ from .. import dtypes
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from .base import Checkpoint, Segment, SourceTensor
-from .safetensors import read_config, read_index
+from .safetensors import read_config, read_shards
 
 # File names the torch reader claims; a folder needs exactly one, or an index.
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -424,40 +424,25 @@ def recognises(path: Path) -> bool:
     return path.is_dir() and (find_index(path) is not None or _single_weight_file(path) is not None)
 
 
+def read_torch_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, Any]]:
+    """The state dict of one torch file as SourceTensors, and its small non-tensor values."""
+    tf = load(path)
+    found, extra = state_dict_of(tf)
+    return {name: tf.source(name, t) for name, t in found.items()}, extra
+
+
 def open_torch(path: Path, opts: ConvertOptions) -> Checkpoint:
     """A torch file, a folder with one, or a sharded folder with ``pytorch_model.bin.index.json``."""
     if path.is_file():
-        tf = load(path)
-        found, extra = state_dict_of(tf)
-        tensors = {name: tf.source(name, t) for name, t in found.items()}
+        tensors, extra = read_torch_file(path)
         return Checkpoint("torch", path, tensors, [path], config=read_config(path.parent), extra=extra)
     index = find_index(path)
     if index is not None:
-        return _open_sharded(path, index)
+        tensors, shards, extra = read_shards(index, read_torch_file)
+        return Checkpoint("torch", path, tensors, shards, config=read_config(path), extra=extra)
     single = _single_weight_file(path)
     if single is None:
         raise ConversionError("no index and not exactly one torch file in this folder: name the file", file=path)
     ck = open_torch(single, opts)
     ck.path = path
     return ck
-
-
-def _open_sharded(path: Path, index: Path) -> Checkpoint:
-    weight_map = read_index(index)
-    shards = list(dict.fromkeys(weight_map.values()))
-    tensors: dict[str, SourceTensor] = {}
-    extra: dict[str, Any] = {}
-    for shard in shards:
-        if not shard.is_file():
-            raise ConversionError(f"shard '{shard.name}' listed in the index is missing", file=index)
-        tf = load(shard)
-        found, shard_extra = state_dict_of(tf)
-        extra = extra or shard_extra
-        for name, t in found.items():
-            if weight_map.get(name) == shard:
-                tensors[name] = tf.source(name, t)
-    missing = [n for n in weight_map if n not in tensors]
-    if missing:
-        raise ConversionError(f"{len(missing)} tensors listed in the index are not in their shard, first '{missing[0]}'", file=index)
-    return Checkpoint("torch", path, tensors, shards, config=read_config(path), extra=extra)
-
