@@ -2,13 +2,14 @@
 
 ``quantize`` returns a tensor's data exactly as a GGUF file stores it and ``dequantize`` turns such
 data back into float32, both with the C++ kernels the engine runs. ``describe_difference`` says
-where two encodings of a tensor part, block by block.
+where two encodings of a tensor differ, block by block.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike
 

@@ -32,7 +32,8 @@ void i2s_tail(float scale, uint8_t out[32]);
 inline bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
 
 // The scalar reference kernels. The SIMD kernels hand them the blocks they do not take themselves
-// (those holding Inf or NaN), so both paths share one definition of every edge case.
+// (those holding Inf or NaN; Q8_0 blocks short of a group of eight), so both paths share one
+// definition of every edge case.
 namespace quant_ref {
 
 // A gguf block scale d = absmax / divisor as stored (f16 bits) and the multiplier 1/d its codes

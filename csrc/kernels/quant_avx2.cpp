@@ -1,6 +1,6 @@
-// AVX2 quantizers. Each lane does the scalar reference's f32 operations (the same products and
-// comparisons, the block scale from quant_ref::block_scale), so the bytes are identical; a block
-// holding Inf or NaN goes to the scalar code, which owns those rules.
+// AVX2 quantizers. Each lane does the scalar reference's f32 operations (the same divisions,
+// products and comparisons), so the bytes are identical; a block holding Inf or NaN goes to the
+// scalar code, which owns those rules.
 #include <immintrin.h>
 
 #include <cstring>
@@ -14,13 +14,18 @@ namespace {
 
 constexpr uint32_t kInfBits = 0x7f800000u;
 
-// Largest |x| of n floats (n a multiple of 8) as bits. Non-negative floats order like their bit
-// patterns, and every Inf or NaN pattern is >= kInfBits.
-inline uint32_t max_abs_bits(const float* x, size_t n) {
+// Lane-wise largest |x| of n floats (n a multiple of 8), as bits. Non-negative floats order like
+// their bit patterns, and every Inf or NaN pattern is >= kInfBits.
+inline __m256i max_abs_bits_lanes(const float* x, size_t n) {
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
   __m256i acc = _mm256_setzero_si256();
   for (size_t i = 0; i < n; i += 8)
     acc = _mm256_max_epi32(acc, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), abs_mask));
+  return acc;
+}
+
+inline uint32_t max_abs_bits(const float* x, size_t n) {
+  const __m256i acc = max_abs_bits_lanes(x, n);
   __m128i m = _mm_max_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
   m = _mm_max_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
   m = _mm_max_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -29,14 +34,8 @@ inline uint32_t max_abs_bits(const float* x, size_t n) {
 
 // Largest |x| bits of each of the eight 32-float blocks at x, one lane per block.
 inline __m256i max_abs_bits_of_blocks(const float* x) {
-  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
   __m256i m[8];
-  for (int b = 0; b < 8; ++b) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int i = 0; i < 4; ++i)
-      acc = _mm256_max_epi32(acc, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * b + 8 * i)), abs_mask));
-    m[b] = acc;
-  }
+  for (int b = 0; b < 8; ++b) m[b] = max_abs_bits_lanes(x + 32 * b, 32);
   // Transposing reduction: pairs of blocks interleave and shrink to 4, then 2 lanes per 128-bit half;
   // the halves of blocks 0-3 and 4-7 then meet across the 128-bit boundary.
   __m256i t[4];
