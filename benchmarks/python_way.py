@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 
 def main(src: Path, out: Path, dtype: str) -> None:
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     target = getattr(torch, dtype)
     for shard in sorted(src.glob("*.safetensors")):
         tensors = {k: v.to(target) if v.is_floating_point() else v for k, v in load_file(shard).items()}

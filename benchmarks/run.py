@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -42,13 +43,54 @@ def safetensors_jobs(src: Path, shards: list[Path], work: Path, threads: list[in
     return jobs
 
 
+def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[tuple[str, list[str], str]]:
+    from .reference import reference_converter
+
+    ref = reference_converter(DATA)
+    jobs = []
+    for outtype in ("f16", "q8_0"):
+        out = work / "out" / f"model-{outtype}.gguf"
+        for n in threads:
+            jobs.append((f"pyconv → GGUF {outtype}, {n} thread{'s' if n > 1 else ''}",
+                         pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(n)),
+                         "includes fsync, sha256 of inputs and output"))
+        jobs.append((f"convert_hf_to_gguf.py → GGUF {outtype}", [PY, str(ref), str(src), "--outfile", str(out), "--outtype", outtype],
+                     "llama.cpp's converter, same checkpoint"))
+    return jobs
+
+
+def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[tuple[str, list[str], str]]:
+    jobs = []
+    for outtype in ("tq2_0", "i2_s"):
+        out = work / "out" / f"model-{outtype}.gguf"
+        jobs.append((f"pyconv → GGUF {outtype} (absmean), {threads[-1]} threads",
+                     pyconv_cmd(src, out, "--outtype", outtype, "--ternarize", "absmean", "--threads", str(threads[-1])),
+                     "two passes over the projections: mean |W|, then pack"))
+    return jobs
+
+
 JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], list[tuple[str, list[str], str]]]] = {
     "safetensors": safetensors_jobs,
+    "gguf": gguf_jobs,
+    "ternary": ternary_jobs,
 }
+
+
+def add_tokenizer(src: Path) -> None:
+    """GGUF needs a tokenizer: the synthetic models use SmolLM2's 49152-token one (the demo's folder)."""
+    if (src / "tokenizer.json").exists():
+        return
+    from pyconv.demo import smollm2_hf
+
+    hf = smollm2_hf(DATA / "smollm2-hf-f32")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(hf / name, src / name)
 
 
 def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[list[Measurement], Path]:
     src, shards = ensure_checkpoint(size, DATA)
+    if any(j != "safetensors" for j in jobs):
+        add_tokenizer(src)
     work = DATA / "work"
     remove(work)
     work.mkdir(parents=True)
@@ -59,8 +101,7 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[li
             best: Measurement | None = None
             for _ in range(rounds):
                 remove(work / "out")
-                if label.startswith("cp"):
-                    (work / "out").mkdir()
+                (work / "out").mkdir()
                 subprocess.run(["sync"], check=True)
                 warm_page_cache(shards)
                 m = measure(label, cmd, input_bytes=input_bytes, cwd=ROOT, note=note)
