@@ -3,8 +3,8 @@
 A table names the Hugging Face classes it covers, the GGUF architecture, the hyper-parameters
 (as gguf-py ``GGUFWriter.add_*`` methods fed from config fields, so keys and value types come from
 gguf-py), and the layout fixes between the two worlds: Q/K rotary permutation, norm offsets,
-transposed weights, stacked experts, tensors to drop. GGUF tensor names come from gguf-py's
-``TensorNameMap`` for the architecture. Add a family by adding a table.
+transposed weights, stacked or split experts, wrapper prefixes and tensors to drop. GGUF tensor
+names come from gguf-py's ``TensorNameMap`` for the architecture. Add a family by adding a table.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gguf
@@ -20,10 +21,12 @@ from ..errors import ConversionError
 
 
 class Config(Mapping[str, Any]):
-    """config.json with lookups that also see ``rope_parameters`` (transformers 5) and ``rope_scaling``."""
+    """config.json with lookups that also see ``rope_parameters`` (transformers 5) and ``rope_scaling``.
+    ``folder`` is where it was found, for the few settings kept in other files beside it."""
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], folder: Path | None = None) -> None:
         self.data = dict(data)
+        self.folder = folder
         text = self.data.get("text_config")
         if isinstance(text, dict):  # multimodal wrappers keep the language model's fields here
             self.data = {**self.data, **text}
@@ -109,6 +112,15 @@ class ExpertStack:
 
 
 @dataclass(frozen=True)
+class Split:
+    """A fused HF tensor llama.cpp wants as separate tensors: cut into equal parts along ``dim``."""
+
+    pattern: str                          # regex on the HF name; group 1 is the layer
+    dim: int
+    parts: tuple[gguf.MODEL_TENSOR, ...]  # in the order they are stacked in the fused tensor
+
+
+@dataclass(frozen=True)
 class Arch:
     name: str
     hf_architectures: tuple[str, ...]
@@ -123,6 +135,10 @@ class Arch:
     # weights stored [in, out] (GPT-2's Conv1D), transposed for GGUF
     transposed: tuple[str, ...] = ()
     experts: ExpertStack | None = None
+    splits: tuple[Split, ...] = ()
+    # task-head wrappers keep the base model under a prefix (BertForMaskedLM: "bert."); names are
+    # looked up, skipped and split without it
+    prefixes: tuple[str, ...] = ()
     # HF tensors llama.cpp has no use for (regexes)
     skip: tuple[str, ...] = ()
     # extra hyper-parameters that are constants for the family: (GGUFWriter method, value)
@@ -135,6 +151,12 @@ class Arch:
     def skipped(self, name: str) -> bool:
         return any(re.search(p, name) for p in self.skip)
 
+    def base_name(self, name: str) -> str:
+        for prefix in self.prefixes:
+            if name.startswith(prefix):
+                return name[len(prefix):]
+        return name
+
 
 ARCHS: dict[str, Arch] = {}
 
@@ -146,7 +168,7 @@ def register(*archs: Arch) -> None:
 
 def _load_tables() -> None:
     # importing the family modules registers their tables
-    from . import llama  # noqa: F401
+    from . import bert, gemma, gpt2, llama, phi3, qwen  # noqa: F401
 
 
 def detect_arch(config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None) -> Arch:

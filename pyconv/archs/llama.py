@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gguf
 
-from .base import COMMON_HPARAMS, Arch, ExpertStack, HParam, head_dim, register
+from .base import COMMON_HPARAMS, Arch, ExpertStack, HParam, Split, head_dim, register
 
 LLAMA_HPARAMS = (
     *COMMON_HPARAMS,
@@ -47,6 +47,11 @@ MIXTRAL = Arch(
         parts={"w1": gguf.MODEL_TENSOR.FFN_GATE_EXP, "w2": gguf.MODEL_TENSOR.FFN_DOWN_EXP, "w3": gguf.MODEL_TENSOR.FFN_UP_EXP},
         count_fields=("num_local_experts",),
     ),
+    # transformers 5 holds the experts fused ([expert, 2 * ffn, embd], gate rows first: its forward
+    # chunks the projection into (gate, up)); a checkpoint saved from its state dict keeps that
+    # layout, and down_proj [expert, embd, ffn] is already llama.cpp's ffn_down_exps
+    splits=(Split(r"^model\.layers\.(\d+)\.mlp\.experts\.gate_up_proj$", 1,
+                  (gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP)),),
 )
 
 register(LLAMA, MISTRAL, MIXTRAL)

@@ -111,19 +111,38 @@ class GgufMapper:
         self.n_blocks = int(cfg.require("num_hidden_layers", "n_layer", "n_layers"))
         self.names = gguf.get_tensor_name_map(arch.gguf_arch, self.n_blocks)
 
-    def _gguf_name(self, hf: str) -> tuple[gguf.MODEL_TENSOR, str]:
-        found = self.names.get_type_and_name(hf, try_suffixes=(".weight", ".bias"))
+    def _gguf_name(self, hf: str, name: str) -> tuple[gguf.MODEL_TENSOR, str]:
+        found = self.names.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
         if found is None:
             raise ConversionError(f"no GGUF tensor for it in llama.cpp's '{self.arch.gguf_name}' architecture", tensor=hf)
-        return found
+        kind, gguf_name = found
+        if not gguf_name.endswith((".weight", ".bias")):  # a bare nn.Parameter (fused experts) is a weight
+            gguf_name += ".weight"
+        return kind, gguf_name
+
+    def _split(self, hf: str, name: str, t: SourceTensor) -> list[MappedTensor] | None:
+        for split in self.arch.splits:
+            if m := re.match(split.pattern, name):
+                n = len(split.parts)
+                rows = t.shape[split.dim]
+                if rows % n:
+                    raise ConversionError(f"dim {split.dim} of {t.shape} does not split into {n} equal parts", tensor=hf)
+                views = View.of(t).split(split.dim, [rows // n] * n)
+                return [MappedTensor(gguf.TENSOR_NAMES[kind].format(bid=int(m.group(1))) + ".weight", kind, view, None,
+                                     f"{hf} part {i + 1}/{n}") for i, (kind, view) in enumerate(zip(split.parts, views))]
+        return None
 
     def tensors(self) -> Iterable[MappedTensor]:
         experts: dict[tuple[int, str], dict[int, SourceTensor]] = {}
         n_experts = int(self.cfg.find(*self.arch.experts.count_fields) or 0) if self.arch.experts else 0
         for hf, t in self.ck.tensors.items():
-            if self.arch.skipped(hf):
+            name = self.arch.base_name(hf)
+            if self.arch.skipped(name):
                 continue
-            if self.arch.experts and (m := re.match(self.arch.experts.pattern, hf)):
+            if (parts := self._split(hf, name, t)) is not None:
+                yield from parts
+                continue
+            if self.arch.experts and (m := re.match(self.arch.experts.pattern, name)):
                 layer, expert, part = int(m.group(1)), int(m.group(2)), m.group(3)
                 group = experts.setdefault((layer, part), {})
                 group[expert] = t
@@ -134,8 +153,8 @@ class GgufMapper:
                                        f"{n_experts} experts of layer {layer} '{part}'")
                     del experts[(layer, part)]
                 continue
-            kind, name = self._gguf_name(hf)
-            yield MappedTensor(name, kind, View.of(t), None, hf)
+            kind, gguf_name = self._gguf_name(hf, name)
+            yield MappedTensor(gguf_name, kind, View.of(t), None, hf)
         if experts:
             (layer, part), group = next(iter(experts.items()))
             raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
@@ -219,7 +238,7 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     check_outtype(opts.outtype)
     if ck.config is None and ck.kind != "gguf":
         raise ConversionError("GGUF needs the model's config.json next to the weights", file=ck.folder)
-    cfg = Config(ck.config or {})
+    cfg = Config(ck.config or {}, ck.folder)
     arch = detect_arch(cfg, list(ck.tensors), opts.arch)
     mapper = GgufMapper(ck, arch, cfg)
     tensors = [mapper.out_tensor(m, opts.outtype) for m in mapper.tensors()]

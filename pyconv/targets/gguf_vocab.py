@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -104,9 +105,11 @@ def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) ->
     if kind == "BPE" and doc["model"].get("byte_fallback"):
         # SentencePiece converted to tokenizer.json (Llama 2, Mistral): llama.cpp reads it as "llama"
         hf = gguf.LlamaHfVocab(path.parent)
-        tokens, scores, types = [], [], []
-        for text, score, toktype in hf.all_tokens():
-            tokens.append(text)
+        tokens: list[str | bytes] = []
+        scores: list[float] = []
+        types: list[int] = []
+        for piece, score, toktype in hf.all_tokens():
+            tokens.append(piece)
             scores.append(score)
             types.append(int(toktype))
         return Vocab("llama", "default", tokens, types, scores)
@@ -119,8 +122,7 @@ def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) ->
         raise ConversionError(f"tokenizer has id {max(vocab.values())}, the model only {n} embeddings", file=path)
     by_id = {i: t for t, i in vocab.items()}
     added = tok.get_added_tokens_decoder()
-    tokens: list[str | bytes] = []
-    types: list[int] = []
+    tokens, types = [], []
     for i in range(n):
         text = by_id.get(i)
         if text is None:
@@ -140,8 +142,19 @@ def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) ->
             types.append(NORMAL)
         tokens.append(text)
     if kind == "WordPiece":
-        return Vocab("bert", pre or "default", tokens, types)
+        return Vocab("bert", pre or "default", phantom_space(tokens, types, doc["model"].get("continuing_subword_prefix", "##")), types)
     return Vocab("gpt2", pre or pre_tokenizer_name(tok, path), tokens, types)
+
+
+def phantom_space(tokens: Sequence[str | bytes], types: Sequence[int], continuation: str) -> list[str | bytes]:
+    """WordPiece pieces as llama.cpp's WPM tokenizer matches them: a word-initial piece starts with
+    U+2581 and a continuation piece loses its prefix ("##ing" → "ing"). Control tokens stay as they are."""
+    out: list[str | bytes] = []
+    for text, kind in zip(tokens, types):
+        if kind in (NORMAL, USER_DEFINED) and isinstance(text, str):
+            text = text[len(continuation):] if continuation and text.startswith(continuation) else SPACE_MARK + text
+        out.append(text)
+    return out
 
 
 def load_vocab(folder: Path, vocab_size: int | None, *, tokenizer: Path | None = None, pre: str | None = None) -> tuple[Vocab, Path]:
