@@ -72,6 +72,8 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
             paths = [staging.path(f.name) for f in plan.files]
             source_hashes = hash_in_background(ck.files) if finish else None
             result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes, progress=bar)
+            if target.seal:
+                target.seal(plan, paths)
             side = dict(plan.side_files)
             if finish and source_hashes:
                 side.update(finish(plan, paths, ck, opts, source_hashes.result()))

@@ -9,15 +9,19 @@ names come from gguf-py's ``TensorNameMap`` for the architecture. Add a family b
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 
 from ..errors import ConversionError
+from .layouts import HfName, Regroup
+
+log = logging.getLogger("pyconv")
 
 
 class Config(Mapping[str, Any]):
@@ -143,6 +147,23 @@ class Arch:
     skip: tuple[str, ...] = ()
     # extra hyper-parameters that are constants for the family: (GGUFWriter method, value)
     constants: tuple[tuple[str, Any], ...] = ()
+    # --- the Hugging Face side ---
+    # HF name of each GGUF tensor kind (GGUF → HF); empty: transformers cannot take the family from GGUF
+    hf_names: Mapping[gguf.MODEL_TENSOR, HfName] = field(default_factory=dict)
+    # the trainer's fused layout against HF's (``--layout fused``)
+    fused: tuple[Regroup, ...] = ()
+    # regexes that together recognise the family's tensor names when no config.json tells it
+    signature: tuple[str, ...] = ()
+    # the config class's tie_word_embeddings default, for configs that leave it out
+    tied_default: bool = False
+    # buffers older checkpoints saved that transformers 5 no longer loads (regexes)
+    hf_buffers: tuple[str, ...] = ()
+
+    @property
+    def tie_names(self) -> tuple[str, str] | None:
+        """(embedding, output head) weight names, which ``tie_word_embeddings`` ties."""
+        embed, head = self.hf_names.get(gguf.MODEL_TENSOR.TOKEN_EMBD), self.hf_names.get(gguf.MODEL_TENSOR.OUTPUT)
+        return (f"{embed.template}.weight", f"{head.template}.weight") if embed and head else None
 
     @property
     def gguf_name(self) -> str:
@@ -171,9 +192,25 @@ def _load_tables() -> None:
     from . import bert, gemma, gpt2, llama, phi3, qwen  # noqa: F401
 
 
-def detect_arch(config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None) -> Arch:
+def tables() -> dict[str, Arch]:
+    """Every registered table by name."""
+    _load_tables()
+    return ARCHS
+
+
+def guess_arch(tensor_names: list[str]) -> Arch | None:
+    """The family whose signature matches the names, the most specific one (most patterns) first."""
+    _load_tables()
+    found = [a for a in ARCHS.values()
+             if a.signature and all(any(re.search(p, n) for n in tensor_names) for p in a.signature)]
+    return max(found, key=lambda a: len(a.signature), default=None)
+
+
+def detect_arch(config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None, *,
+                guess_unknown: bool = False) -> Arch:
     """The table for a checkpoint: ``forced`` (--arch), else config.json's ``architectures`` or
-    ``model_type``, else the tensor-name signature (with a warning naming what was assumed)."""
+    ``model_type``, else the tensor-name signature (with a warning naming what was assumed). A config
+    naming an architecture pyconv does not know is an error unless ``guess_unknown``."""
     _load_tables()
     if forced:
         if forced not in ARCHS:
@@ -189,6 +226,13 @@ def detect_arch(config: Mapping[str, Any] | None, tensor_names: list[str], force
             if model_type in a.model_types:
                 return a
         known = config.get("architectures") or [model_type]
-        raise ConversionError(f"architecture {known} is not supported (supported: {', '.join(sorted(ARCHS))}); "
-                              "pass --arch to force one")
-    raise ConversionError(f"no config.json to tell the architecture (supported: {', '.join(sorted(ARCHS))}); pass --arch")
+        if not guess_unknown:
+            raise ConversionError(f"architecture {known} is not supported (supported: {', '.join(sorted(ARCHS))}); "
+                                  "pass --arch to force one")
+    guessed = guess_arch(tensor_names)
+    if guessed is None:
+        raise ConversionError(f"neither config.json nor the tensor names tell the architecture (supported: "
+                              f"{', '.join(sorted(ARCHS))}); pass --arch")
+    why = f"config.json names {known}, which pyconv does not know" if config else "there is no config.json"
+    log.warning("%s; the tensor names look like '%s', assumed (pass --arch to choose)", why, guessed.name)
+    return guessed

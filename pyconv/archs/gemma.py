@@ -7,6 +7,14 @@ from __future__ import annotations
 import gguf
 
 from .base import COMMON_HPARAMS, Arch, HParam, register
+from .layouts import HfName
+from .llama import BLOCK, LLAMA_FUSED, LLAMA_HF_NAMES, SKIP_ROTARY, T
+
+# Gemma 2 norms around both sublayers: "post_attention_layernorm" is a different norm than Llama's
+GEMMA2_HF_NAMES = {**LLAMA_HF_NAMES, T.ATTN_POST_NORM: HfName(f"{BLOCK}.post_attention_layernorm"),
+                   T.FFN_NORM: HfName(f"{BLOCK}.pre_feedforward_layernorm"),
+                   T.FFN_POST_NORM: HfName(f"{BLOCK}.post_feedforward_layernorm")}
+GEMMA_HF = {"fused": LLAMA_FUSED, "tied_default": True, "hf_buffers": SKIP_ROTARY}
 
 NO_SPACE_PREFIX = (("add_add_space_prefix", False),)
 
@@ -17,6 +25,8 @@ GEMMA = Arch(
     gguf_arch=gguf.MODEL_ARCH.GEMMA,
     norm_shift=1.0,
     constants=NO_SPACE_PREFIX,
+    hf_names=LLAMA_HF_NAMES,
+    **GEMMA_HF,
 )
 
 GEMMA2 = Arch(
@@ -33,6 +43,10 @@ GEMMA2 = Arch(
     ),
     norm_shift=1.0,
     constants=NO_SPACE_PREFIX,
+    hf_names=GEMMA2_HF_NAMES,
+    signature=(r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
+               r"^model\.layers\.\d+\.post_feedforward_layernorm\.weight$"),
+    **GEMMA_HF,
 )
 
 register(GEMMA, GEMMA2)

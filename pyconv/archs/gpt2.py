@@ -6,6 +6,26 @@ from __future__ import annotations
 import gguf
 
 from .base import Arch, Config, HParam, register
+from .layouts import HfName, regroup
+
+T = gguf.MODEL_TENSOR
+BLOCK = "transformer.h.{bid}"
+GPT2_HF_NAMES = {
+    T.TOKEN_EMBD: HfName("transformer.wte"), T.POS_EMBD: HfName("transformer.wpe"),
+    T.OUTPUT_NORM: HfName("transformer.ln_f"), T.OUTPUT: HfName("lm_head"),
+    T.ATTN_NORM: HfName(f"{BLOCK}.ln_1"), T.ATTN_QKV: HfName(f"{BLOCK}.attn.c_attn"),
+    T.ATTN_OUT: HfName(f"{BLOCK}.attn.c_proj"), T.FFN_NORM: HfName(f"{BLOCK}.ln_2"),
+    T.FFN_UP: HfName(f"{BLOCK}.mlp.c_fc"), T.FFN_DOWN: HfName(f"{BLOCK}.mlp.c_proj"),
+}
+# The fused trainer layout: every Conv1D weight as a Linear's [out, in], with Llama's leaf names, and
+# c_attn's (q, k, v) columns cut into q_proj and kv_proj
+GPT2_FUSED = (
+    regroup((f"{BLOCK}.attn.c_attn",), (f"{BLOCK}.attn.q_proj", f"{BLOCK}.attn.kv_proj"),
+            hf_units=(("one", "one", "one"),), fused_units=(("one",), ("one", "one")), transposed=True),
+    regroup((f"{BLOCK}.attn.c_proj",), (f"{BLOCK}.attn.o_proj",), transposed=True),
+    regroup((f"{BLOCK}.mlp.c_fc",), (f"{BLOCK}.mlp.up_proj",), transposed=True),
+    regroup((f"{BLOCK}.mlp.c_proj",), (f"{BLOCK}.mlp.down_proj",), transposed=True),
+)
 
 
 def feed_forward(cfg: Config) -> int:
@@ -28,6 +48,11 @@ GPT2 = Arch(
     transposed=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),
     # causal-mask buffers older checkpoints saved with the weights
     skip=(r"\.attn\.bias$", r"\.attn\.masked_bias$"),
+    hf_names=GPT2_HF_NAMES,
+    fused=GPT2_FUSED,
+    signature=(r"^transformer\.h\.\d+\.attn\.c_attn\.weight$", r"^transformer\.wpe\.weight$"),
+    tied_default=True,
+    hf_buffers=(r"\.attn\.bias$", r"\.attn\.masked_bias$"),
 )
 
 register(GPT2)

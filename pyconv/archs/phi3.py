@@ -7,6 +7,16 @@ import gguf
 
 from ..errors import ConversionError
 from .base import COMMON_HPARAMS, Arch, Config, HParam, register
+from .layouts import HfName, regroup
+from .llama import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T
+
+PHI3_HF_NAMES = {
+    **{k: v for k, v in LLAMA_HF_NAMES.items() if k not in (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.FFN_GATE, T.FFN_UP)},
+    T.ATTN_QKV: HfName(f"{BLOCK}.self_attn.qkv_proj"), T.FFN_UP: HfName(f"{BLOCK}.mlp.gate_up_proj"),
+}
+# the fused layout names Llama's: q_proj and kv_proj cut from qkv_proj (by heads), gate_up_proj kept
+PHI3_FUSED = (regroup((f"{BLOCK}.self_attn.qkv_proj",), (f"{BLOCK}.self_attn.q_proj", f"{BLOCK}.self_attn.kv_proj"),
+                      hf_units=(("heads", "kv_heads", "kv_heads"),), fused_units=(("heads",), ("kv_heads", "kv_heads"))),)
 
 
 def rotary_dims(cfg: Config) -> int:
@@ -29,6 +39,10 @@ PHI3 = Arch(
         HParam("add_rope_scaling_orig_ctx_len", ("original_max_position_embeddings",), required=False),
         HParam("add_sliding_window", ("sliding_window",), required=False),
     ),
+    hf_names=PHI3_HF_NAMES,
+    fused=PHI3_FUSED,
+    signature=(r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$", r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$"),
+    hf_buffers=SKIP_ROTARY,
 )
 
 register(PHI3)

@@ -24,6 +24,7 @@ class Target:
     plan: Callable[[Checkpoint, Path, ConvertOptions], Plan]
     is_folder: Callable[[Path], bool]                        # is this output path a folder for the target
     finish: Finisher | None = None                           # writes plan.late_files after the engine ran
+    seal: Callable[[Plan, list[Path]], None] | None = None   # completes written files in place (zip CRCs)
 
 
 def _plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
@@ -41,9 +42,35 @@ def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     return st.place_in_files(tensors, stem=stem, max_shard_size=opts.max_shard_size, metadata=ck.metadata)
 
 
+def _plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
+    from .hf import plan_hf
+
+    return plan_hf(ck, out, opts)
+
+
+def _finish_hf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOptions, hashes: dict[Path, str]) -> dict[str, bytes]:
+    from .hf import finish_hf
+
+    return finish_hf(plan, written, ck, opts, hashes)
+
+
+def _seal_hf(plan: Plan, written: list[Path]) -> None:
+    from .hf import seal_hf
+
+    seal_hf(plan, written)
+
+
+def _plan_native(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
+    from .native import plan_native
+
+    return plan_native(ck, out, opts)
+
+
 TARGETS: dict[str, Target] = {
     "safetensors": Target("safetensors", (".safetensors",), _plan_safetensors, lambda out: st.output_names(out)[0]),
     "gguf": Target("gguf", (".gguf",), _plan_gguf, lambda out: False, gg.finish_gguf),
+    "hf": Target("hf", (), _plan_hf, lambda out: True, _finish_hf, _seal_hf),
+    "native": Target("native", (), _plan_native, lambda out: True),
 }
 
 
