@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -39,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert a checkpoint", description="Convert a checkpoint file or folder.")
     c.add_argument("source", metavar="SRC", help="safetensors or torch file or folder (single or sharded with an index), "
-                   "or a DeepSpeed ZeRO checkpoint folder")
+                   "a DeepSpeed ZeRO checkpoint folder, a GGUF file, or a trainer checkpoint (latest_step.txt / step_N)")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
-    c.add_argument("--to", help="output format (default: from OUT's suffix)")
+    c.add_argument("--to", help="output format: safetensors, gguf, hf, native (default: from OUT's suffix)")
     c.add_argument("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s (default: keep)")
     c.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
     c.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)")
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
                         "training-dtype copy (stages 1/2)")
     c.add_argument("--arch", help="force an architecture table instead of detecting it from config.json")
+    h = c.add_argument_group("Hugging Face folders and trainer checkpoints (--to hf, --to native)")
+    h.add_argument("--include-pytorch-bin", action="store_true", help="also write pytorch_model.bin (torch.load-able)")
+    h.add_argument("--vocab-size", type=int, metavar="N", help="pad (zero rows) or truncate embedding and output head to N")
+    h.add_argument("--layout", choices=("fused", "hf"), default="fused",
+                   help="native: fused trainer projections (kv, gate_up; GPT-2 as [out, in]) or HF's own tensors")
+    h.add_argument("--tp-size", type=int, default=1, metavar="N", help="native: split into N tensor-parallel rank files")
+    h.add_argument("--step", type=int, metavar="N", help="native: the step folder to write (default: the source's, else 0)")
     g = c.add_argument_group("GGUF output")
     g.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json or tokenizer.model to embed (default: beside the weights)")
     g.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name, when pyconv cannot recognise it")
@@ -105,7 +113,8 @@ def _convert(args: argparse.Namespace) -> int:
                      strip_prefixes=tuple(args.strip_prefixes), zero_weights=args.zero_weights, arch=args.arch,
                      tokenizer=args.tokenizer, tokenizer_pre=args.tokenizer_pre, split_max_size=args.split_max_size,
                      split_max_tensors=args.split_max_tensors, model_name=args.model_name,
-                     fingerprint=not args.no_fingerprint)
+                     fingerprint=not args.no_fingerprint, include_pytorch_bin=args.include_pytorch_bin,
+                     vocab_size=args.vocab_size, layout=args.layout, tp_size=args.tp_size, step=args.step)
     if args.dry_run:
         _print_plan(result)
     elif not args.quiet:
@@ -156,9 +165,21 @@ def _demo(args: argparse.Namespace) -> int:
 COMMANDS = {"convert": _convert, "validate": _validate, "inspect": _inspect, "demo": _demo}
 
 
+def _show_warnings() -> None:
+    """pyconv's warnings (assumed architectures, changed vocabularies) as one line each on stderr."""
+    log = logging.getLogger("pyconv")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("pyconv: warning: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_warnings()
     # A file-size limit must show up as a write error, not kill the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:

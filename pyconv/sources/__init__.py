@@ -64,8 +64,22 @@ def _open_gguf(path: Path, _opts: ConvertOptions) -> Checkpoint:
     return open_gguf(path)
 
 
-# A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
+def _is_native(path: Path) -> bool:
+    from .native import recognises
+
+    return recognises(path)
+
+
+def _open_native(path: Path, _opts: ConvertOptions) -> Checkpoint:
+    from .native import open_native
+
+    return open_native(path)
+
+
+# A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a trainer's step folder holds
+# safetensors files that only make sense merged and regrouped, so it is asked first.
 READERS: list[Reader] = [
+    Reader("native", _is_native, _open_native),
     Reader("safetensors", _is_safetensors, _open_safetensors),
     Reader("gguf", _is_gguf, _open_gguf),
     Reader("zero", _is_zero, _open_zero),

@@ -71,8 +71,9 @@ def _tie(ck: Checkpoint, arch: Arch | None, config: dict[str, Any], names: dict[
     config["tie_word_embeddings"] = tied
 
 
-def from_hf_source(ck: Checkpoint, forced: str | None) -> HfTensors:
-    if ck.config is None and forced is None:
+def from_hf_source(ck: Checkpoint, forced: str | None, *, need_arch: bool = False) -> HfTensors:
+    """The source's tensors; without ``need_arch`` a family pyconv has no table for passes as it is."""
+    if ck.config is None and not need_arch:
         # shapes alone do not tell heads or norms' epsilon: a loadable folder needs the config
         raise ConversionError("no config.json beside the weights: an HF folder needs one (heads, eps, rope) that "
                               "tensor shapes cannot tell; put the model's config.json beside the weights", file=ck.folder)
@@ -81,6 +82,8 @@ def from_hf_source(ck: Checkpoint, forced: str | None) -> HfTensors:
     try:
         arch = detect_arch(config, list(ck.tensors), forced, guess_unknown=True)
     except ConversionError:
+        if need_arch:
+            raise
         arch = None  # transformers may know it even if pyconv has no table: the tensors go as they are
     names = dict(ck.tensors)
     notes: list[str] = []
