@@ -250,7 +250,8 @@ def test_a_missing_layout_fix_breaks_parity(shop: Workshop, monkeypatch: pytest.
     elif "transposed" in changes:
         with pytest.raises(ValueError, match="Failed to load model"):
             llama_logits(out, shop.ids(name))
-        assert "'blk.0.attn_qkv.weight' has wrong shape" in capfd.readouterr().err
+        qkv = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ATTN_QKV].format(bid=0)
+        assert f"'{qkv}.weight' has wrong shape" in capfd.readouterr().err
     else:
         assert max_diff(llama_logits(out, shop.ids(name)), shop.hf_logits(name)) > BROKEN
 
