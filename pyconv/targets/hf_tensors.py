@@ -14,17 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gguf
+import numpy as np
 
 from .. import dtypes
 from ..archs.base import Arch, Config, detect_arch, tables
 from ..errors import ConversionError
 from ..plan import Op, OutTensor, Part, View
 from ..sources.base import Checkpoint, SourceTensor
+from ..sources.gguf import GgufValue
 from .gguf_requant import tensor_kind
 from .regions import concat, crop
 
 log = logging.getLogger("pyconv")
 
+GGUF_F32 = int(gguf.GGUFValueType.FLOAT32)
 BLOCK_ID = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -127,6 +130,14 @@ def _gguf_key(arch: Arch, method: str) -> str | None:
     return added.pop() if len(added) == 1 else None
 
 
+def plain_value(value: GgufValue) -> Any:
+    """A GGUF scalar as JSON writes it; float32 values by their shortest float32 spelling (1e-05, not
+    9.999999747378752e-06)."""
+    if value.type == GGUF_F32:
+        return float(repr(np.float32(value.value)))
+    return value.value.item() if hasattr(value.value, "item") else value.value
+
+
 def config_from_gguf(ck: Checkpoint, arch: Arch) -> dict[str, Any]:
     """config.json for the family from the file's hyper-parameters: each table entry read back from the
     key its GGUFWriter method writes into the entry's first config field."""
@@ -135,8 +146,7 @@ def config_from_gguf(ck: Checkpoint, arch: Arch) -> dict[str, Any]:
     for hp in arch.hparams:
         key = _gguf_key(arch, hp.method) if hp.fields else None
         if key is not None and key in kv:
-            value = kv[key].value
-            config[hp.fields[0]] = value.item() if hasattr(value, "item") else value
+            config[hp.fields[0]] = plain_value(kv[key])
     embed = next(t for n, t in ck.tensors.items() if tensor_kind(n) == gguf.MODEL_TENSOR.TOKEN_EMBD)
     config["vocab_size"] = embed.shape[0]
     config["tie_word_embeddings"] = not any(tensor_kind(n) == gguf.MODEL_TENSOR.OUTPUT for n in ck.tensors)

@@ -19,4 +19,8 @@ def validate(path: str | Path, *, strict: bool = False, reference: str | Path | 
         from .gguf import validate_gguf
 
         return validate_gguf(p, strict=strict, reference=ref, prompt=prompt, probe=probe)
-    raise ConversionError("validate reads .gguf files (HF folders come with the HF target)", file=p)
+    if p.is_dir():
+        from .hf import validate_hf
+
+        return validate_hf(p, reference=ref)
+    raise ConversionError("validate reads .gguf files and Hugging Face folders", file=p)
