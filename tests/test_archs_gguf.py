@@ -242,7 +242,7 @@ ABLATIONS = [
 @pytest.mark.parametrize(("name", "changes"), ABLATIONS)
 def test_a_missing_layout_fix_breaks_parity(shop: Workshop, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
                                              tmp_path: Path, name: str, changes: dict[str, Any]) -> None:
-    monkeypatch.setitem(ARCHS, name, dataclasses.replace(ARCHS[name], **changes))
+    monkeypatch.setitem(ARCHS, name, dataclasses.replace(detect_arch(None, [], name), **changes))
     out = tmp_path / f"{name}.gguf"
     pyconv.convert(shop.folder(name), out, outtype="f32", progress=False)
     if "constants" in changes:
@@ -352,7 +352,7 @@ def test_bert_metadata_says_encoder_and_pooling(bert_case: tuple[Path, Path]) ->
 
 def test_bert_without_its_prefix_rule_is_refused(shop: Workshop, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = shop.folder("bert-mlm", build_bert_mlm)
-    monkeypatch.setitem(ARCHS, "bert", dataclasses.replace(ARCHS["bert"], prefixes=()))
+    monkeypatch.setitem(ARCHS, "bert", dataclasses.replace(detect_arch(None, [], "bert"), prefixes=()))
     with pytest.raises(pyconv.ConversionError, match="bert.embeddings"):
         pyconv.convert(folder, shop.root / "x.gguf", dry_run=True)
 
