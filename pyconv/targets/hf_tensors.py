@@ -134,7 +134,7 @@ def plain_value(value: GgufValue) -> Any:
     """A GGUF scalar as JSON writes it; float32 values by their shortest float32 spelling (1e-05, not
     9.999999747378752e-06)."""
     if value.type == GGUF_F32:
-        return float(repr(np.float32(value.value)))
+        return float(str(np.float32(value.value)))
     return value.value.item() if hasattr(value.value, "item") else value.value
 
 

@@ -110,8 +110,9 @@ def from_gguf(path: Path) -> dict[str, bytes]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     except Exception as e:  # transformers raises ValueError/KeyError/NotImplementedError per tokenizer kind
-        raise ConversionError(f"transformers cannot build a tokenizer from its metadata ({type(e).__name__}: {e})",
-                              file=path) from None
+        log.warning("%s: transformers cannot build a tokenizer from its metadata (%s); the folder gets none: pass "
+                    "--tokenizer with the model's tokenizer folder to copy one", path, e)
+        return {}
     with tempfile.TemporaryDirectory(prefix="pyconv-tokenizer-") as tmp:
         tokenizer.save_pretrained(tmp)
         return copied(Path(tmp))
