@@ -22,7 +22,7 @@ from ..errors import ConversionError
 from ..options import ConvertOptions
 from .base import Checkpoint, Segment, SourceTensor
 from .safetensors import read_config
-from .torch_pickle import PickledTensor, TorchFile, inert_class, load
+from .torch_pickle import PickledTensor, PickleRefused, TorchFile, inert_class, load
 
 _MODEL_FILE = re.compile(r"(?:zero_pp_rank_(\d+)_)?mp_rank_(\d+)_model_states\.pt")
 _OPTIM_FILE = re.compile(r"(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt")
@@ -33,7 +33,7 @@ WEIGHTS = ("master", "module")
 def _zero_stage(value: Any) -> int:
     # ZeroStageEnum is an int enum pickled as ZeroStageEnum(<int>): its value is all that matters
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConversionError(f"ZeroStageEnum({value!r}) is not an integer stage")
+        raise PickleRefused(f"ZeroStageEnum({value!r}) is not an integer stage")
     return value
 
 
