@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConversionError
-from ..plan import OutTensor, Part
+from ..plan import OutTensor
 
 
 def _plain(t: OutTensor) -> None:
@@ -28,7 +28,7 @@ def crop(t: OutTensor, dim: int, start: int, stop: int, name: str | None = None)
             continue
         view = p.view.slice(dim, lo - p.at[dim], hi - p.at[dim])
         at = p.at[:dim] + (lo - start,) + p.at[dim + 1:]
-        parts.append(Part(view, at))
+        parts.append(replace(p, view=view, at=at))
     shape = t.shape[:dim] + (stop - start,) + t.shape[dim + 1:]
     return OutTensor(name or t.name, shape, t.dtype, parts, shape, note=t.note)
 
@@ -40,7 +40,7 @@ def concat(name: str, tensors: list[OutTensor], dim: int) -> OutTensor:
         _plain(t)
         if len(t.shape) != len(first.shape) or any(a != b for d, (a, b) in enumerate(zip(t.shape, first.shape)) if d != dim):
             raise ConversionError(f"cannot concatenate {first.shape} and {t.shape} along dim {dim}", tensor=name)
-        parts += [Part(p.view, p.at[:dim] + (p.at[dim] + at,) + p.at[dim + 1:]) for p in t.parts]
+        parts += [replace(p, at=p.at[:dim] + (p.at[dim] + at,) + p.at[dim + 1:]) for p in t.parts]
         at += t.shape[dim]
     shape = first.shape[:dim] + (at,) + first.shape[dim + 1:]
     return OutTensor(name, shape, first.dtype, parts, shape, note=first.note)
@@ -51,7 +51,7 @@ def transpose(t: OutTensor) -> OutTensor:
     _plain(t)
     if len(t.shape) < 2:
         return t
-    parts = [Part(p.view.transpose(), (p.at[1], p.at[0], *p.at[2:])) for p in t.parts]
+    parts = [replace(p, view=p.view.transpose(), at=(p.at[1], p.at[0], *p.at[2:])) for p in t.parts]
     shape = (t.shape[1], t.shape[0], *t.shape[2:])
     return replace(t, shape=shape, layout=shape, parts=parts)
 

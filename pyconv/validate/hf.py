@@ -143,13 +143,14 @@ def _masks(model: Any, ids: Any, report: Report) -> None:
                f"no mask vs {', '.join(diffs)} masks: max |Δ| {worst:.3g}", diffs=diffs)
 
 
-def _reference(model: Any, ids: Any, reference: Path, report: Report) -> None:
+def _reference(folder: Path, model: Any, ids: Any, reference: Path, report: Report) -> None:
     ref, _info, _messages = load_model(reference.parent, auto_class(model.config.to_dict()), reference.name) \
         if reference.suffix == ".gguf" else load_model(reference, auto_class(model.config.to_dict()))
     ours, theirs = _outputs(model, ids), _outputs(ref, ids)
     diff = float((ours - theirs).abs().max())
     scale = max(1.0, float(theirs.abs().max()))
-    stored = str(getattr(model.config, "dtype", None) or "float32").replace("torch.", "")
+    config = json.loads((folder / "config.json").read_text())
+    stored = str(config.get("dtype") or config.get("torch_dtype") or "float32")
     limit = PARITY.get(stored, PARITY["float32"]) * scale
     agree = float((ours.argmax(-1) == theirs.argmax(-1)).float().mean())
     report.add("reference", "pass" if diff <= limit else "fail",
@@ -203,7 +204,7 @@ def validate_hf(folder: Path, *, reference: Path | None = None) -> Report:
     ids = _token_ids(folder, model, report)
     _masks(model, ids, report)
     if reference is not None:
-        _reference(model, ids, reference, report)
+        _reference(folder, model, ids, reference, report)
     if auto_class(model.config.to_dict()) == "AutoModel":
         _similarity(folder, model, report)
     return report
