@@ -8,6 +8,7 @@ through ``Regroup``, as views, so a round trip is bit-exact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,11 @@ class Regroup:
     hf: tuple[Piece, ...]
     fused: tuple[Piece, ...]
     transposed: bool = False
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """Matches the .weight/.bias tensors of a {bid} template; groups ``bid`` and ``suffix``."""
+    return re.compile("^" + re.escape(template).replace(r"\{bid\}", r"(?P<bid>\d+)") + r"(?P<suffix>\.weight|\.bias)$")
 
 
 def row_counts(pieces: tuple[Piece, ...], total: int, cfg: Mapping[str, Any], what: str) -> list[int]:

@@ -8,7 +8,6 @@ byte range of it, read transposed (strided) where HF stores the weight [in, out]
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -16,26 +15,24 @@ from typing import Any
 
 from .. import dtypes
 from ..archs.base import Config, detect_arch
-from ..archs.layouts import row_counts
+from ..archs.layouts import row_counts, template_pattern
 from ..archs.tensor_parallel import sharding
 from ..errors import ConversionError
 from .base import Checkpoint, Segment, SourceTensor
-from .safetensors import read_file
+from .safetensors import read_config, read_file
 
 LATEST = "latest_step.txt"
 NATIVE_KEY = "pyconv_native"
 STEP = re.compile(r"^step_(\d+)$")
 
 
+def rank_file(rank: int, tp_size: int) -> str:
+    return "model.safetensors" if tp_size == 1 else f"model-tp{rank:02d}-of-{tp_size:02d}.safetensors"
+
+
 def _config(folder: Path) -> dict[str, Any] | None:
-    path = folder / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get(NATIVE_KEY), dict) else None
+    doc = read_config(folder)
+    return doc if doc is not None and isinstance(doc.get(NATIVE_KEY), dict) else None
 
 
 def step_dir(path: Path) -> Path:
@@ -103,8 +100,7 @@ def unfuse(tensors: dict[str, SourceTensor], arch_name: str, config: dict[str, A
     replaced: dict[str, list[SourceTensor]] = {}
     consumed: set[str] = set()
     for group in arch.fused:
-        pattern = re.compile("^" + re.escape(group.fused[0].name).replace(r"\{bid\}", r"(?P<bid>\d+)")
-                             + r"(?P<suffix>\.weight|\.bias)$")
+        pattern = template_pattern(group.fused[0].name)
         for name in list(tensors):
             m = pattern.match(name)
             if not m:
@@ -149,7 +145,7 @@ def open_native(path: Path) -> Checkpoint:
     layout = native.get("layout")
     if not isinstance(tp, int) or tp < 1 or layout not in ("fused", "hf") or not isinstance(native.get("arch"), str):
         raise ConversionError(f"'{NATIVE_KEY}' is not a layout pyconv wrote: {native}", file=folder / "config.json")
-    files = [folder / ("model.safetensors" if tp == 1 else f"model-tp{r:02d}-of-{tp:02d}.safetensors") for r in range(tp)]
+    files = [folder / rank_file(r, tp) for r in range(tp)]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise ConversionError(f"rank file(s) {', '.join(missing)} missing", file=folder)

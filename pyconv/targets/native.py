@@ -18,39 +18,28 @@ file holds that rank's slice by the rules in ``archs/tensor_parallel.py`` (fused
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ..archs.base import Arch, Config
-from ..archs.layouts import row_counts
+from ..archs.layouts import row_counts, template_pattern
 from ..archs.tensor_parallel import sharding
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import OutFile, OutTensor, Plan
 from ..sources.base import Checkpoint
+from ..sources.native import LATEST, NATIVE_KEY, rank_file
 from . import safetensors as st
 from .hf_tensors import from_hf_source, resize_vocab, source_dtype
 from .hf_tokenizer import tokenizer_files
 from .regions import concat, crop, split_rows, transpose
 
-LATEST = "latest_step.txt"
-NATIVE_KEY = "pyconv_native"
 FORMAT = 1
 LAYOUTS = ("fused", "hf")
-SUFFIXES = (".weight", ".bias")
 
 
 def step_folder(step: int) -> str:
     return f"step_{step}"
-
-
-def rank_file(rank: int, tp_size: int) -> str:
-    return "model.safetensors" if tp_size == 1 else f"model-tp{rank:02d}-of-{tp_size:02d}.safetensors"
-
-
-def _template_pattern(template: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(template).replace(r"\{bid\}", r"(?P<bid>\d+)") + r"(?P<suffix>\.weight|\.bias)$")
 
 
 def fuse(tensors: list[OutTensor], arch: Arch, cfg: Config) -> list[OutTensor]:
@@ -59,7 +48,7 @@ def fuse(tensors: list[OutTensor], arch: Arch, cfg: Config) -> list[OutTensor]:
     replaced: dict[str, list[OutTensor]] = {}  # first HF piece -> fused tensors
     consumed: set[str] = set()
     for group in arch.fused:
-        pattern = _template_pattern(group.hf[0].name)
+        pattern = template_pattern(group.hf[0].name)
         for name in list(by_name):
             m = pattern.match(name)
             if not m:
