@@ -27,9 +27,13 @@ class ConvertOptions:
     split_max_tensors: int | None = None
     model_name: str | None = None        # general.name (default: the source folder's name)
     fingerprint: bool = True             # write <file>.sha256 and <stem>.meta.json beside GGUF output
+    ternarize: str | None = None         # "absmean": ternarize the projections (default for ternary models)
+    keep_float: tuple[str, ...] = ()     # regexes on GGUF or source names: these tensors stay float
+    allow_requantize: bool = True        # a GGUF source may hold quantized tensors (``pyconv quantize``: no)
     # Hugging Face folders and trainer layouts
     include_pytorch_bin: bool = False    # also write pytorch_model.bin (torch zip, streamed)
     vocab_size: int | None = None        # pad (zero rows) or truncate embedding and output head to this
     layout: str = "fused"                # native: "fused" (trainer projections) or "hf" (HF's tensors)
     tp_size: int = 1                     # native: tensor-parallel ranks to split into
     step: int | None = None              # native: the step folder to write (default: the source's, else 0)
+    allow_decoder_bias_drop: bool = False  # NeoBERT: drop a masked-LM decoder bias the HF model has no place for

@@ -70,12 +70,14 @@ class Config(Mapping[str, Any]):
 @dataclass(frozen=True)
 class HParam:
     """One GGUF hyper-parameter: ``method`` of gguf.GGUFWriter, fed from the first config field
-    present in ``fields`` or computed by ``derive``. Optional ones are skipped when absent."""
+    present in ``fields`` or computed by ``derive``. Optional ones are skipped when absent. ``key``
+    names a key gguf-py has no method for; ``method`` is then a typed one (``add_uint32``)."""
 
     method: str
     fields: tuple[str, ...] = ()
     derive: Callable[[Config], Any] | None = None
     required: bool = True
+    key: str | None = None
 
     def value(self, cfg: Config) -> Any:
         value = self.derive(cfg) if self.derive else cfg.find(*self.fields)
@@ -158,6 +160,16 @@ class Arch:
     tied_default: bool = False
     # buffers older checkpoints saved that transformers 5 no longer loads (regexes)
     hf_buffers: tuple[str, ...] = ()
+    # --- ternary models ---
+    # how the projections are ternarized unless --ternarize says otherwise ("absmean": the model's
+    # forward pass ternarizes them); None: only with --ternarize
+    ternarize: str | None = None
+    # GGUF architecture name per out type whose runtime names the graph differently
+    gguf_names: Mapping[str, str] = field(default_factory=dict)
+    # the FFN activation each GGUF architecture's graph applies, checked against config.json's hidden_act
+    graph_activations: Mapping[str, str] = field(default_factory=dict)
+    # HF name templates ({bid}: layer) gguf-py's TensorNameMap lacks for the architecture
+    extra_names: Mapping[str, gguf.MODEL_TENSOR] = field(default_factory=dict)
 
     @property
     def tie_names(self) -> tuple[str, str] | None:
@@ -168,6 +180,9 @@ class Arch:
     @property
     def gguf_name(self) -> str:
         return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+
+    def gguf_name_for(self, outtype: str | None) -> str:
+        return self.gguf_names.get(outtype or "", self.gguf_name)
 
     def skipped(self, name: str) -> bool:
         return any(re.search(p, name) for p in self.skip)
@@ -189,13 +204,19 @@ def register(*archs: Arch) -> None:
 
 def _load_tables() -> None:
     # importing the family modules registers their tables
-    from . import bert, gemma, gpt2, llama, phi3, qwen  # noqa: F401
+    from . import bert, bitnet, gemma, gpt2, llama, phi3, qwen  # noqa: F401
 
 
 def tables() -> dict[str, Arch]:
     """Every registered table by name."""
     _load_tables()
     return ARCHS
+
+
+def table_for_gguf(name: str) -> Arch | None:
+    """The first table that writes GGUF architecture ``name`` (for some out type)."""
+    _load_tables()
+    return next((a for a in ARCHS.values() if name == a.gguf_name or name in a.gguf_names.values()), None)
 
 
 def guess_arch(tensor_names: list[str]) -> Arch | None:
