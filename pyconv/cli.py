@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a checkpoint", description="Convert a checkpoint file or folder.")
     c.add_argument("source", metavar="SRC", help="safetensors or torch file or folder (single or sharded with an index), "
                    "a DeepSpeed ZeRO checkpoint folder, a GGUF file, or a trainer checkpoint (latest_step.txt / step_N)")
-    c.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
+    c.add_argument("-o", "--output", metavar="OUT", help="output file or folder (NeoBERT trainer checkpoints "
+                   "default to outputs/<run>/hf/<run>_<step>)")
     c.add_argument("--to", help="output format: safetensors, gguf, hf, native (default: from OUT's suffix)")
     c.add_argument("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s (default: keep)")
     c.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arch", help="force an architecture table instead of detecting it from config.json")
     h = c.add_argument_group("Hugging Face folders and trainer checkpoints (--to hf, --to native)")
     h.add_argument("--include-pytorch-bin", action="store_true", help="also write pytorch_model.bin (torch.load-able)")
+    h.add_argument("--allow-decoder-bias-drop", action="store_true",
+                   help="NeoBERT: drop a masked-LM decoder bias (the change to the logits is reported)")
     h.add_argument("--vocab-size", type=int, metavar="N", help="pad (zero rows) or truncate embedding and output head to N")
     h.add_argument("--layout", choices=("fused", "hf"), default="fused",
                    help="native: fused trainer projections (kv, gate_up; GPT-2 as [out, in]) or HF's own tensors")
@@ -70,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split-max-tensors", type=int, metavar="N", help="split into shards of at most N tensors")
     g.add_argument("--name", dest="model_name", help="general.name (default: the source folder's name)")
     g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
+    _ternary_args(g)
+
+    qz = sub.add_parser("quantize", help="re-type a clean F32/F16/BF16 GGUF (e.g. to i2_s)",
+                        description="Quantize the tensors of an F32/F16/BF16 GGUF file, keeping its metadata; "
+                        "llama.cpp's and BitNet's type rules apply as in convert.")
+    qz.add_argument("source", metavar="SRC", help="GGUF file (or the first file of a split set)")
+    qz.add_argument("-o", "--output", required=True, metavar="OUT", help="output GGUF file")
+    qz.add_argument("--outtype", type=str.lower, required=True, help="q8_0, tq1_0, tq2_0, i2_s, or f32, f16, bf16")
+    qz.add_argument("--allow-requantize", action="store_true", help="accept a source that already holds quantized tensors")
+    qz.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
+    qz.add_argument("--dry-run", action="store_true", help="print the plan and check disk space; write nothing")
+    qz.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
+    qz.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    _ternary_args(qz)
 
     v = sub.add_parser("validate", help="check an output with independent readers and a real runtime",
                        description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe; "
@@ -91,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ternary_args(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--ternarize", choices=("absmean",), help="ternarize the 7 projections as BitNet's forward pass does "
+                   "(default for BitNet models; needed by other models for tq1_0, tq2_0, i2_s)")
+    p.add_argument("--keep-float", action="append", default=[], metavar="PATTERN", dest="keep_float",
+                   help="keep tensors whose GGUF or source name matches this regex float (repeatable)")
+
+
 def _print_plan(result: Any) -> None:
     plan, lay = result.plan, result.layout
     rows = [(t.name, "×".join(map(str, t.shape)) or "scalar", t.dtype, format_bytes(t.nbytes), t.recipe() + (f"  ({t.note})" if t.note else ""))
@@ -109,21 +133,53 @@ def _convert(args: argparse.Namespace) -> int:
     from .conversion import convert
     from .options import DEFAULT_CHUNK_BYTES
 
-    result = convert(args.source, args.output, to=args.to, outtype=args.outtype, threads=args.threads,
+    output = args.output
+    if output is None:
+        from .sources import default_output
+
+        output = default_output(args.source)
+        if not args.dry_run:
+            output.parent.mkdir(parents=True, exist_ok=True)
+    result = convert(args.source, output, to=args.to, outtype=args.outtype, threads=args.threads,
                      max_shard_size=args.max_shard_size, dry_run=args.dry_run, progress=not args.quiet,
                      force=args.force, chunk_bytes=args.chunk_size or DEFAULT_CHUNK_BYTES,
                      strip_prefixes=tuple(args.strip_prefixes), zero_weights=args.zero_weights, arch=args.arch,
                      tokenizer=args.tokenizer, tokenizer_pre=args.tokenizer_pre, split_max_size=args.split_max_size,
                      split_max_tensors=args.split_max_tensors, model_name=args.model_name,
                      fingerprint=not args.no_fingerprint, include_pytorch_bin=args.include_pytorch_bin,
-                     vocab_size=args.vocab_size, layout=args.layout, tp_size=args.tp_size, step=args.step)
+                     allow_decoder_bias_drop=args.allow_decoder_bias_drop,
+                     vocab_size=args.vocab_size, layout=args.layout, tp_size=args.tp_size, step=args.step,
+                     ternarize=args.ternarize, keep_float=tuple(args.keep_float))
+    _summary(args, result)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from .conversion import convert
+
+    if Path(args.source).suffix != ".gguf":
+        raise ConversionError(f"pyconv quantize reads GGUF files; convert {args.source} with pyconv convert")
+    result = convert(args.source, args.output, to="gguf", outtype=args.outtype, threads=args.threads, dry_run=args.dry_run,
+                     progress=not args.quiet, force=args.force, ternarize=args.ternarize, keep_float=tuple(args.keep_float),
+                     allow_requantize=args.allow_requantize)
+    _summary(args, result)
+    return 0
+
+
+def _summary(args: argparse.Namespace, result: Any) -> None:
     if args.dry_run:
         _print_plan(result)
-    elif not args.quiet:
-        rate = result.plan.input_bytes / result.seconds / 1e9 if result.seconds > 0 else 0.0
-        print(f"wrote {result.output} ({len(result.plan.tensors)} tensors, {format_bytes(result.bytes_written)}) "
-              f"in {result.seconds:.2f} s, {rate:.2f} GB/s of input", file=sys.stderr)
-    return 0
+        return
+    if args.quiet:
+        return
+    rate = result.plan.input_bytes / result.seconds / 1e9 if result.seconds > 0 else 0.0
+    print(f"wrote {result.output} ({len(result.plan.tensors)} tensors, {format_bytes(result.bytes_written)}) "
+          f"in {result.seconds:.2f} s, {rate:.2f} GB/s of input", file=sys.stderr)
+    if result.reports:
+        kept = sum(1 for r in result.reports if r["already_ternary"])
+        done = sum(1 for r in result.reports if r["ternarized"])
+        print(f"ternary: {done} tensors absmean-ternarized, {kept} already ternary and packed as they were "
+              f"(per tensor in the .meta.json)", file=sys.stderr)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -164,7 +220,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run(Path(args.output))
 
 
-COMMANDS = {"convert": _convert, "validate": _validate, "inspect": _inspect, "demo": _demo}
+COMMANDS = {"convert": _convert, "quantize": _quantize, "validate": _validate, "inspect": _inspect, "demo": _demo}
 
 
 def _show_warnings() -> None:
