@@ -64,6 +64,18 @@ def _open_gguf(path: Path, _opts: ConvertOptions) -> Checkpoint:
     return open_gguf(path)
 
 
+def _is_neobert(path: Path) -> bool:
+    from .neobert_trainer import recognises
+
+    return recognises(path)
+
+
+def _open_neobert(path: Path, opts: ConvertOptions) -> Checkpoint:
+    from .neobert_trainer import open_neobert_trainer
+
+    return open_neobert_trainer(path, opts)
+
+
 def _is_native(path: Path) -> bool:
     from .native import recognises
 
@@ -77,8 +89,10 @@ def _open_native(path: Path, _opts: ConvertOptions) -> Checkpoint:
 
 
 # A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a trainer's step folder holds
-# safetensors files that only make sense merged and regrouped, so it is asked first.
+# safetensors files that only make sense merged and regrouped (or with the run's config.yaml), so the
+# trainer layouts are asked first.
 READERS: list[Reader] = [
+    Reader("neobert", _is_neobert, _open_neobert),
     Reader("native", _is_native, _open_native),
     Reader("safetensors", _is_safetensors, _open_safetensors),
     Reader("gguf", _is_gguf, _open_gguf),
@@ -121,4 +135,14 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
     raise ConversionError(f"not a checkpoint pyconv can read (readers: {known})", file=p)
 
 
-__all__ = ["Checkpoint", "Reader", "READERS", "Segment", "SourceTensor", "open_checkpoint"]
+def default_output(path: str | Path) -> Path:
+    """Where an export of ``path`` goes when no output is named: only trainer layouts that fix a place have one."""
+    from .neobert_trainer import default_output as neobert_output, recognises as is_neobert
+
+    p = Path(path)
+    if is_neobert(p):
+        return neobert_output(p)
+    raise ConversionError("name the output with -o (only NeoBERT trainer checkpoints have a default place)", file=p)
+
+
+__all__ = ["Checkpoint", "Reader", "READERS", "Segment", "SourceTensor", "default_output", "open_checkpoint"]

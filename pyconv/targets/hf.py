@@ -14,6 +14,7 @@ from ..plan import OutFile, OutTensor, Plan
 from ..sources.base import Checkpoint
 from . import safetensors as st
 from . import torch_zip
+from .hf_custom import custom_tensors, custom_usage
 from .hf_tensors import hf_tensors, resize_vocab, source_dtype
 from .hf_tokenizer import TOKENIZER_FILES, tokenizer_files
 from .model_card import render
@@ -22,7 +23,8 @@ from .sharding import assign_shards, shard_name
 BIN_STEM = "pytorch_model"
 CARD = "README.md"
 TORCH_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64"}
-CARD_OPTIONS = ("outtype", "max_shard_size", "include_pytorch_bin", "arch", "vocab_size", "strip_prefixes", "zero_weights")
+CARD_OPTIONS = ("outtype", "max_shard_size", "include_pytorch_bin", "arch", "vocab_size", "strip_prefixes", "zero_weights",
+                "allow_decoder_bias_drop")
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
@@ -83,7 +85,7 @@ def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     st.check_outtype(opts.outtype)
     if out.suffix in (".safetensors", ".gguf", ".bin"):
         raise ConversionError("--to hf writes a folder; name one without a file suffix", file=out)
-    ht = hf_tensors(ck, opts.arch)
+    ht = custom_tensors(ck, opts) or hf_tensors(ck, opts.arch)
     if opts.vocab_size is not None:
         resize_vocab(ht, opts.vocab_size)
     for t in ht.tensors:
@@ -100,9 +102,12 @@ def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     dtype = _model_dtype(ht.tensors)
     if dtype:
         config["dtype"] = dtype
-    tokenizer_source = Path(opts.tokenizer) if opts.tokenizer else ck.folder
-    tokenizer = tokenizer_files(tokenizer_source, ck.path if ck.kind == "gguf" and not opts.tokenizer else None, config)
+    tokenizer = ht.tokenizer
+    if tokenizer is None:
+        tokenizer_source = Path(opts.tokenizer) if opts.tokenizer else ck.folder
+        tokenizer = tokenizer_files(tokenizer_source, ck.path if ck.kind == "gguf" and not opts.tokenizer else None, config)
     plan.side_files.update(tokenizer)
+    plan.side_files.update(ht.files)
     if ck.kind != "gguf":
         plan.side_files.update(sentence_transformers_files(ck.folder))
     plan.side_files["config.json"] = _json(config)
@@ -122,10 +127,12 @@ def card(plan: Plan, ck: Checkpoint, opts: ConvertOptions, fingerprints: dict[st
     defaults = vars(ConvertOptions())
     options = {k: v for k, v in vars(opts).items() if v != defaults[k] and k in CARD_OPTIONS}
     weights = [t for t in plan.tensors if plan.files[t.file].container == "safetensors"]
-    return render(config=json.loads(plan.side_files["config.json"]), tensors=weights, source=ck.path, source_kind=ck.kind,
+    config = json.loads(plan.side_files["config.json"])
+    return render(config=config, tensors=weights, source=ck.path, source_kind=ck.kind,
                   options=options, fingerprints=fingerprints,
                   source_hashes={p.name: h for p, h in source_hashes.items()} if source_hashes else None,
-                  has_tokenizer=any(n in plan.side_files for n in TOKENIZER_FILES))
+                  has_tokenizer=any(n in plan.side_files for n in TOKENIZER_FILES),
+                  usage=custom_usage(config, plan.side_files))
 
 
 def seal_hf(plan: Plan, written: list[Path]) -> None:

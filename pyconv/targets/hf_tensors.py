@@ -40,6 +40,10 @@ class HfTensors:
     arch: Arch | None
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    # files shipped beside the weights as they are (the modeling code of trust_remote_code folders)
+    files: dict[str, bytes] = field(default_factory=dict)
+    # tokenizer files the family prepared itself; None: those beside the weights, normalized
+    tokenizer: dict[str, bytes] | None = None
 
 
 def source_dtype(view_dtype: str, outtype: str | None) -> str:

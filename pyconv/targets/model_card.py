@@ -24,7 +24,9 @@ def auto_class(config: dict[str, Any]) -> str:
 
 
 def render(*, config: dict[str, Any], tensors: list[OutTensor], source: Path, source_kind: str, options: dict[str, Any],
-           fingerprints: dict[str, str] | None, source_hashes: dict[str, str] | None, has_tokenizer: bool) -> str:
+           fingerprints: dict[str, str] | None, source_hashes: dict[str, str] | None, has_tokenizer: bool,
+           usage: list[str] | None = None) -> str:
+    """The card; ``usage`` replaces the generic loading snippet (families whose use needs more than loading)."""
     arch = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
     params = sum(math.prod(t.shape) for t in tensors)
     dtypes = sorted({t.dtype for t in tensors})
@@ -49,9 +51,13 @@ def render(*, config: dict[str, Any], tensors: list[OutTensor], source: Path, so
             lines += ["", "Source files:", ""] + [f"- `{name}`: `{digest}`" for name, digest in sorted(source_hashes.items())]
     else:
         lines += ["Not computed (converted with `--no-fingerprint`)."]
+    if usage is not None:
+        return "\n".join(lines + ["", *usage, ""])
+    # a folder with its own modeling code loads only when the user trusts it
+    remote = ", trust_remote_code=True" if "auto_map" in config else ""
     lines += ["", "## How to load it", "", "```python", "import torch",
               f"from transformers import {auto}" + (", AutoTokenizer" if has_tokenizer else ""), "",
-              f'model = {auto}.from_pretrained("path/to/this/folder", dtype=torch.float32)']
+              f'model = {auto}.from_pretrained("path/to/this/folder", dtype=torch.float32{remote})']
     if has_tokenizer:
         lines += ['tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")']
     lines += ["```", "", "Check it with `pyconv validate path/to/this/folder --reference SOURCE`.", ""]

@@ -1,0 +1,161 @@
+"""NeoBERT trainer checkpoints: ``outputs/<run>/checkpoints/<step>/`` as its trainer saves them.
+
+The folder holds ``config.yaml`` (the whole run's settings; ``model:`` builds the network), the weights
+as ``model.safetensors`` or as a DeepSpeed ZeRO checkpoint (in the folder, or under Accelerate's
+``accelerate/``), ``tokenizer/`` and ``tokenizer_info.json``. Names come out as the training model's
+(``model.*`` and ``decoder.*``), wrapper prefixes stripped and the legacy ``model.decoder.*`` moved to
+``decoder.*``; ``config`` is the export's HF config.json, with the decoder tied when the checkpoint ties
+it. Everything is checked against config.yaml before a byte moves.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..archs import neobert
+from ..errors import ConversionError
+from ..options import ConvertOptions
+from . import strip_prefixes
+from .base import Checkpoint, SourceTensor
+
+CONFIG = "config.yaml"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer"
+TOKENIZER_INFO = "tokenizer_info.json"
+# where Accelerate puts its own state (and DeepSpeed's rank files) in newer trainer revisions
+ACCELERATE = "accelerate"
+RUNTIME_PREFIXES = ("_orig_mod.", "module.")
+LEGACY_DECODER = "model.decoder."
+COMPARE_BYTES = 1 << 22
+
+
+def _run_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        doc = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("model"), dict) else None
+
+
+def recognises(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file() and _run_config(path) is not None
+
+
+def default_output(folder: Path) -> Path:
+    """``outputs/<run>/hf/<run>_<step>`` for ``outputs/<run>/checkpoints/<step>``, where the trainer's own
+    exporter puts it."""
+    run = folder.resolve().parent.parent
+    return run / "hf" / f"{run.name}_{folder.resolve().name}"
+
+
+def _weights(folder: Path, opts: ConvertOptions) -> Checkpoint:
+    from . import zero
+    from .safetensors import open_safetensors
+
+    if (folder / WEIGHTS).is_file():
+        return open_safetensors(folder / WEIGHTS)
+    for candidate in (folder, folder / ACCELERATE):
+        if candidate.is_dir() and zero.recognises(candidate):
+            return zero.open_zero(candidate, opts)
+    raise ConversionError(f"no weights: neither {WEIGHTS} nor a DeepSpeed ZeRO checkpoint (here or in {ACCELERATE}/)",
+                          file=folder)
+
+
+def _legacy_decoder(tensors: dict[str, SourceTensor], where: Path) -> dict[str, SourceTensor]:
+    """Older revisions kept the masked-LM decoder under ``model.decoder.``; the model has it at ``decoder.``."""
+    out: dict[str, SourceTensor] = {}
+    for name, t in tensors.items():
+        new = "decoder." + name[len(LEGACY_DECODER):] if name.startswith(LEGACY_DECODER) else name
+        if new in out or (new != name and new in tensors):
+            raise ConversionError(f"both '{name}' and '{new}' are in the weights", file=where, tensor=name)
+        out[new] = t if new == name else replace(t, name=new)
+    return out
+
+
+def same_values(a: SourceTensor, b: SourceTensor) -> bool:
+    """Whether two tensors hold the same bytes, compared through the maps a chunk at a time."""
+    if (a.dtype, a.shape, a.strides, a.offset) != (b.dtype, b.shape, b.strides, b.offset) or a.nbytes != b.nbytes:
+        return False
+    if a.segments == b.segments:
+        return True
+
+    def chunks(t: SourceTensor) -> Any:
+        for seg in t.segments:
+            with seg.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                for at in range(seg.offset, seg.offset + seg.nbytes, COMPARE_BYTES):
+                    yield m[at:min(at + COMPARE_BYTES, seg.offset + seg.nbytes)]
+
+    left, right = b"", b""
+    ours, theirs = chunks(a), chunks(b)
+    while True:
+        if not left:
+            left = next(ours, b"")
+        if not right:
+            right = next(theirs, b"")
+        if not left and not right:
+            return True
+        n = min(len(left), len(right))
+        if n == 0 or left[:n] != right[:n]:
+            return False
+        left, right = left[n:], right[n:]
+
+
+def _tied(model: dict[str, Any], tensors: dict[str, SourceTensor], where: Path) -> bool:
+    """The checkpoint ties its decoder to the embedding: config.yaml says so, or the decoder is absent or holds
+    the embedding's values (the trainer's portable file stores tied tensors under both names)."""
+    head, embed = tensors.get("decoder.weight"), tensors["model.encoder.weight"]
+    same = head is None or same_values(head, embed)
+    stated = model.get("tie_word_embeddings")
+    if stated is None:
+        return same
+    if stated and not same:
+        raise ConversionError("config.yaml ties the decoder to the embedding, but the two hold different values",
+                              file=where, tensor="decoder.weight")
+    return bool(stated)
+
+
+def _tokenizer_info(folder: Path, model: dict[str, Any]) -> dict[str, Any] | None:
+    path = folder / TOKENIZER_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"cannot read it ({e})", file=path) from None
+    if not isinstance(info, dict):
+        raise ConversionError("is not a JSON object", file=path)
+    for key, field in (("pad_token_id", "pad_token_id"), ("vocab_size", "vocab_size")):
+        if info.get(key) is not None and info[key] != model.get(field):
+            raise ConversionError(f"{key} is {info[key]} but config.yaml's model.{field} is {model.get(field)}: the "
+                                  "tokenizer metadata is from another run", file=path)
+    total = info.get("total_vocab_size")
+    if isinstance(total, int) and isinstance(model.get("vocab_size"), int) and total > model["vocab_size"]:
+        raise ConversionError(f"the tokenizer has {total} tokens, more than the model's {model['vocab_size']} "
+                              "embeddings", file=path)
+    return info
+
+
+def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
+    run = _run_config(path)
+    if run is None:
+        raise ConversionError(f"{CONFIG} has no model: section", file=path / CONFIG)
+    model = run["model"]
+    config = neobert.hf_config(model, run, path / CONFIG)
+    if not (path / TOKENIZER).is_dir():
+        raise ConversionError(f"no {TOKENIZER}/ folder: the export ships the run's tokenizer, which the trainer saves "
+                              "there", file=path)
+    info = _tokenizer_info(path, model)
+    weights = strip_prefixes(_weights(path, opts), RUNTIME_PREFIXES)
+    tensors = _legacy_decoder(weights.tensors, weights.path)
+    neobert.check_shapes(config, {n: t.shape for n, t in tensors.items()}, weights.path)
+    config["tie_word_embeddings"] = _tied(model, tensors, weights.path)
+    if path.name.isdigit():
+        config["training_info"]["step"] = int(path.name)
+    extra = {"weights": weights.kind, **weights.extra, "tokenizer_info": info, "run_config": run}
+    return Checkpoint("neobert", path, tensors, weights.files, weights.metadata, config, extra)
