@@ -284,3 +284,26 @@ def test_dry_run_lists_the_recipes(models: Models, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "pytorch_model.bin" in r.stdout and "model.safetensors" in r.stdout and not (tmp_path / "out").exists()
 
+
+
+# --- DeepSpeed ZeRO in ---------------------------------------------------------------------------------
+
+from .test_sources_zero import Reference, references, zero_runs  # noqa: E402,F401  (session fixtures DeepSpeed trains)
+
+
+@pytest.mark.parametrize("run", ["llama_s3_bf16_ws2", "gpt2_s2_bf16_ws2"])
+def test_zero_checkpoint_to_hf_holds_the_trained_weights(references: dict[str, Reference], tmp_path: Path, run: str) -> None:
+    """The fp32 master weights DeepSpeed recorded while training, loaded into transformers' own model, are
+    the reference: pyconv's folder must give their logits exactly."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ref = references[run]
+    out = tmp_path / "hf"
+    pyconv.convert(ref.ckpt, out, to="hf", progress=False)
+    ours, info, messages = load(out)
+    assert_clean(info, messages)
+    trained = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ref.ckpt), dtype=torch.float32).eval()
+    missing, unexpected = trained.load_state_dict(ref.expected("master"), strict=False)
+    assert not unexpected and all(k == "lm_head.weight" for k in missing)
+    trained.tie_weights()
+    assert torch.equal(logits(ours), logits(trained))

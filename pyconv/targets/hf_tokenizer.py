@@ -4,7 +4,7 @@ from a GGUF file's ``tokenizer.ggml.*`` metadata by transformers' own GGUF token
 Normalized means: ``model_max_length`` is an integer (transformers writes 1e30 when it does not know,
 which tools that read the file as JSON choke on), special tokens named in ``tokenizer_config.json`` and
 ``special_tokens_map.json`` agree and exist in the vocabulary, and config.json's bos/eos/pad ids are the
-tokenizer's when the config leaves them out.
+tokenizer's when the config leaves them out (ids past the vocabulary are dropped).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 # placeholder lengths transformers uses for "unknown" (int(1e30) and friends)
 UNBOUNDED = 10**18
+ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
 
 
@@ -118,8 +119,26 @@ def from_gguf(path: Path) -> dict[str, bytes]:
         return copied(Path(tmp))
 
 
+def drop_ids_outside_vocab(config: dict[str, Any]) -> None:
+    """Special ids the embedding has no row for (GPT2Config's default 50256 in a small model) make
+    transformers warn on every load and mean nothing: they are left out, with a warning."""
+    vocab = config.get("vocab_size")
+    if not isinstance(vocab, int):
+        return
+    for key in ID_FIELDS:
+        value = config.get(key)
+        ids = value if isinstance(value, list) else [value]
+        bad = [i for i in ids if isinstance(i, int) and not 0 <= i < vocab]
+        if bad:
+            kept = [i for i in ids if i not in bad]
+            log.warning("config.json %s %s is outside the vocabulary (%d tokens); left out", key, value, vocab)
+            config[key] = kept if isinstance(value, list) and kept else None
+
+
 def tokenizer_files(source: Path, gguf_file: Path | None, config: dict[str, Any]) -> dict[str, bytes]:
-    """Normalized tokenizer files: from the GGUF when given, else those in ``source`` (a folder or a file beside them)."""
+    """Normalized tokenizer files: from the GGUF when given, else those in ``source`` (a folder or a file
+    beside them); config.json's special ids checked against the vocabulary and the tokenizer."""
+    drop_ids_outside_vocab(config)
     folder = source if source.is_dir() else source.parent
     files = from_gguf(gguf_file) if gguf_file is not None else copied(folder)
     return normalize(files, config, folder)
