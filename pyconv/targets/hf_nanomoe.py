@@ -58,7 +58,7 @@ def nanomoe_usage(config: dict[str, Any], files: dict[str, bytes]) -> list[str]:
              'folder = "path/to/this/folder"',
              "model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)"]
     if tokenizer:
-        lines += ["tokenizer = AutoTokenizer.from_pretrained(folder)",
+        lines += ["tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)",
                   'prompt = tokenizer("Once upon a time", return_tensors="pt").input_ids']
     else:
         lines += ["prompt = torch.tensor([[1, 2, 3, 4]])  # token ids of the run's tokenizer"]

@@ -126,7 +126,7 @@ def neobert_usage(config: dict[str, Any], files: dict[str, bytes]) -> list[str]:
              "The folder carries its own modeling code (`modeling_neobert.py`, `rotary.py`), so transformers "
              "loads it with `trust_remote_code=True`.", "", "```python", "import torch",
              "from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer", "",
-             'folder = "path/to/this/folder"', "tokenizer = AutoTokenizer.from_pretrained(folder)",
+             'folder = "path/to/this/folder"', "tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)",
              "model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)", "",
              'ids = tokenizer(f"Paris is the {tokenizer.mask_token} of France.")["input_ids"]']
     if _metaspace(files):
