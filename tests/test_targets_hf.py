@@ -226,7 +226,7 @@ def test_missing_config_for_an_hf_folder_is_one_clear_error(models: Models, tmp_
 # --- GGUF in -------------------------------------------------------------------------------------------
 
 
-def test_smollm2_gguf_to_hf_matches_transformers_gguf_loader(tmp_path: Path) -> None:
+def test_smollm2_gguf_to_hf_matches_transformers_gguf_loader(tmp_path: Path, smollm2_hf: Path) -> None:
     gguf_file = smollm2_gguf()
     out = tmp_path / "smollm2-hf"
     r = run_cli("convert", gguf_file, "-o", out, "--to", "hf")
@@ -236,10 +236,9 @@ def test_smollm2_gguf_to_hf_matches_transformers_gguf_loader(tmp_path: Path) -> 
     theirs, _info, _messages = load(gguf_file.parent, gguf_file=gguf_file.name)
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(out)
-    ids = tok(SAMPLE_TEXTS[0], return_tensors="pt")["input_ids"]
-    assert ids.tolist() == AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)(
-        SAMPLE_TEXTS[0], return_tensors="pt")["input_ids"].tolist()
+    ids = AutoTokenizer.from_pretrained(out)(SAMPLE_TEXTS[0], return_tensors="pt")["input_ids"]
+    # smollm2_hf holds the tokenizer transformers made of the same GGUF file
+    assert ids.tolist() == AutoTokenizer.from_pretrained(smollm2_hf)(SAMPLE_TEXTS[0], return_tensors="pt")["input_ids"].tolist()
     assert torch.equal(logits(ours, ids), logits(theirs, ids))
     config = json.loads((out / "config.json").read_text())
     assert config["tie_word_embeddings"] is True and config["rms_norm_eps"] == 1e-05 and config["num_key_value_heads"] == 3
@@ -256,7 +255,8 @@ def test_pyconv_gguf_back_to_hf(models: Models, tmp_path: Path, family: str, tol
     gguf_file = tmp_path / f"{family}.gguf"
     pyconv.convert(src, gguf_file, outtype="f32", progress=False, fingerprint=False)
     out = tmp_path / "hf"
-    pyconv.convert(gguf_file, out, to="hf", progress=False)
+    # the tokenizer from the source folder: GGUF tokenizers are the SmolLM2 test's, and slow to rebuild
+    pyconv.convert(gguf_file, out, to="hf", tokenizer=str(src), progress=False)
     ours, info, messages = load(out)
     assert_clean(info, messages)
     want = logits(load(src)[0])
@@ -275,7 +275,7 @@ def test_gguf_without_the_qk_unpermute_would_differ(models: Models, tmp_path: Pa
     gguf_file = tmp_path / "llama.gguf"
     pyconv.convert(src, gguf_file, outtype="f32", progress=False, fingerprint=False)
     monkeypatch.setitem(ARCHS, "llama", dataclasses.replace(ARCHS["llama"], permute_qk=False))
-    pyconv.convert(gguf_file, tmp_path / "hf", to="hf", progress=False)
+    pyconv.convert(gguf_file, tmp_path / "hf", to="hf", tokenizer=str(src), progress=False)
     assert float((logits(load(tmp_path / "hf")[0]) - logits(load(src)[0])).abs().max()) > 0.01
 
 
