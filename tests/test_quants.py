@@ -1,12 +1,13 @@
 """Quantizers and dequantizers against independent implementations: gguf-py's numpy code (tested
 bit for bit against ggml's C by its authors) for Q8_0/TQ1_0/TQ2_0 and every decoder, and BitNet's
-own C quantizer (the vectors in ../shared/vectors/i2s) for I2_S. The AVX2 and the scalar kernels
-must give the same bytes."""
+own C quantizer for I2_S (tests/vectors/i2s: the team's reference vectors, with their index.json).
+The AVX2 and the scalar kernels must give the same bytes."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -20,10 +21,9 @@ from pyconv import _core
 from pyconv.errors import ConversionError
 from pyconv.quants import describe_difference
 
-from .conftest import REPO
 from .test_kernels_cast import kernel_path  # noqa: F401  (runs a test on the AVX2 and on the scalar path)
 
-VECTORS = REPO.parent / "shared" / "vectors" / "i2s"
+VECTORS = Path(__file__).parent / "vectors" / "i2s"
 GGUF_QUANTIZED = ["q8_0", "tq1_0", "tq2_0"]
 SIMD_QUANTIZED = ["q8_0", "tq2_0", "i2_s"]
 ONE_BLOCK = {"q8_0": 32, "tq2_0": 256, "i2_s": 128}
