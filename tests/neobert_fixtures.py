@@ -97,8 +97,25 @@ def stored(run: Run, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def write_bpe_tokenizer(folder: Path, max_len: int, texts: list[str]) -> None:
+    """A Metaspace BPE tokenizer learnt from ``texts`` (so they round-trip), 5 specials first, as HF files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(folder / "tokenizer.json"))
+    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len, "pad_token": "[PAD]",
+            "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
+            "model_input_names": ["input_ids", "attention_mask"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2))
+
+
 def write_step(root: Path, run: Run, *, weights_file: bool = True, tokenizer: bool = True,
-               info: dict[str, Any] | None = None) -> Path:
+               info: dict[str, Any] | None = None, texts: list[str] | None = None) -> Path:
     """``root/outputs/<name>/checkpoints/<STEP>/`` for ``run``; returns the step folder."""
     step = root / "outputs" / run.name / "checkpoints" / str(STEP)
     step.mkdir(parents=True)
@@ -107,7 +124,10 @@ def write_step(root: Path, run: Run, *, weights_file: bool = True, tokenizer: bo
         save_file(stored(run, weights(run)), str(step / "model.safetensors"), metadata={"format": "pt"})
     if tokenizer:
         (step / "tokenizer").mkdir()
-        write_tokenizer(step / "tokenizer", run.shape.max_len)
+        if texts is None:
+            write_tokenizer(step / "tokenizer", run.shape.max_len)
+        else:
+            write_bpe_tokenizer(step / "tokenizer", run.shape.max_len, texts)
     default_info = {"tokenizer_name": "tiny-metaspace", "vocab_size": run.shape.vocab, "base_vocab_size": VOCAB,
                     "total_vocab_size": VOCAB, "pad_token_id": run.shape.pad_id}
     (step / "tokenizer_info.json").write_text(json.dumps(info if info is not None else default_info, indent=2))

@@ -20,7 +20,10 @@ SHAPE_FIELDS = ("hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_at
 
 def auto_class(config: dict[str, Any]) -> str:
     arch = (config.get("architectures") or [""])[0]
-    return next((auto for suffix, auto in AUTO_CLASSES if arch.endswith(suffix)), "AutoModel")
+    # a folder with its own code names the Auto class of each of its classes
+    mapped = next((auto for auto, ref in (config.get("auto_map") or {}).items()
+                   if auto != "AutoConfig" and isinstance(ref, str) and arch and ref.endswith(f".{arch}")), None)
+    return mapped or next((auto for suffix, auto in AUTO_CLASSES if arch.endswith(suffix)), "AutoModel")
 
 
 def render(*, config: dict[str, Any], tensors: list[OutTensor], source: Path, source_kind: str, options: dict[str, Any],

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..targets.model_card import auto_class
+from .custom import custom_checks
 from .report import Report
 
 SAMPLE_TEXTS = ("The capital of France is Paris.", "def add(a, b):\n    return a + b  # 42 ünïcödé")
@@ -81,6 +82,11 @@ def _safetensors(folder: Path, report: Report) -> None:
         report.add("pytorch_model.bin", "pass", f"torch.load(weights_only=True) reads {len(bins)} file(s), {n} tensors")
 
 
+def _custom(folder: Path) -> bool:
+    """The folder ships its own modeling code (an ``auto_map``): loading it means trusting that code."""
+    return "auto_map" in json.loads((folder / "config.json").read_text())
+
+
 def load_model(folder: Path, auto: str | None = None, gguf_file: str | None = None) -> tuple[Any, dict[str, Any], list[str]]:
     import torch
     import transformers
@@ -100,7 +106,7 @@ def _token_ids(folder: Path, model: Any, report: Report) -> Any:
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=_custom(folder))
     except Exception as e:  # no tokenizer files, or ones transformers cannot read
         report.add("tokenizer", "warn" if not (folder / "tokenizer_config.json").exists() else "fail", f"not loadable: {e}")
         vocab = int(model.config.vocab_size)
@@ -203,6 +209,7 @@ def validate_hf(folder: Path, *, reference: Path | None = None) -> Report:
                    warnings=messages)
     ids = _token_ids(folder, model, report)
     _masks(model, ids, report)
+    custom_checks(folder, model, ids, messages, report)
     if reference is not None:
         _reference(folder, model, ids, reference, report)
     if auto_class(model.config.to_dict()) == "AutoModel":
