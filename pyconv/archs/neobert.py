@@ -60,6 +60,12 @@ NGPT_REASON = ("ngpt (NormNeoBERT) cannot be exported: its layers keep hidden st
                "sphere with learned scalers (attn_alpha, mlp_alpha, sqk, suv) instead of RMSNorm weights, and its "
                "FFN gates on the second half of c_fc; NeoBERT's modeling code computes none of that")
 
+# tests/test_export_neobert_gguf.py reproduces what this says with llama.cpp itself
+GGUF_REFUSAL = ("NeoBERT to GGUF is not supported: llama.cpp's neo-bert graph reads the fused attn_qkv as [Q; K; V] "
+                "thirds, but NeoBERT stores it grouped per head, so the rows must be regrouped (llama.cpp's own "
+                "converter copies them as they are, and its files give wrong embeddings); pyconv does not write "
+                "neo-bert files with that regrouping yet. Export with --to hf instead")
+
 
 def swiglu_width(intermediate_size: int) -> int:
     """The trainer's SwiGLU hidden width I': two thirds of I, rounded up to a multiple of 8."""
