@@ -19,9 +19,6 @@ from .report import Report
 MASK_TOLERANCE = 1e-5
 PROBE_TEXTS = ("The capital of France is Paris.", "A man is playing a guitar on the stage tonight.",
                "Water boils at one hundred degrees.")
-SIMILAR = ("A man is playing a guitar.", "Someone plays an acoustic guitar.")
-UNRELATED = ("A man is playing a guitar.", "The stock market fell sharply on Tuesday.")
-SIMILAR_ABOVE, UNRELATED_BELOW = 0.7, 0.5
 # share of masked words a trained masked LM puts in its top 5; random weights recover next to none
 TRAINED_RECOVERY = 0.5
 NEW_TOKENS = 4
@@ -123,23 +120,15 @@ def _recovery(model: Any, tok: Any) -> float:
 
 
 def _similarity(model: Any, tok: Any, report: Report) -> None:
-    import torch
-
     recovered = _recovery(model, tok)
     if recovered < TRAINED_RECOVERY:
         report.add("similarity", "skip", f"the weights look untrained (they put {recovered:.0%} of masked probe words in "
                    f"their top 5, a trained masked LM over {TRAINED_RECOVERY:.0%}), so sentence similarity tells nothing")
         return
 
-    def cosine(a: str, b: str) -> float:
-        batch = tok([a, b], padding=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        keep = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * keep).sum(1) / keep.sum(1)
-        return float(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0))
+    from .hf import SIMILAR_ABOVE, UNRELATED_BELOW, similarity_cosines
 
-    similar, unrelated = cosine(*SIMILAR), cosine(*UNRELATED)
+    similar, unrelated = similarity_cosines(model.base_model, tok)
     ok = similar > SIMILAR_ABOVE and unrelated < UNRELATED_BELOW
     report.add("similarity", "pass" if ok else "fail",
                f"mean-pooled cosine {similar:.2f} for a paraphrase (> {SIMILAR_ABOVE}), {unrelated:.2f} for unrelated "

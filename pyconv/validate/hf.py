@@ -164,26 +164,31 @@ def _reference(folder: Path, model: Any, ids: Any, reference: Path, report: Repo
                max_abs_diff=diff, top1_agreement=agree)
 
 
+def similarity_cosines(encoder: Any, tok: Any) -> tuple[float, float]:
+    """Cosines of the mean-pooled last hidden states (real tokens only) of the paraphrase and the unrelated pair."""
+    import torch
+
+    def cosine(a: str, b: str) -> float:
+        batch = tok([a, b], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return float(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0))
+
+    return cosine(*SIMILAR), cosine(*UNRELATED)
+
+
 def _similarity(folder: Path, model: Any, report: Report) -> None:
     """Mean-pooled sentence embeddings of a sentence-transformers folder: a paraphrase must score high,
     an unrelated sentence low (random weights cannot)."""
     if not (folder / "modules.json").is_file():
         report.add("similarity", "skip", "no sentence-transformers modules.json: not a sentence-embedding model")
         return
-    import torch
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder)
-
-    def cosine(a: str, b: str) -> float:
-        batch = tok([a, b], padding=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        return float(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0))
-
-    similar, unrelated = cosine(*SIMILAR), cosine(*UNRELATED)
+    similar, unrelated = similarity_cosines(model, tok)
     ok = similar > SIMILAR_ABOVE and unrelated < UNRELATED_BELOW
     report.add("similarity", "pass" if ok else "fail",
                f"cosine {similar:.2f} for a paraphrase (> {SIMILAR_ABOVE}), {unrelated:.2f} for unrelated sentences "
