@@ -19,7 +19,9 @@ using namespace pyconv;
 
 namespace {
 
-using PartTuple = std::tuple<uint32_t, int64_t, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
+using FieldTuple = std::tuple<uint32_t, uint32_t, float, float>;  // bits, shift, offset, scale
+using PartTuple =
+    std::tuple<uint32_t, int64_t, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>, FieldTuple>;
 using OpTuple = std::tuple<std::string, double, bool, std::string>;
 
 OpKind op_kind(const std::string& name) {
@@ -125,8 +127,10 @@ class PyPlan {
     t.out = dtype_from_name(out);
     t.file = file;
     t.offset = offset;
-    for (const auto& [source, src_offset, src_strides, dst_start, pshape] : parts)
-      t.parts.push_back({source, src_offset, src_strides, dst_start, pshape});
+    for (const auto& [source, src_offset, src_strides, dst_start, pshape, field] : parts) {
+      const auto& [bits, shift, offset_, scale] = field;
+      t.parts.push_back({source, src_offset, src_strides, dst_start, pshape, {bits, shift, offset_, scale}});
+    }
     for (const auto& [kind, value, keep, round_to] : ops) t.ops.push_back({op_kind(kind), value, keep, dtype_from_name(round_to)});
     plan_.tensors.push_back(std::move(t));
     return static_cast<uint32_t>(plan_.tensors.size() - 1);

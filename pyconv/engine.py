@@ -11,7 +11,7 @@ from typing import Any
 
 from . import _core
 from .errors import ConversionError
-from .plan import OutTensor, Plan
+from .plan import BitField, OutTensor, Plan
 from .sources.base import SourceTensor
 
 from .options import DEFAULT_CHUNK_BYTES
@@ -52,10 +52,14 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
     for t in plan.tensors:
         # the engine places parts in at least one dim; a scalar is a 1-element box
         parts = [(source_id(p.view.tensor), p.view.offset, list(p.view.strides) or [1], list(p.at) or [0],
-                  list(p.view.shape) or [1]) for p in t.parts]
+                  list(p.view.shape) or [1], _field(p.field)) for p in t.parts]
         ops = [(op.kind, op.value, op.keep_if_ternary, op.round_to) for op in t.ops]
         core.add_tensor(t.name, list(t.shape), list(t.layout) or [1], t.dtype, t.file, parts, ops, t.offset)
     return core
+
+
+def _field(f: BitField | None) -> tuple[int, int, float, float]:
+    return (f.bits, f.shift, f.offset, f.scale) if f else (0, 0, 0.0, 1.0)
 
 
 def _raise_core(e: Exception, plan_tensors: list[OutTensor]) -> ConversionError:

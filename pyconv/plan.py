@@ -132,9 +132,24 @@ def _nocopy_strides(old: tuple[int, ...], old_strides: tuple[int, ...], new: tup
 
 
 @dataclass(frozen=True)
+class BitField:
+    """A u8 view's bytes read as ``(((x >> shift) & (2**bits - 1)) + offset) * scale``: low-bit codes
+    packed several to a byte (transformers' BitNet checkpoints, I2_S), one part per field."""
+
+    shift: int
+    bits: int = 2
+    offset: float = -1.0
+    scale: float = 1.0
+
+    def describe(self) -> str:
+        return f"bits {self.shift}..{self.shift + self.bits - 1} {self.offset:+g} ×{self.scale:g}"
+
+
+@dataclass(frozen=True)
 class Part:
     view: View
     at: tuple[int, ...]  # start of the view's box in the tensor's layout
+    field: BitField | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,7 @@ class OutTensor:
         return list(dict.fromkeys(p.view.tensor for p in self.parts))
 
     def recipe(self) -> str:
-        pieces = [p.view.describe() for p in self.parts] or ["zeros"]
+        pieces = [p.view.describe() + (f" · {p.field.describe()}" if p.field else "") for p in self.parts] or ["zeros"]
         text = " ‖ ".join(pieces)
         if self.layout != self.shape:
             text += f" · as {self.shape}"
@@ -237,6 +252,8 @@ class Plan:
     # files the target writes after the engine ran (fingerprints), known by name up front
     late_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # the engine's per-tensor decisions on values (ternarization), once it ran
+    reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tensor_bytes(self) -> int:

@@ -162,8 +162,11 @@ ChunkBox chunk_box(const TensorRun& r, uint64_t c) {
   return b;
 }
 
-void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t n) {
-  if (from == to) {
+void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t n, const BitField& field) {
+  if (field.bits != 0) {
+    if (to != DType::F32) throw Error("internal: bit fields decode to f32");
+    unpack_bits(src, reinterpret_cast<float*>(dst), n, field.bits, field.shift, field.offset, field.scale);
+  } else if (from == to) {
     std::memcpy(dst, src, static_cast<size_t>(row_nbytes(from, n)));
   } else if (traits(from).is_quant) {
     if (to != DType::F32) throw Error("internal: dequantization goes to f32");
@@ -228,7 +231,7 @@ class Worker {
       }
       if (empty) continue;
       dst_off -= static_cast<int64_t>(b.flat_begin);
-      copy_part(sources_[p.source], src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
+      copy_part(sources_[p.source], p.field, src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
     }
     return work_.data();
   }
@@ -298,7 +301,7 @@ class Worker {
 
   void to_floats_before_ternarize(const TensorRun& r, const uint8_t* w, float* tmp, size_t m) {
     if (r.work == DType::F32) std::memcpy(tmp, w, m * 4);
-    else convert_run(r.work, w, DType::F32, reinterpret_cast<uint8_t*>(tmp), m);
+    else convert_run(r.work, w, DType::F32, reinterpret_cast<uint8_t*>(tmp), m, BitField{});
     for (const Op& op : r.tensor->ops)
       if (op.kind == OpKind::AddScalar)
         for (size_t j = 0; j < m; ++j) tmp[j] = tmp[j] + static_cast<float>(op.value);
@@ -321,9 +324,9 @@ class Worker {
 
   // Copies one part's box (element strides) from a source into the work buffer, `dst_off`
   // elements after its start.
-  void copy_part(const SourceView& sv, int64_t src_off, const StridedBox& box, DType work, uint8_t* base,
-                 uint64_t dst_off) {
-    if (sv.dtype == work) {
+  void copy_part(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& box, DType work,
+                 uint8_t* base, uint64_t dst_off) {
+    if (sv.dtype == work && field.bits == 0) {
       uint8_t* dst = base + dst_off / sv.unit_elems * sv.unit_bytes;
       StridedBox ub = box;  // in units (blocks for quantized types)
       const int64_t ue = static_cast<int64_t>(sv.unit_elems);
@@ -339,7 +342,7 @@ class Worker {
       }
       copy_units(sv, static_cast<uint64_t>(src_off), simplify(ub), dst);
     } else {
-      convert_box(sv, src_off, box, 0, work, base + dst_off * elem_bytes(work));
+      convert_box(sv, field, src_off, box, 0, work, base + dst_off * elem_bytes(work));
     }
   }
 
@@ -386,7 +389,8 @@ class Worker {
   }
 
   // Copy with conversion into f32 (or another float type): innermost runs convert in one call.
-  void convert_box(const SourceView& sv, int64_t src_off, const StridedBox& b, int d, DType work, uint8_t* dst) {
+  void convert_box(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& b, int d, DType work,
+                   uint8_t* dst) {
     const size_t wb = elem_bytes(work);
     if (d == b.ndim - 1) {
       const uint64_t len = static_cast<uint64_t>(b.shape[d]);
@@ -398,19 +402,19 @@ class Worker {
           const size_t seg = sv.segment_of(unit);
           const uint64_t take = std::min(len - done, (sv.starts[seg + 1] - unit) * sv.unit_elems);
           convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work,
-                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take));
+                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take), field);
           done += take;
         }
         released_.push_back({&sv, static_cast<uint64_t>(src_off) / sv.unit_elems, (static_cast<uint64_t>(src_off) + len) / sv.unit_elems});
       } else {
         for (uint64_t i = 0; i < len; ++i)
           convert_run(sv.dtype, sv.at(static_cast<uint64_t>(src_off) + i * static_cast<uint64_t>(b.src_strides[d])), work,
-                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1);
+                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1, field);
       }
       return;
     }
     for (int64_t i = 0; i < b.shape[d]; ++i)
-      convert_box(sv, src_off + i * b.src_strides[d], b, d + 1, work, dst + static_cast<size_t>(i * b.dst_strides[d]) * wb);
+      convert_box(sv, field, src_off + i * b.src_strides[d], b, d + 1, work, dst + static_cast<size_t>(i * b.dst_strides[d]) * wb);
   }
 
   const std::vector<SourceView>& sources_;
@@ -421,6 +425,8 @@ class Worker {
 
 DType choose_work_dtype(const Plan& plan, const Tensor& t) {
   if (t.parts.empty()) return traits(t.out).is_float || !traits(t.out).is_quant ? t.out : DType::F32;
+  for (const Part& p : t.parts)
+    if (p.field.bits != 0) return DType::F32;
   const DType s = plan.sources[t.parts[0].source].dtype;
   bool same = true;
   for (const Part& p : t.parts) same = same && plan.sources[p.source].dtype == s;

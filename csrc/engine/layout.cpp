@@ -201,7 +201,8 @@ void validate(const Plan& plan) {
     if (t.out == DType::I2_S && t.shape.size() != 2) throw Error(where(t) + ": i2_s needs a 2-d tensor");
     // Blocks of the output type copied as they are need no quantizer; anything else does.
     bool raw_copy = t.ops.empty() && !t.parts.empty();
-    for (const Part& p : t.parts) raw_copy = raw_copy && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
+    for (const Part& p : t.parts)
+      raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
     if (out.is_quant && !raw_copy && !can_quantize(t.out))
       throw Error(where(t) + ": pyconv cannot quantize to " + out.name);
     bool float_like_sources = true;
@@ -211,7 +212,13 @@ void validate(const Plan& plan) {
       const Source& src = plan.sources[p.source];
       check_box(t, p, i, src);
       const DTypeTraits& st = traits(src.dtype);
-      if (!st.is_float && !st.is_quant) {
+      if (p.field.bits != 0) {  // decoded to floats
+        if (src.dtype != DType::U8 || p.field.bits > 8 || p.field.shift + p.field.bits > 8)
+          throw Error(where(t) + ": part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
+                      std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
+        if (!out.is_float && !out.is_quant)
+          throw Error(where(t) + ": bit fields decode to floats, not " + out.name);
+      } else if (!st.is_float && !st.is_quant) {
         float_like_sources = false;
         if (src.dtype != t.out || !t.ops.empty())
           throw Error(where(t) + ": " + st.name + " data can only be copied as it is, not turned into " + out.name);
@@ -219,7 +226,7 @@ void validate(const Plan& plan) {
     }
     if (!float_like_sources) {
       for (const Part& p : t.parts)
-        if (plan.sources[p.source].dtype != t.out)
+        if (p.field.bits != 0 || plan.sources[p.source].dtype != t.out)
           throw Error(where(t) + ": parts of different integer types cannot be combined");
     }
     for (const Op& op : t.ops)

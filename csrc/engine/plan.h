@@ -23,6 +23,17 @@ struct Source {
   std::vector<Segment> segments;
 };
 
+// Reads the elements of a u8 source as bit fields: (((x >> shift) & (2^bits - 1)) + offset) * scale.
+// Low-bit codes packed several to a byte are such fields: transformers' BitNet checkpoints hold the
+// 2-bit codes (w + 1) of four output rows in one byte, I2_S four elements of one block. Each field
+// of a byte is its own part. bits == 0: the source's elements as they are.
+struct BitField {
+  uint32_t bits = 0;
+  uint32_t shift = 0;
+  float offset = 0.0f;
+  float scale = 1.0f;
+};
+
 // Copies the box [dst_start, dst_start + shape) of the tensor's layout from the source elements at
 // src_offset + sum(i[d] * src_strides[d]).
 struct Part {
@@ -31,6 +42,7 @@ struct Part {
   std::vector<int64_t> src_strides;
   std::vector<int64_t> dst_start;
   std::vector<int64_t> shape;
+  BitField field;
 };
 
 enum class OpKind : uint32_t {

@@ -371,6 +371,11 @@ void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParam
   }
 }
 
+void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32_t shift, float offset, float scale) {
+  const uint32_t mask = (1u << bits) - 1u;
+  for (size_t i = 0; i < n; ++i) dst[i] = (static_cast<float>((src[i] >> shift) & mask) + offset) * scale;
+}
+
 void i2s_tail(float scale, uint8_t out[32]) {
   std::memset(out, 0, 32);
   std::memcpy(out, &scale, 4);

@@ -25,6 +25,9 @@ void quantize(DType t, const float* src, void* dst, size_t n, const QuantParams&
 // multiplies by params.tensor_scale.
 void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams& params);
 
+// Decodes n bytes as bit fields: dst[i] = (((src[i] >> shift) & (2^bits - 1)) + offset) * scale.
+void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32_t shift, float offset, float scale);
+
 // The 32 bytes that follow an I2_S tensor's packed codes: f32 scale, then 28 zero bytes.
 void i2s_tail(float scale, uint8_t out[32]);
 
