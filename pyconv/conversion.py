@@ -71,7 +71,8 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
         with Staging(out, folder=folder, force=opts.force, sidecars=sidecars) as staging:
             paths = [staging.path(f.name) for f in plan.files]
             source_hashes = hash_in_background(ck.files) if finish else None
-            result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes, progress=bar)
+            plan.reports = result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes,
+                                                           progress=bar)
             if target.seal:
                 target.seal(plan, paths)
             side = dict(plan.side_files)

@@ -4,6 +4,7 @@ fingerprint plus a meta.json beside the file."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ from typing import Any
 import gguf
 import numpy as np
 
-from .. import dtypes
+from .. import _core, dtypes
 from ..archs.base import Arch, Config, detect_arch
 from ..errors import ConversionError
 from ..options import ConvertOptions
-from ..plan import Op, OutFile, OutTensor, Part, Plan, View
+from ..plan import BitField, Op, OutFile, OutTensor, Part, Plan, View
 from ..sources.base import Checkpoint, SourceTensor
 from .gguf_vocab import add_vocab, load_vocab
 from .sharding import assign_shards, shard_name
@@ -29,9 +30,19 @@ FILE_TYPES = {
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "tq1_0": gguf.LlamaFileType.MOSTLY_TQ1_0, "tq2_0": gguf.LlamaFileType.MOSTLY_TQ2_0,
 }
 
+log = logging.getLogger("pyconv")
+T = gguf.MODEL_TENSOR
+
 # llama.cpp keeps these float32 whatever the file type (its converter and llama-quantize agree)
-ALWAYS_F32 = {gguf.MODEL_TENSOR.FFN_GATE_INP, gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES}
-EMBEDDINGS = {gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT}
+ALWAYS_F32 = {T.FFN_GATE_INP, T.POS_EMBD, T.TOKEN_TYPES}
+EMBEDDINGS = {T.TOKEN_EMBD, T.OUTPUT}
+TERNARY_TYPES = ("tq1_0", "tq2_0", "i2_s")
+# the seven projections a BitNet layer ternarizes; nothing else in a ternary file is ternary (specs/i2s.md §10)
+PROJECTIONS = {T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN}
+TERNARIZERS = ("absmean",)
+# transformers' packed BitNet layers (quantization_config.linear_class): BitLinear divides its output by
+# weight_scale, AutoBitLinear multiplies it (transformers/integrations/bitnet.py)
+WEIGHT_SCALE_DIVIDES = {"bitlinear": True, "autobitlinear": False}
 
 NUMPY_ARRAY_TYPES = {
     gguf.GGUFValueType.UINT8: np.uint8, gguf.GGUFValueType.INT8: np.int8, gguf.GGUFValueType.UINT16: np.uint16,
@@ -46,22 +57,88 @@ def check_outtype(outtype: str | None) -> None:
         raise ConversionError(f"--outtype {outtype} is not a GGUF type pyconv writes ({', '.join(OUTTYPES)})")
 
 
-def tensor_type(outtype: str | None, source_dtype: str, kind: gguf.MODEL_TENSOR, name: str, shape: tuple[int, ...]) -> tuple[str, str]:
-    """(GGUF type, why) for one tensor, following llama.cpp's rules."""
+@dataclass(frozen=True)
+class TypeRules:
+    """What decides each tensor's GGUF type: the out type, how projections are ternarized (None: not)
+    and the --keep-float patterns."""
+
+    outtype: str | None
+    ternarize: str | None
+    keep_float: tuple[str, ...]
+
+    @classmethod
+    def of(cls, opts: ConvertOptions, model: str, model_ternarize: str | None) -> TypeRules:
+        """The rules for ``model`` (a table or GGUF architecture name), whose own ternarization is
+        ``model_ternarize``."""
+        check_outtype(opts.outtype)
+        if opts.ternarize is not None and opts.ternarize not in TERNARIZERS:
+            raise ConversionError(f"--ternarize {opts.ternarize} is not a ternarization pyconv knows ({', '.join(TERNARIZERS)})")
+        for pattern in opts.keep_float:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConversionError(f"--keep-float {pattern!r} is not a regular expression: {e}") from None
+        ternarize = opts.ternarize or model_ternarize
+        if opts.outtype in TERNARY_TYPES and ternarize is None:
+            raise ConversionError(f"--outtype {opts.outtype} stores ternary weights and '{model}' is not a ternary model; "
+                                  "pass --ternarize absmean to ternarize its projections")
+        return cls(opts.outtype, ternarize, tuple(opts.keep_float))
+
+    def kept_float(self, *names: str) -> str | None:
+        return next((p for p in self.keep_float if any(re.search(p, n) for n in names if n)), None)
+
+
+def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, name: str, shape: tuple[int, ...],
+                source_name: str = "") -> tuple[str, str, list[Op]]:
+    """(GGUF type, why, ops) for one tensor, following llama.cpp's rules and BitNet's: only the
+    projections become ternary, embeddings and other matrices of a ternary file f16."""
     if len(shape) <= 1 or name.endswith("_norm.weight"):
-        return "f32", "1-d or norm: f32"
+        return "f32", "1-d or norm: f32", []
     if kind in ALWAYS_F32 or not name.endswith(".weight"):
-        return "f32", f"{kind.name.lower()}: f32"
+        return "f32", f"{kind.name.lower()}: f32", []
     if not dtypes.is_float(source_dtype) and not dtypes.is_quant(source_dtype):
         raise ConversionError(f"{source_dtype} weights cannot go into GGUF", tensor=name)
-    want = outtype or (source_dtype if dtypes.is_float(source_dtype) and source_dtype != "f64" else "f32")
-    if want in ("tq1_0", "tq2_0", "i2_s") and kind in EMBEDDINGS:
-        return "f16", "embedding in a ternary file: f16"
+    source_float = source_dtype if dtypes.is_float(source_dtype) and source_dtype != "f64" else "f32"
+    want = rules.outtype or source_float
+    if pattern := rules.kept_float(name, source_name):
+        kept = want if dtypes.is_float(want) else "f16"
+        return kept, f"kept float by --keep-float {pattern!r}: {kept}", []
+    ops: list[Op] = []
+    why = ""
+    if rules.ternarize and kind in PROJECTIONS:
+        # W' rounded to the weights' own type, as the model's forward pass computes it
+        ops = [Op("ternarize_absmean", keep_if_ternary=True, round_to=source_float)]
+        why = "projection: absmean-ternarized, or packed as it is when already ternary"
+    elif rules.outtype in TERNARY_TYPES:
+        return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
         block = 128 if want == "i2_s" else dtypes.block_elems(want)
         if shape[-1] % block:
-            return "f16", f"rows of {shape[-1]} do not fit {want} blocks: f16"
-    return want, ""
+            return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
+    return want, why, ops
+
+
+def small_values(t: SourceTensor) -> np.ndarray:
+    """The values of a small tensor (a scale) as float32, read by Python."""
+    if t.nbytes > 1 << 16:
+        raise ConversionError(f"{t.nbytes} bytes are too many to read as a scale", tensor=t.name)
+    raw = bytearray()
+    for seg in t.segments:
+        with seg.path.open("rb") as f:
+            f.seek(seg.offset)
+            raw += f.read(seg.nbytes)
+    flat = np.frombuffer(_core.cast(bytes(raw), t.dtype, "f32"), np.float32)
+    if t.strides is None:
+        return flat[t.offset:t.offset + t.numel].reshape(t.shape)
+    return np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+
+
+def unpacked_parts(packed: SourceTensor, scale: float) -> tuple[tuple[int, ...], list[Part]]:
+    """transformers' packed BitNet weight as a [4, out/4, in] layout of parts: bits 2i..2i+1 of
+    byte (r, c) hold w[i·out/4 + r, c] + 1 (its ``unpack_weights``), each value times ``scale``."""
+    rows, cols = packed.shape
+    view = View.of(packed).reshape(1, rows, cols)
+    return (4, rows, cols), [Part(view, (i, 0, 0), BitField(2 * i, scale=scale)) for i in range(4)]
 
 
 def kv_tuples(kv_data: dict[str, gguf.GGUFValue]) -> list[tuple[str, int, Any]]:
@@ -92,6 +169,7 @@ class MappedTensor:
     view: View | None            # one source view, or
     stacked: list[View] | None   # experts stacked along a new first dim
     source: str                  # for --dry-run notes
+    unpacked: tuple[tuple[int, ...], list[Part]] | None = None  # or packed ternary codes: (layout, parts)
 
 
 def rope_permuted(view: View, n_head: int) -> tuple[View, tuple[int, ...]]:
@@ -110,6 +188,31 @@ class GgufMapper:
         self.ck, self.arch, self.cfg = ck, arch, cfg
         self.n_blocks = int(cfg.require("num_hidden_layers", "n_layer", "n_layers"))
         self.names = gguf.get_tensor_name_map(arch.gguf_arch, self.n_blocks)
+        for template, kind in arch.extra_names.items():
+            for bid in range(self.n_blocks):
+                self.names.mapping[template.format(bid=bid)] = (kind, gguf.TENSOR_NAMES[kind].format(bid=bid))
+        self.scales = self._packed_scales()
+
+    def _packed_scales(self) -> dict[str, float]:
+        """Weights transformers' BitNet quantizer packed (u8, 4 codes a byte, beside a ``weight_scale``),
+        each with the factor its codes are multiplied by."""
+        quant = self.cfg.get("quantization_config") or {}
+        if quant.get("quant_method") != "bitnet":
+            return {}
+        divides = WEIGHT_SCALE_DIVIDES.get(quant.get("linear_class", "bitlinear"))
+        if divides is None:
+            raise ConversionError(f"quantization_config.linear_class {quant.get('linear_class')!r} is not one of transformers' "
+                                  f"BitNet layers ({', '.join(WEIGHT_SCALE_DIVIDES)})")
+        scales = {}
+        for hf, t in self.ck.tensors.items():
+            if not hf.endswith(".weight_scale"):
+                continue
+            weight = hf.removesuffix("_scale")
+            if weight not in self.ck.tensors or self.ck.tensors[weight].dtype != "u8" or t.numel != 1:
+                raise ConversionError("a weight_scale needs a packed u8 weight beside it and one value", tensor=hf)
+            ws = np.float32(small_values(t).reshape(-1)[0])
+            scales[weight] = float(np.float32(1) / ws if divides else ws)
+        return scales
 
     def _gguf_name(self, hf: str, name: str) -> tuple[gguf.MODEL_TENSOR, str]:
         found = self.names.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
@@ -137,7 +240,11 @@ class GgufMapper:
         n_experts = int(self.cfg.find(*self.arch.experts.count_fields) or 0) if self.arch.experts else 0
         for hf, t in self.ck.tensors.items():
             name = self.arch.base_name(hf)
-            if self.arch.skipped(name):
+            if self.arch.skipped(name) or (hf.endswith(".weight_scale") and hf.removesuffix("_scale") in self.scales):
+                continue
+            if hf in self.scales:
+                kind, gguf_name = self._gguf_name(hf, name)
+                yield MappedTensor(gguf_name, kind, None, None, f"{hf} unpacked", unpacked_parts(t, self.scales[hf]))
                 continue
             if (parts := self._split(hf, name, t)) is not None:
                 yield from parts
@@ -159,14 +266,23 @@ class GgufMapper:
             (layer, part), group = next(iter(experts.items()))
             raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
 
-    def out_tensor(self, m: MappedTensor, outtype: str | None) -> OutTensor:
+    def out_tensor(self, m: MappedTensor, rules: TypeRules) -> OutTensor:
         arch, cfg = self.arch, self.cfg
         if m.stacked is not None:
             first = m.stacked[0]
             shape = (len(m.stacked), *first.shape)
             parts = [Part(v.reshape(1, *v.shape), (e,) + (0,) * first.ndim) for e, v in enumerate(m.stacked)]
-            dtype, why = tensor_type(outtype, first.dtype, m.kind, m.name, shape)
-            return OutTensor(m.name, shape, dtype, parts, note=" · ".join(x for x in (m.source, why) if x))
+            dtype, why, ops = tensor_type(rules, first.dtype, m.kind, m.name, shape, m.source)
+            return OutTensor(m.name, shape, dtype, parts, ops=ops, note=" · ".join(x for x in (m.source, why) if x))
+        if m.unpacked is not None:
+            if arch.permute_qk or arch.transposed:
+                raise ConversionError(f"packed ternary weights of '{arch.name}' would need their rows reordered, "
+                                      "which pyconv does not do", tensor=m.source)
+            layout, parts = m.unpacked
+            shape = (layout[0] * layout[1], layout[2])
+            # the codes times the scale are exact f32 values
+            dtype, why, ops = tensor_type(rules, "f32", m.kind, m.name, shape, m.source)
+            return OutTensor(m.name, shape, dtype, parts, layout, ops=ops, note=" · ".join(x for x in (m.source, why) if x))
         assert m.view is not None
         view, layout = m.view, m.view.shape
         hf = m.view.tensor.name
@@ -179,10 +295,11 @@ class GgufMapper:
             if m.kind == gguf.MODEL_TENSOR.ATTN_K:
                 n_head = int(cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
             view, layout = rope_permuted(view, n_head)
-        dtype, why = tensor_type(outtype, view.dtype, m.kind, m.name, shape)
+        dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf)
         t = OutTensor(m.name, shape, dtype, [Part(view, (0,) * len(layout))], layout, note=why)
         if arch.norm_shift and hf.endswith("norm.weight"):
             t.ops.append(Op("add", arch.norm_shift))
+        t.ops += ops
         return t
 
 
@@ -200,13 +317,15 @@ def file_type(outtype: str | None, tensors: list[OutTensor]) -> int:
 
 def metadata(ck: Checkpoint, arch: Arch, cfg: Config, tensors: list[OutTensor], opts: ConvertOptions) -> gguf.GGUFWriter:
     """All KVs of the (first) file, collected by a gguf-py writer that never writes a file."""
-    w = gguf.GGUFWriter(None, arch.gguf_name)
+    w = gguf.GGUFWriter(None, arch.gguf_name_for(opts.outtype))
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(opts.model_name or ck.folder.name)
     for hp in arch.hparams:
+        if hp.key and hp.key in w.kv_data[0]:  # another runtime's key that is llama.cpp's own as well
+            continue
         value = hp.value(cfg)
         if value is not None:
-            getattr(w, hp.method)(value)
+            getattr(w, hp.method)(*((hp.key,) if hp.key else ()), value)
     for method, value in arch.constants:
         getattr(w, method)(value)
     w.add_file_type(file_type(opts.outtype, tensors))
@@ -234,14 +353,44 @@ def place(tensors: list[OutTensor], kvs: list[tuple[str, int, Any]], stem: str, 
     return files
 
 
+def warn_if_graph_differs(arch: Arch, graph: str, activation: str | None, model: str) -> None:
+    """One warning when the runtime graph of GGUF architecture ``graph`` applies another FFN activation
+    than the model: the file would then compute a different function."""
+    applies = arch.graph_activations.get(graph)
+    if applies and activation and activation != applies:
+        fits = [g for g, a in arch.graph_activations.items() if a == activation]
+        log.warning("%s uses %s in its FFN but runtimes of GGUF architecture '%s' apply %s, so the file computes "
+                    "another function%s", model, activation, graph, applies,
+                    f" ({activation} runs as '{fits[0]}')" if fits else "")
+
+
+def ternary_note(rules: TypeRules, tensors: list[OutTensor]) -> str | None:
+    n = sum(1 for t in tensors if any(op.kind == "ternarize_absmean" for op in t.ops))
+    if not n:
+        return None
+    return (f"ternarize: {rules.ternarize} on {n} projections, each packed as it is if already ternary "
+            "(one magnitude); the engine reports which")
+
+
+def ternary_decision(report: dict[str, Any]) -> str:
+    if report["already_ternary"]:
+        return "already ternary: packed as it is"
+    return "absmean-ternarized" if report["ternarized"] else "signs kept at the tensor's absmax"
+
+
 def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     check_outtype(opts.outtype)
     if ck.config is None and ck.kind != "gguf":
         raise ConversionError("GGUF needs the model's config.json next to the weights", file=ck.folder)
     cfg = Config(ck.config or {}, ck.folder)
     arch = detect_arch(cfg, list(ck.tensors), opts.arch)
+    # any checkpoint transformers' BitNet quantizer made is a ternary model
+    packed = (cfg.get("quantization_config") or {}).get("quant_method") == "bitnet"
+    rules = TypeRules.of(opts, arch.name, arch.ternarize or ("absmean" if packed else None))
+    graph = arch.gguf_name_for(opts.outtype)
+    warn_if_graph_differs(arch, graph, cfg.find("hidden_act"), f"this {arch.name} model")
     mapper = GgufMapper(ck, arch, cfg)
-    tensors = [mapper.out_tensor(m, opts.outtype) for m in mapper.tensors()]
+    tensors = [mapper.out_tensor(m, rules) for m in mapper.tensors()]
     seen: dict[str, str] = {}
     for t in tensors:
         if t.name in seen:
@@ -251,7 +400,9 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     files = place(tensors, kv_tuples(writer.kv_data[0]), out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
-    plan.notes.append(f"architecture {arch.name} → llama.cpp '{arch.gguf_name}'")
+    plan.notes.append(f"architecture {arch.name} → GGUF '{graph}'")
+    if note := ternary_note(rules, tensors):
+        plan.notes.append(note)
     return plan
 
 
@@ -283,6 +434,9 @@ def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOp
         "outputs": outputs,
         "tensor_types": dict(sorted(types.items())),
     }
+    if plan.reports:
+        meta["ternary"] = {r["name"]: {"decision": ternary_decision(r), "scale": r["scale"], "mean_abs": r["mean_abs"]}
+                           for r in plan.reports}
     late_meta = next(n for n in plan.late_files if n.endswith(".meta.json"))
     side[late_meta] = (json.dumps(meta, indent=2) + "\n").encode()
     return side
