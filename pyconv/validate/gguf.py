@@ -8,6 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from ..archs.bitnet import BITNET_B158, BITNET_RS_KEYS
 from ..errors import ConversionError
 from ..sources.gguf import GgufValue, read_gguf, split_set
 from .report import Report
@@ -17,8 +18,8 @@ from .stats import TensorStats, tensor_stats
 REQUIRED_KEYS = ("general.architecture", "{arch}.block_count", "{arch}.context_length", "{arch}.embedding_length",
                  "{arch}.attention.head_count", "tokenizer.ggml.model", "tokenizer.ggml.tokens")
 DECODER_KEYS = ("{arch}.feed_forward_length",)
-# Extra keys some runtimes need per architecture.
-ARCH_KEYS: dict[str, tuple[str, ...]] = {}
+# Extra keys some runtimes need per architecture (BitNet-rs' strict mode reads BitNet files).
+ARCH_KEYS: dict[str, tuple[str, ...]] = {"bitnet": BITNET_RS_KEYS, BITNET_B158: BITNET_RS_KEYS}
 NORM_RMS_BAND = (0.5, 2.0)
 # projections of one layer whose RMS differ by more than this are suspect (SmolLM2-135M: at most 8.5)
 PROJECTION_RMS_RATIO = 30.0
@@ -102,8 +103,12 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
     ternary = [n for n, t in tensors.items() if t.dtype in ("i2_s", "tq1_0", "tq2_0")]
     if ternary:
         broken = [n for n in ternary if stats[n].bad_codes]
-        report.add("ternary", "fail" if broken else "pass",
-                   f"invalid 2-bit codes in {', '.join(broken[:5])}" if broken else f"{len(ternary)} ternary tensors decode to {{-s, 0, +s}}")
+        # one non-zero magnitude per tensor: per-block scales that differ mean weights that were not ternary
+        mixed = {n: (stats[n].min_nonzero, stats[n].absmax) for n in ternary if stats[n].min_nonzero < stats[n].absmax}
+        report.add("ternary", "fail" if broken or mixed else "pass",
+                   f"invalid 2-bit codes in {', '.join(broken[:5])}" if broken
+                   else f"more than one magnitude in {', '.join(list(mixed)[:5])}" if mixed
+                   else f"{len(ternary)} ternary tensors decode to {{-s, 0, +s}}", mixed=mixed)
 
     fingerprint = path.with_name(path.name + ".sha256")
     if fingerprint.exists():

@@ -15,11 +15,12 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce(x: np.ndarray) -> tuple[float, int, int, float]:  # pragma: no cover - compiled
+def _reduce(x: np.ndarray) -> tuple[float, int, int, float, float]:  # pragma: no cover - compiled
     sumsq = 0.0
     nan = 0
     inf = 0
     absmax = 0.0
+    min_nonzero = math.inf
     for v in x:
         if math.isnan(v):
             nan += 1
@@ -30,7 +31,9 @@ def _reduce(x: np.ndarray) -> tuple[float, int, int, float]:  # pragma: no cover
             a = abs(v)
             if a > absmax:
                 absmax = a
-    return sumsq, nan, inf, absmax
+            if 0 < a < min_nonzero:
+                min_nonzero = a
+    return sumsq, nan, inf, absmax, min_nonzero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,12 +57,13 @@ class TensorStats:
     inf: int
     absmax: float
     bad_codes: int = 0
+    min_nonzero: float = math.inf  # smallest non-zero |x|
 
 
 def tensor_stats(data: np.ndarray, dtype: str, numel: int, *, tensor_scale: float = 0.0) -> TensorStats:
     """Statistics of ``numel`` elements of ``dtype`` stored in the bytes ``data`` (a mapped array)."""
     raw = np.asarray(data).reshape(-1).view(np.uint8)
-    sumsq, nan, inf, absmax = 0.0, 0, 0, 0.0
+    sumsq, nan, inf, absmax, min_nonzero = 0.0, 0, 0, 0.0, math.inf
     block = dtypes.block_elems(dtype)
     step = max(block, CHUNK_ELEMENTS // block * block)
     bad = 0
@@ -77,7 +81,7 @@ def tensor_stats(data: np.ndarray, dtype: str, numel: int, *, tensor_scale: floa
             values = np.frombuffer(_core.cast(chunk, dtype, "f32"), np.float32)
         else:
             values = _core.dequantize(chunk, dtype, n, tensor_scale)
-        s, a, b, m = _reduce(values)
-        sumsq, nan, inf, absmax = sumsq + s, nan + a, inf + b, max(absmax, m)
+        s, a, b, m, z = _reduce(values)
+        sumsq, nan, inf, absmax, min_nonzero = sumsq + s, nan + a, inf + b, max(absmax, m), min(min_nonzero, z)
     rms = math.sqrt(sumsq / numel) if numel else 0.0
-    return TensorStats(numel, rms, nan, inf, absmax, bad)
+    return TensorStats(numel, rms, nan, inf, absmax, bad, min_nonzero)
