@@ -51,12 +51,13 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
     plan = target.plan(ck, out, opts)
     lay = engine.layout(plan)
     folder = target.is_folder(out)
-    parent = out.parent if out.parent.exists() else None
-    if parent is None:
-        raise ConversionError("the output's parent folder does not exist", file=out.parent)
+    # missing parent folders are created (and removed again if the conversion fails)
+    existing = next(p for p in (out.parent.absolute(), *out.parent.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConversionError("is a file, so the output cannot go below it", file=existing)
     _refuse_overwriting_inputs(ck, out)
     needed = lay.total_bytes + sum(len(b) for b in plan.side_files.values())
-    check_free_space(parent, needed)
+    check_free_space(existing, needed)
     result = ConversionResult(out, plan, lay, ck, opts.dry_run)
     if opts.dry_run:
         return result

@@ -44,7 +44,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, model: Path) -> N
         (("convert", tmp_path / "missing", "-o", tmp_path / "o.safetensors"), "no such file or folder"),
         (("convert", model, "-o", tmp_path / "out"), "pass --to"),
         (("convert", model, "-o", tmp_path / "o.safetensors", "--outtype", "q8_0"), "not a safetensors type"),
-        (("convert", model, "-o", tmp_path / "nodir" / "o.safetensors"), "parent folder does not exist"),
+        (("convert", model, "-o", model / "model.safetensors" / "o.safetensors"), "is a file, so the output cannot go below it"),
         (("inspect", tmp_path), "not a checkpoint pyconv can read"),
     ]
     for args, message in cases:
@@ -52,6 +52,17 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, model: Path) -> N
         assert r.returncode == 1, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pyconv: error: ") and message in lines[0], r.stderr
+
+
+def test_missing_output_folders_are_made_and_removed_on_failure(tmp_path: Path, model: Path) -> None:
+    out = tmp_path / "a" / "b" / "o.safetensors"
+    r = run_cli("convert", model, "-o", out, "--outtype", "f16")
+    assert r.returncode == 0, r.stderr
+    assert out.is_file()
+    failing = tmp_path / "c" / "d" / "o.safetensors"  # fails while writing: the folders made for it go too
+    r = subprocess.run([sys.executable, "-m", "pyconv", "convert", str(model), "-o", str(failing)], capture_output=True,
+                       text=True, timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)))
+    assert r.returncode == 1 and "File too large" in r.stderr and not (tmp_path / "c").exists()
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, model: Path) -> None:

@@ -3,6 +3,7 @@ synced, then renamed. Nothing the user had is touched unless ``force`` allows re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -48,8 +49,7 @@ class Staging:
         self.folder = folder
         self.force = force
         self.parent = final.parent
-        if not self.parent.is_dir():
-            raise ConversionError("the output's parent folder does not exist", file=self.parent)
+        self._made: list[Path] = []  # parent folders this output created, removed again on failure
         token = f"pyconv-{os.getpid()}-{secrets.token_hex(4)}"
         self._tmp_dir = self.parent / f".{final.name}.{token}" if folder else None
         self._files: dict[str, Path] = {}  # final name -> temp path (file mode)
@@ -70,6 +70,14 @@ class Staging:
             raise ConversionError("exists and is a folder", file=path)
 
     def __enter__(self) -> Staging:
+        missing = [p for p in (self.parent, *self.parent.parents) if not p.exists()]
+        try:
+            for p in reversed(missing):
+                p.mkdir()
+                self._made.append(p)
+        except OSError as e:
+            self.abort()
+            raise ConversionError(f"cannot create the output folder: {e.strerror}", file=e.filename or self.parent) from None
         if self._tmp_dir is not None:
             self._tmp_dir.mkdir()
         return self
@@ -112,6 +120,10 @@ class Staging:
         for p in self._files.values():
             p.unlink(missing_ok=True)
         self._files.clear()
+        for p in reversed(self._made):
+            with contextlib.suppress(OSError):  # left alone if something else appeared inside
+                p.rmdir()
+        self._made.clear()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is not None:
