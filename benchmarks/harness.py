@@ -11,12 +11,14 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 
 TIME = "/usr/bin/time"
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 
 
 @dataclass
@@ -38,25 +40,45 @@ class Measurement:
         return self.input_bytes / self.wall_s / 1e9 if self.wall_s > 0 else 0.0
 
 
+@contextmanager
+def memory_cap(limit: int) -> Iterator[Path]:
+    """A cgroup (v1 memory controller) holding whatever is started in it to ``limit`` bytes of
+    memory, page cache included; past it the kernel reclaims cache and OOM-kills anonymous growth."""
+    group = CGROUP_MEMORY / f"pyconv-bench-{os.getpid()}"
+    if not CGROUP_MEMORY.is_dir():
+        raise SystemExit(f"{CGROUP_MEMORY} is not mounted: no memory cgroup to cap runs with")
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        yield group
+    finally:
+        group.rmdir()
+
+
 def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, str] | None = None,
-            cwd: Path | None = None, note: str = "") -> Measurement:
+            cwd: Path | None = None, note: str = "", cgroup: Path | None = None) -> Measurement:
     """Run ``cmd`` to completion and return its wall time, CPU time and peak RSS.
 
     GNU time forks the command from its own small image: a child forked from this Python process
-    would start with our RSS as its high-water mark and inflate every small tool's peak.
+    would start with our RSS as its high-water mark and inflate every small tool's peak. With
+    ``cgroup`` the command (and GNU time) run inside that memory cgroup.
     """
     if not Path(TIME).exists():
         raise SystemExit(f"{TIME} is needed to measure peak RSS (Debian package 'time')")
     full_env = {**os.environ, **(env or {})}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        timed = [TIME, "-q", "-f", "%U %S %M", "-o", report.name, *cmd]
+        if cgroup is not None:  # join the group first, then become the timed command
+            timed = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *timed]
         start = time.perf_counter()
-        proc = subprocess.run([TIME, "-q", "-f", "%U %S %M", "-o", report.name, *cmd], env=full_env, cwd=cwd,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(timed, env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
         fields = report.read().split()
     user, system, max_kb = float(fields[-3]), float(fields[-2]), int(fields[-1])
     if proc.returncode != 0 and not note:
         note = (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]
+    if proc.returncode != 0 and "signal 9" in " ".join(fields) + proc.stderr:
+        note = "killed by the kernel (out of memory)"
     return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
 
 
