@@ -54,7 +54,9 @@ def rewrite(src: Path, dst: Path, *, edit: Callable[[str, np.ndarray], np.ndarra
             data = edit(t.name, data)
         if t.name in f16:
             data = data.astype(np.float16)
-        w.add_tensor(t.name, data)
+        # quantized data is kept as its blocks' bytes
+        quantized = t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        w.add_tensor(t.name, data, raw_dtype=t.tensor_type if quantized else None)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
