@@ -316,3 +316,49 @@ def test_bit_fields_are_read_from_bytes_only(tmp_path: Path) -> None:
         t = OutTensor("t", (4, 8), "f32", [Part(View.of(src[source]), (0, 0), field)])
         with pytest.raises(ConversionError, match=message):
             engine.layout(Plan([OutFile("o.safetensors", "safetensors")], [t]))
+
+
+def test_absmean_is_the_same_with_and_without_simd(tmp_path: Path) -> None:
+    """The engine's absmean kernels (statistics and ternarization) give the scalar reference's bytes
+    and decisions: rows of odd lengths leave SIMD tails, and zeros of both signs, values at I2_S's
+    zero threshold, Inf and NaN take their special paths."""
+    from pyconv import _core, engine
+    from pyconv.plan import Op, OutFile, OutTensor, Plan, View
+
+    from .test_engine import write_source
+
+    rng = np.random.default_rng(11)
+    special = np.float32([0.0, -0.0, 1e-6, np.nextafter(np.float32(1e-6), np.float32(0)), 1e-7, -1e-7, np.inf, np.nan, 0.5])
+    arrays = {}
+    for i, cols in enumerate((67, 256, 1000, 4103)):
+        w = (rng.standard_normal((5, cols)) * 0.02).astype(np.float32)
+        if i % 2:
+            w.flat[rng.choice(w.size, 40)] = rng.choice(special[:6], 40)
+        arrays[f"w{i}"] = w
+    arrays["inf"] = np.where(rng.random((3, 256)) < 0.01, np.float32(np.inf), np.float32(0.3)).astype(np.float32)
+    arrays["nan"] = np.where(rng.random((3, 256)) < 0.01, np.float32(np.nan), rng.standard_normal((3, 256))).astype(np.float32)
+    src = write_source(tmp_path, arrays)
+
+    def run(simd: bool) -> tuple[bytes, list[tuple[str, bool, bool, bytes]]]:
+        tensors, at = [], 0
+        for name, t in src.items():
+            for dtype, round_to in (("f32", "f32"), ("f32", "bf16"), ("i2_s", "f16")):
+                if dtype == "i2_s" and t.shape[1] % 128:
+                    continue
+                o = OutTensor.from_view(f"{name}.{dtype}.{round_to}", View.of(t), dtype)
+                o.ops = [Op("ternarize_absmean", keep_if_ternary=name == "inf", round_to=round_to)]
+                o.offset, at = at, at + o.nbytes
+                tensors.append(o)
+        out = tmp_path / f"simd-{simd}.raw"
+        _core.set_simd_enabled(simd)
+        try:
+            reports = engine.execute(Plan([OutFile(out.name, "raw", size=at)], tensors), [out], threads=1, chunk_bytes=4096)
+        finally:
+            _core.set_simd_enabled(True)
+        return out.read_bytes(), [(r["name"], r["ternarized"], r["already_ternary"],
+                                   np.float64([r["scale"], r["mean_abs"]]).tobytes()) for r in reports]
+
+    scalar, simd = run(False), run(True)
+    assert _core.simd_level() == "avx2"
+    assert simd[1] == scalar[1]
+    assert simd[0] == scalar[0]

@@ -55,18 +55,13 @@ struct SourceView {
   }
 };
 
-struct Stats {
-  double sum_abs = 0.0;
-  float max_abs = 0.0f;
-  float min_nonzero_abs = INFINITY;
-  uint64_t nonzero = 0;
-  void merge(const Stats& o) {
-    sum_abs += o.sum_abs;
-    max_abs = std::max(max_abs, o.max_abs);
-    min_nonzero_abs = std::min(min_nonzero_abs, o.min_nonzero_abs);
-    nonzero += o.nonzero;
-  }
-};
+// Sums of chunks are added in chunk order, and chunks are fixed by the plan, so the mean does not
+// depend on the thread count.
+void merge(AbsStats& into, const AbsStats& o) {
+  into.sum_abs += o.sum_abs;
+  into.max_abs = std::max(into.max_abs, o.max_abs);
+  into.min_nonzero_abs = std::min(into.min_nonzero_abs, o.min_nonzero_abs);
+}
 
 struct ChunkGeometry {
   int k = 0;            // chunks fix dims < k, cut dim k into steps, and take dims > k whole
@@ -84,10 +79,11 @@ struct TensorRun {
   bool ternarize = false;   // decided after stats
   const Op* ternarize_op = nullptr;
   float s = 0.0f;
+  float magnitude = 0.0f;  // 1/s rounded as the model rounds its weights
   QuantParams quant;
   ChunkGeometry geo;
   std::vector<int64_t> layout_strides;
-  std::vector<Stats> chunk_stats;
+  std::vector<AbsStats> chunk_stats;
   std::atomic<uint64_t> chunks_left{0};
   uint64_t out_bytes_per_chunk_hint = 0;
 };
@@ -269,23 +265,14 @@ class Worker {
     outs_[t.file]->write_at(out, out_bytes, out_off);
   }
 
-  Stats stats(const TensorRun& r, const uint8_t* w, uint64_t n) {
-    Stats st;
+  AbsStats stats(const TensorRun& r, const uint8_t* w, uint64_t n) {
+    AbsStats st;
     float tmp[kSubBlock];
     for (uint64_t i = 0; i < n; i += kSubBlock) {
       const size_t m = static_cast<size_t>(std::min<uint64_t>(kSubBlock, n - i));
       to_floats_before_ternarize(r, w + row_nbytes(r.work, i), tmp, m);
-      double partial = 0.0;
-      for (size_t j = 0; j < m; ++j) {
-        const float a = std::fabs(tmp[j]);
-        partial += a;
-        st.max_abs = std::max(st.max_abs, a);
-        if (!i2s_is_zero(a)) {  // I2_S's own zero test: "ternary" means its codes keep every value
-          ++st.nonzero;
-          st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
-        }
-      }
-      st.sum_abs += partial;
+      // the smallest |x| is taken with I2_S's own zero test: "ternary" means its codes keep every value
+      merge(st, abs_stats(tmp, m));
     }
     return st;
   }
@@ -309,17 +296,8 @@ class Worker {
 
   void to_floats(const TensorRun& r, const uint8_t* w, float* tmp, size_t m) {
     to_floats_before_ternarize(r, w, tmp, m);
-    if (!r.ternarize) return;
-    const float s = r.s;
-    const DType round_to = r.ternarize_op->round_to;
-    for (size_t j = 0; j < m; ++j) {
-      float q = std::nearbyint(tmp[j] * s);
-      q = std::min(1.0f, std::max(-1.0f, q));
-      float v = q / s;
-      if (round_to == DType::BF16) v = bf16_to_f32(f32_to_bf16(v));
-      else if (round_to == DType::F16) v = f16_to_f32(f32_to_f16(v));
-      tmp[j] = v;
-    }
+    // q / s rounded to the model's type is q times the rounded magnitude, for q in {-1, -0, 0, 1}
+    if (r.ternarize) ternarize(tmp, m, r.s, r.magnitude);
   }
 
   // Copies one part's box (element strides) from a source into the work buffer, `dst_off`
@@ -587,13 +565,13 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     for (auto& rp : runs) {
       TensorRun& r = *rp;
       if (!r.needs_stats) continue;
-      Stats st;
-      for (const Stats& c : r.chunk_stats) st.merge(c);
+      AbsStats st;
+      for (const AbsStats& c : r.chunk_stats) merge(st, c);
       const uint64_t n = numel(r.tensor->shape);
       TensorReport rep;
       rep.name = r.tensor->name;
       rep.mean_abs = n ? st.sum_abs / static_cast<double>(n) : 0.0;
-      const bool single_magnitude = st.nonzero == 0 || st.min_nonzero_abs == st.max_abs;
+      const bool single_magnitude = st.min_nonzero_abs == INFINITY || st.min_nonzero_abs == st.max_abs;
       float scale = st.max_abs;
       if (r.ternarize_op) {
         if (r.ternarize_op->keep_if_ternary && single_magnitude) {
@@ -606,6 +584,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
           float mag = 1.0f / r.s;
           if (r.ternarize_op->round_to == DType::BF16) mag = bf16_to_f32(f32_to_bf16(mag));
           else if (r.ternarize_op->round_to == DType::F16) mag = f16_to_f32(f32_to_f16(mag));
+          r.magnitude = mag;
           scale = std::nearbyint(st.max_abs * r.s) >= 1.0f ? mag : 0.0f;
         }
       }

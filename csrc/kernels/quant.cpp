@@ -291,7 +291,55 @@ void i2_s(const float* x, uint8_t* y, size_t n) {
     }
 }
 
+float i2s_smallest_nonzero() {
+  static const float smallest = [] {
+    float f = static_cast<float>(1e-6);
+    while (i2s_is_zero(f)) f = std::nextafter(f, INFINITY);
+    while (!i2s_is_zero(std::nextafter(f, 0.0f))) f = std::nextafter(f, 0.0f);
+    return f;
+  }();
+  return smallest;
+}
+
+double join_lanes(const double lanes[8]) {
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+AbsStats abs_stats(const float* x, size_t n) {
+  double lanes[8] = {};
+  AbsStats st;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    lanes[i % 8] += a;
+    st.max_abs = std::max(st.max_abs, a);
+    if (!i2s_is_zero(a)) st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
+  }
+  st.sum_abs = join_lanes(lanes);
+  return st;
+}
+
+void ternarize(float* x, size_t n, float s, float magnitude) {
+  for (size_t i = 0; i < n; ++i) {
+    const float q = std::min(1.0f, std::max(-1.0f, std::nearbyint(x[i] * s)));
+    x[i] = q * magnitude;
+  }
+}
+
 }  // namespace quant_ref
+
+AbsStats abs_stats(const float* x, size_t n) {
+  if (!simd_enabled()) return quant_ref::abs_stats(x, n);
+  double lanes[8];
+  AbsStats st;
+  simd::abs_stats_avx2(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
+  st.sum_abs = quant_ref::join_lanes(lanes);
+  return st;
+}
+
+void ternarize(float* x, size_t n, float s, float magnitude) {
+  if (simd_enabled()) simd::ternarize_avx2(x, n, s, magnitude);
+  else quant_ref::ternarize(x, n, s, magnitude);
+}
 
 bool can_quantize(DType t) {
   return t == DType::Q8_0 || t == DType::TQ1_0 || t == DType::TQ2_0 || t == DType::I2_S;

@@ -34,6 +34,21 @@ void i2s_tail(float scale, uint8_t out[32]);
 // BitNet's zero test for I2_S codes, made in double as its C quantizer does.
 inline bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
 
+// What absmean ternarization needs to know of a tensor, over n floats: the sum of |x| in double,
+// accumulated in eight lanes (lane j takes elements j, j + 8, ...) joined as ((0+1)+(2+3))+((4+5)+(6+7))
+// so that every ISA gives the same sum; the largest |x| and the smallest one I2_S does not read as
+// zero (INFINITY if none), both ignoring NaN.
+struct AbsStats {
+  double sum_abs = 0.0;
+  float max_abs = 0.0f;
+  float min_nonzero_abs = INFINITY;
+};
+AbsStats abs_stats(const float* x, size_t n);
+
+// Absmean ternarization in place: x = clamp(round_half_even(x * s), -1, 1) * magnitude, with
+// magnitude = 1/s as the model rounds it. Zeros keep their sign; NaN becomes -magnitude.
+void ternarize(float* x, size_t n, float s, float magnitude);
+
 // The scalar reference kernels. The SIMD kernels hand them the blocks they do not take themselves
 // (those holding Inf or NaN; Q8_0 blocks short of a group of eight), so both paths share one
 // definition of every edge case.
@@ -51,6 +66,13 @@ BlockScale block_scale(float absmax, float divisor);
 void q8_0(const float* x, uint8_t* y, size_t n);
 void tq2_0(const float* x, uint8_t* y, size_t n);
 void i2_s(const float* x, uint8_t* y, size_t n);
+AbsStats abs_stats(const float* x, size_t n);
+void ternarize(float* x, size_t n, float s, float magnitude);
+
+// The smallest float I2_S does not read as zero (|x| < 1e-6 compared in double).
+float i2s_smallest_nonzero();
+// The eight lanes of abs_stats' sum joined in its order.
+double join_lanes(const double lanes[8]);
 
 }  // namespace quant_ref
 

@@ -3,6 +3,8 @@
 // scalar code, which owns those rules.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -155,6 +157,54 @@ void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n) {
 void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n) {
   static constexpr int kShift[4] = {6, 4, 2, 0};
   for (size_t b = 0; b < n / 128; ++b, x += 128, y += 32) pack_chunk(x, kShift, i2s_codes, y);
+}
+
+void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 smallest = _mm256_set1_ps(quant_ref::i2s_smallest_nonzero());
+  const __m256 inf = _mm256_set1_ps(INFINITY);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  __m256 mx = _mm256_setzero_ps(), mn = inf;
+  const size_t n8 = n / 8 * 8;
+  for (size_t i = 0; i < n8; i += 8) {
+    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask);
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    mx = _mm256_max_ps(a, mx);  // a NaN lane keeps the running maximum
+    // ordered compare: NaN and what I2_S reads as zero stay out
+    mn = _mm256_min_ps(_mm256_blendv_ps(inf, a, _mm256_cmp_ps(a, smallest, _CMP_GE_OQ)), mn);
+  }
+  _mm256_storeu_pd(lanes, lo);
+  _mm256_storeu_pd(lanes + 4, hi);
+  float m[8], z[8];
+  _mm256_storeu_ps(m, mx);
+  _mm256_storeu_ps(z, mn);
+  float top = 0.0f, least = INFINITY;
+  for (int j = 0; j < 8; ++j) {
+    top = std::max(top, m[j]);
+    least = std::min(least, z[j]);
+  }
+  for (size_t i = n8; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    lanes[i - n8] += a;
+    top = std::max(top, a);
+    if (!i2s_is_zero(a)) least = std::min(least, a);
+  }
+  *max_abs = top;
+  *min_nonzero_abs = least;
+}
+
+void ternarize_avx2(float* x, size_t n, float s, float magnitude) {
+  const __m256 sv = _mm256_set1_ps(s), mag = _mm256_set1_ps(magnitude);
+  const __m256 one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f);
+  const size_t n8 = n / 8 * 8;
+  for (size_t i = 0; i < n8; i += 8) {
+    const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // max(r, -1) turns NaN into -1 and min(., 1) keeps it, as the scalar std::max/std::min do
+    const __m256 q = _mm256_min_ps(_mm256_max_ps(r, minus_one), one);
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(q, mag));
+  }
+  quant_ref::ternarize(x + n8, n - n8, s, magnitude);
 }
 
 }  // namespace pyconv::simd
