@@ -90,7 +90,8 @@ def build_model(kind: str, sizes: dict[str, Any]) -> tuple[nn.Module, int]:
     if kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        llama = LlamaConfig(**{"vocab_size": 96, "hidden_size": 32, "intermediate_size": 44, "num_hidden_layers": 2,
+        # 400 tokens: room for a byte-fallback SentencePiece vocabulary, so the GGUF test can run it in llama.cpp
+        llama = LlamaConfig(**{"vocab_size": 400, "hidden_size": 32, "intermediate_size": 44, "num_hidden_layers": 2,
                                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
                                "tie_word_embeddings": False, **sizes})
         return LlamaForCausalLM(llama), llama.vocab_size
