@@ -182,12 +182,12 @@ class PyPlan {
     std::unique_ptr<py::error_already_set> pending;
     ProgressFn fn;
     if (!progress.is_none()) {
-      fn = [&](uint64_t done, uint64_t total) {
+      fn = [&](uint64_t done, uint64_t total, const std::vector<uint64_t>& prefixes) {
         py::gil_scoped_acquire gil;
         if (pending) return false;
         try {
           if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-          progress(done, total);
+          progress(done, total, prefixes);
           return true;
         } catch (py::error_already_set& e) {
           pending = std::make_unique<py::error_already_set>(std::move(e));

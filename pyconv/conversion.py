@@ -9,7 +9,7 @@ from typing import Any
 
 from . import engine
 from .engine import Layout
-from .fingerprint import hash_in_background
+from .fingerprint import FollowingHasher, hash_in_background, sha256_file
 from .errors import ConversionError
 from .options import ConvertOptions
 from .plan import Plan
@@ -72,13 +72,26 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
         with Staging(out, folder=folder, force=opts.force, sidecars=sidecars) as staging:
             paths = [staging.path(f.name) for f in plan.files]
             source_hashes = hash_in_background(ck.files) if finish else None
-            plan.reports = result.reports = engine.execute(plan, paths, threads=opts.threads, chunk_bytes=opts.chunk_bytes,
-                                                           progress=bar)
-            if target.seal:
-                target.seal(plan, paths)
+            follower = FollowingHasher(paths) if finish else None
+
+            def progress(done: int, total: int, prefixes: list[int]) -> None:
+                bar(done, total, prefixes)
+                if follower:
+                    follower.advance(prefixes)
+
+            try:
+                plan.reports = result.reports = engine.execute(plan, paths, threads=opts.threads,
+                                                               chunk_bytes=opts.chunk_bytes, progress=progress)
+            except BaseException:
+                if follower:
+                    follower.stop()
+                raise
+            output_hashes = follower.result() if follower else {}
+            for changed in target.seal(plan, paths) if target.seal else []:  # rewritten after the engine
+                output_hashes[changed] = sha256_file(changed)
             side = dict(plan.side_files)
             if finish and source_hashes:
-                side.update(finish(plan, paths, ck, opts, source_hashes.result()))
+                side.update(finish(plan, paths, ck, opts, source_hashes.result(), output_hashes))
             for name, data in side.items():
                 write_synced(staging.path(name), data)
             staging.commit()

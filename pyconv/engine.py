@@ -78,7 +78,8 @@ def layout(plan: Plan) -> Layout:
     return Layout(list(core.file_sizes()), list(core.tensor_spans()))
 
 
-ProgressHook = Callable[[int, int], Any]
+# (bytes done, bytes in all, per output file the length of its completely written prefix)
+ProgressHook = Callable[[int, int, list[int]], Any]
 
 
 def execute(plan: Plan, paths: list[Path], *, threads: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -100,7 +101,7 @@ class ProgressBar:
         self.enabled = enabled and os.environ.get("PYCONV_NO_PROGRESS") is None
         self._bar: Any = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, _prefixes: list[int]) -> None:
         if not self.enabled:
             return
         if self._bar is None:

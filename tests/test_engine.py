@@ -194,7 +194,7 @@ def test_a_failed_run_leaves_no_file(tmp_path: Path, arrays: dict[str, np.ndarra
     src = write_source(tmp_path, arrays)
     out = tmp_path / "never.safetensors"
 
-    def interrupt(done: int, total: int) -> None:
+    def interrupt(done: int, total: int, prefixes: list[int]) -> None:
         raise KeyboardInterrupt
 
     big = OutTensor.from_view("a", View.of(src["a"]), "f16")

@@ -401,6 +401,47 @@ class Worker {
   std::vector<Released> released_;
 };
 
+// How far from its start each output file is written without holes, so a reader (the fingerprint
+// of the file) can follow the writers. Bytes no chunk writes (headers, alignment padding) count as
+// written: they are in place before the workers start.
+class WrittenPrefix {
+ public:
+  explicit WrittenPrefix(const std::vector<OutputFileSpec>& files) : files_(files.size()) {
+    for (size_t i = 0; i < files.size(); ++i) files_[i].size = files[i].size;
+  }
+  void expect(uint32_t file, uint64_t begin, uint64_t end) { files_[file].ranges.push_back({begin, end}); }
+  void ready() {
+    for (File& f : files_) {
+      std::sort(f.ranges.begin(), f.ranges.end());
+      f.done.assign(f.ranges.size(), false);
+    }
+  }
+  void written(uint32_t file, uint64_t begin) {
+    std::lock_guard<std::mutex> lock(mu_);
+    File& f = files_[file];
+    const auto it = std::lower_bound(f.ranges.begin(), f.ranges.end(), std::make_pair(begin, uint64_t{0}));
+    if (it == f.ranges.end() || it->first != begin) return;
+    f.done[static_cast<size_t>(it - f.ranges.begin())] = true;
+    while (f.next < f.done.size() && f.done[f.next]) ++f.next;
+  }
+  std::vector<uint64_t> prefixes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<uint64_t> out;
+    for (const File& f : files_) out.push_back(f.next < f.ranges.size() ? f.ranges[f.next].first : f.size);
+    return out;
+  }
+
+ private:
+  struct File {
+    uint64_t size = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    std::vector<bool> done;
+    size_t next = 0;
+  };
+  std::vector<File> files_;
+  mutable std::mutex mu_;
+};
+
 DType choose_work_dtype(const Plan& plan, const Tensor& t) {
   if (t.parts.empty()) return traits(t.out).is_float || !traits(t.out).is_quant ? t.out : DType::F32;
   for (const Part& p : t.parts)
@@ -488,6 +529,21 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     runs.push_back(std::move(r));
   }
 
+  WrittenPrefix prefix(plan.files);
+  for (const Task& task : write_tasks) {
+    const TensorRun& r = *runs[task.tensor];
+    const ChunkBox b = chunk_box(r, task.chunk);
+    if (b.flat_count == 0) continue;
+    const uint64_t at = r.tensor->offset + row_nbytes(r.tensor->out, b.flat_begin);
+    prefix.expect(r.tensor->file, at, at + row_nbytes(r.tensor->out, b.flat_count));
+  }
+  for (const auto& rp : runs)
+    if (rp->tensor->out == DType::I2_S) {
+      const uint64_t tail = rp->tensor->offset + rp->tensor->nbytes - 32;
+      prefix.expect(rp->tensor->file, tail, tail + 32);
+    }
+  prefix.ready();
+
   std::vector<std::unique_ptr<OutputFile>> outs;
   for (const OutputFileSpec& f : plan.files) {
     outs.push_back(std::make_unique<OutputFile>(f.path, f.size));
@@ -516,7 +572,10 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
           const ChunkBox b = chunk_box(r, tasks[i].chunk);
           const uint8_t* data = b.flat_count ? w.gather(r, b) : nullptr;
           if (stats_phase) r.chunk_stats[tasks[i].chunk] = w.stats(r, data, b.flat_count);
-          else if (b.flat_count) w.encode(r, data, b.flat_count, b.flat_begin);
+          else if (b.flat_count) {
+            w.encode(r, data, b.flat_count, b.flat_begin);
+            prefix.written(r.tensor->file, r.tensor->offset + row_nbytes(r.tensor->out, b.flat_begin));
+          }
           w.release_consumed();
           if (!stats_phase && r.chunks_left.fetch_sub(1) == 1) {
             // tensor complete: hand back whatever strided reads left resident
@@ -550,7 +609,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
         cv.wait_for(lock, std::chrono::milliseconds(100));
         if (progress && !stop.load()) {
           lock.unlock();
-          const bool go_on = progress(done.load(), total);
+          const bool go_on = progress(done.load(), total, prefix.prefixes());
           lock.lock();
           if (!go_on) stop = true;
         }
@@ -594,6 +653,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
         uint8_t tail[32];
         i2s_tail(scale, tail);
         outs[r.tensor->file]->write_at(tail, 32, r.tensor->offset + r.tensor->nbytes - 32);
+        prefix.written(r.tensor->file, r.tensor->offset + r.tensor->nbytes - 32);
       }
       reports.push_back(rep);
       r.chunk_stats.clear();
@@ -602,7 +662,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
   }
   if (!error.empty()) throw Error(error);
   if (stop) throw Cancelled();
-  if (progress) progress(total, total);
+  if (progress) progress(total, total, prefix.prefixes());
   for (auto& o : outs) o->commit();
   return reports;
 }

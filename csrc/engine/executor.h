@@ -25,8 +25,9 @@ struct TensorReport {
   double mean_abs = 0.0;
 };
 
-// Called on the calling thread about ten times a second; returning false cancels the run.
-using ProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+// Called on the calling thread about ten times a second with the bytes written so far and, per
+// output file, the length of its fully written prefix; returning false cancels the run.
+using ProgressFn = std::function<bool(uint64_t done, uint64_t total, const std::vector<uint64_t>& prefixes)>;
 
 // Lays the plan out (if not done yet), writes every output file and fsyncs it. On any error or
 // cancellation the output files are removed and Error/Cancelled is thrown.

@@ -13,8 +13,8 @@ from ..sources.base import Checkpoint
 from . import gguf as gg
 from . import safetensors as st
 
-# (plan, temp paths of the written files, checkpoint, options, input hashes) -> late side files
-Finisher = Callable[[Plan, list[Path], Checkpoint, ConvertOptions, dict[Path, str]], dict[str, bytes]]
+# (plan, temp paths of the written files, checkpoint, options, input hashes, output hashes) -> late side files
+Finisher = Callable[[Plan, list[Path], Checkpoint, ConvertOptions, dict[Path, str], dict[Path, str]], dict[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Target:
     plan: Callable[[Checkpoint, Path, ConvertOptions], Plan]
     is_folder: Callable[[Path], bool]                        # is this output path a folder for the target
     finish: Finisher | None = None                           # writes plan.late_files after the engine ran
-    seal: Callable[[Plan, list[Path]], None] | None = None   # completes written files in place (zip CRCs)
+    seal: Callable[[Plan, list[Path]], list[Path]] | None = None  # completes written files in place (zip CRCs); returns them
 
 
 def _plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
@@ -52,16 +52,17 @@ def _plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     return plan_hf(ck, out, opts)
 
 
-def _finish_hf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOptions, hashes: dict[Path, str]) -> dict[str, bytes]:
+def _finish_hf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOptions, hashes: dict[Path, str],
+               output_hashes: dict[Path, str]) -> dict[str, bytes]:
     from .hf import finish_hf
 
-    return finish_hf(plan, written, ck, opts, hashes)
+    return finish_hf(plan, written, ck, opts, hashes, output_hashes)
 
 
-def _seal_hf(plan: Plan, written: list[Path]) -> None:
+def _seal_hf(plan: Plan, written: list[Path]) -> list[Path]:
     from .hf import seal_hf
 
-    seal_hf(plan, written)
+    return seal_hf(plan, written)
 
 
 def _plan_native(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:

@@ -407,18 +407,17 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
 
 
 def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOptions,
-                source_hashes: dict[Path, str]) -> dict[str, bytes]:
+                source_hashes: dict[Path, str], output_hashes: dict[Path, str]) -> dict[str, bytes]:
     """``<file>.sha256`` for every GGUF file and ``<stem>.meta.json`` describing the conversion."""
     import datetime
     import json
 
     from .. import __version__
-    from ..fingerprint import sha256_file
 
     side: dict[str, bytes] = {}
     outputs = []
     for f, path in zip(plan.files, written):
-        digest = sha256_file(path)
+        digest = output_hashes[path]
         side[f"{f.name}.sha256"] = f"sha256-{digest}\n".encode()
         outputs.append({"file": f.name, "bytes": path.stat().st_size, "sha256": digest})
     types: dict[str, int] = {}

@@ -135,17 +135,16 @@ def card(plan: Plan, ck: Checkpoint, opts: ConvertOptions, fingerprints: dict[st
                   usage=custom_usage(config, plan.side_files))
 
 
-def seal_hf(plan: Plan, written: list[Path]) -> None:
+def seal_hf(plan: Plan, written: list[Path]) -> list[Path]:
     """CRC-32s of the torch zip files, known only once the engine wrote their members."""
-    for f, path in zip(plan.files, written):
-        if f.container == "raw":
-            torch_zip.seal(path)
+    sealed = [path for f, path in zip(plan.files, written) if f.container == "raw"]
+    for path in sealed:
+        torch_zip.seal(path)
+    return sealed
 
 
 def finish_hf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOptions,
-              source_hashes: dict[Path, str]) -> dict[str, bytes]:
+              source_hashes: dict[Path, str], output_hashes: dict[Path, str]) -> dict[str, bytes]:
     """The model card, with the sha256 of every weight file written."""
-    from ..fingerprint import sha256_file
-
-    fingerprints = {f.name: sha256_file(path) for f, path in zip(plan.files, written)}
+    fingerprints = {f.name: output_hashes[path] for f, path in zip(plan.files, written)}
     return {CARD: card(plan, ck, opts, fingerprints, source_hashes).encode()}
