@@ -1,0 +1,557 @@
+"""Malicious and malformed checkpoints, generated when the tests run (nothing binary is committed).
+
+Each ``Case`` builds one input in a folder and names the one-line error every way of reading it must end
+in: the reader in-process, ``pyconv inspect`` and ``pyconv convert`` in a subprocess. Pickle payloads
+would create ``MARKER`` beside the input if anything ever ran them. Cases whose trouble is in a file
+only a target reads (config.json fields, tokenizer files) open cleanly and fail when ``to`` plans.
+
+The builders write the bytes by hand where a library would refuse to produce them (lying lengths,
+overlapping spans, hand-written pickle opcodes) and use the format's own library otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import io
+import json
+import os
+import pickle
+import resource
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MARKER = "pwned"
+
+
+@contextmanager
+def memory_cap(extra: int) -> Iterator[None]:
+    """This process may map at most ``extra`` more bytes until the block ends: an allocation sized by a
+    lying header raises MemoryError instead of taking the machine's memory."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status", encoding="ascii") as f:
+        mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Workshop], Path]  # writes the input into the workshop's folder; returns the path to open
+    message: str | None                # part of the one error line; None: harmless, reads and converts
+    to: str = "safetensors"            # the target the convert run plans
+    opens: bool = False                # True: reading succeeds, only planning ``to`` fails
+
+
+class Workshop:
+    """The folder a case is built in, and the parts several cases share (made once per session)."""
+
+    def __init__(self, folder: Path, shared: Path) -> None:
+        self.folder = folder
+        self.shared = shared
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / MARKER
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def tokenizer_model(self) -> Path:
+        return _sentencepiece(self.shared)
+
+
+@functools.cache
+def _sentencepiece(shared: Path) -> Path:
+    from .archs_fixtures import train_sentencepiece
+
+    folder = shared / "sentencepiece"
+    if not (folder / "tokenizer.model").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        train_sentencepiece(folder, gemma=False)
+    return folder / "tokenizer.model"
+
+
+# --- safetensors -----------------------------------------------------------------------------------
+
+def safetensors_bytes(header: bytes | dict[str, Any], data: bytes = b"", *, length: int | None = None) -> bytes:
+    blob = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(blob) if length is None else length) + blob + data
+
+
+def st_entry(dtype: str, shape: list[Any], begin: int, end: int) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+def _raw(name: str, blob: bytes) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        path = w.path(name)
+        path.write_bytes(blob)
+        return path
+    return build
+
+
+def _st(name: str, header: bytes | dict[str, Any], data: bytes = b"", *, length: int | None = None) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        path = w.path(name)
+        path.write_bytes(safetensors_bytes(header, data, length=length))
+        return path
+    return build
+
+
+def _deep_json(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _duplicate_names() -> bytes:
+    # json.dumps cannot write a key twice; the text says "w" twice, at different bytes
+    entry = json.dumps(st_entry("F32", [1], 0, 4)), json.dumps(st_entry("F32", [1], 4, 8))
+    return f'{{"w": {entry[0]}, "w": {entry[1]}}}'.encode()
+
+
+def _good_safetensors(path: Path) -> Path:
+    path.write_bytes(safetensors_bytes({"w": st_entry("F32", [2], 0, 8)}, bytes(8)))
+    return path
+
+
+# --- index.json ------------------------------------------------------------------------------------
+
+def _index(target: str | Callable[[Workshop], str], *, torch_index: bool = False) -> Callable[[Workshop], Path]:
+    """A sharded folder whose index points ``w`` at ``target``; the real shard lies outside the folder."""
+    def build(w: Workshop) -> Path:
+        outside = _good_safetensors(w.path("outside.safetensors"))
+        folder = w.path("model")
+        folder.mkdir()
+        name = target(w) if callable(target) else target
+        index = "pytorch_model.bin.index.json" if torch_index else "model.safetensors.index.json"
+        (folder / index).write_text(json.dumps({"weight_map": {"w": name.replace("OUTSIDE", str(outside))}}))
+        return folder
+    return build
+
+
+def _symlinked_file(w: Workshop) -> str:
+    (w.path("model") / "shard.safetensors").symlink_to(w.path("outside.safetensors"))
+    return "shard.safetensors"
+
+
+def _symlinked_folder(w: Workshop) -> str:
+    (w.path("model") / "sub").symlink_to(w.folder)
+    return "sub/outside.safetensors"
+
+
+def _index_text(text: bytes) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        folder = w.path("model")
+        folder.mkdir()
+        _good_safetensors(folder / "model-00001-of-00001.safetensors")
+        (folder / "model.safetensors.index.json").write_bytes(text)
+        return folder
+    return build
+
+
+# --- GGUF ------------------------------------------------------------------------------------------
+
+def gguf_header(n_tensors: int, n_kv: int, version: int = 3) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def gguf_str(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+def gguf_kv(key: bytes, value_type: int, payload: bytes) -> bytes:
+    return gguf_str(key) + struct.pack("<I", value_type) + payload
+
+
+def gguf_tensor_info(name: bytes, ne: list[int], ggml_type: int, offset: int) -> bytes:
+    return gguf_str(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne) + struct.pack("<IQ", ggml_type, offset)
+
+
+def gguf_file(tensors: list[bytes], kvs: list[bytes] = (), data: bytes = b"", n_tensors: int | None = None) -> bytes:  # type: ignore[assignment]
+    head = gguf_header(len(tensors) if n_tensors is None else n_tensors, len(kvs)) + b"".join(kvs) + b"".join(tensors)
+    return head + bytes(-len(head) % 32) + data
+
+
+F32 = 0
+
+
+# --- torch zip and pickles -------------------------------------------------------------------------
+
+class StorageRef:
+    """Pickled as torch.save pickles a storage: a persistent id naming a zip member."""
+
+    def __init__(self, key: str, numel: int, kind: str = "FloatStorage") -> None:
+        self.key, self.numel, self.kind = key, numel, kind
+
+
+class Global:
+    """A global pickled by name (``module.name``), whatever the name refers to."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+class Call:
+    """``func(*args)`` as a pickle REDUCE, ``func`` being a ``Global``."""
+
+    def __init__(self, func: Global, *args: Any) -> None:
+        self.func, self.args = func, args
+
+
+def rebuilt_tensor(storage: StorageRef, offset: Any, size: Any, stride: Any) -> Call:
+    return Call(Global("torch._utils", "_rebuild_tensor_v2"), storage, offset, size, stride, False, collections.OrderedDict())
+
+
+class _Pickler(pickle._Pickler):  # type: ignore[name-defined,misc]
+    """Writes ``Global``s and ``Call``s by name, so a pickle can name functions this process never imports."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, StorageRef):
+            return ("storage", Global("torch", obj.kind), obj.key, "cpu", obj.numel)
+        return None
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        if isinstance(obj, Global):
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+            return
+        if isinstance(obj, Call):
+            self.save(obj.func)
+            self.save(obj.args)
+            self.write(pickle.REDUCE)
+            return
+        super().save(obj, save_persistent_id)
+
+
+def pickle_bytes(root: Any) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump(root)
+    return buf.getvalue()
+
+
+def torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None, *,
+              compress_pickle: bool = False, declared_pickle_size: int | None = None) -> Path:
+    """A file laid out as torch.save lays one out, around any pickle."""
+    with zipfile.ZipFile(path, "w") as z:
+        info = zipfile.ZipInfo("archive/data.pkl")
+        info.compress_type = zipfile.ZIP_DEFLATED if compress_pickle else zipfile.ZIP_STORED
+        z.writestr(info, data_pkl)
+        z.writestr("archive/byteorder", "little")
+        for key, data in (storages or {}).items():
+            z.writestr(f"archive/data/{key}", data)
+        z.writestr("archive/version", "3\n")
+    if declared_pickle_size is not None:
+        _patch_declared_size(path, "archive/data.pkl", declared_pickle_size)
+    return path
+
+
+def _patch_declared_size(path: Path, member: str, size: int) -> None:
+    """Rewrite ``member``'s uncompressed size in the central directory (a lying zip header)."""
+    blob = bytearray(path.read_bytes())
+    name = member.encode()
+    at = blob.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = struct.unpack_from("<H", blob, at + 28)[0]
+        if bytes(blob[at + 46:at + 46 + name_len]) == name:
+            struct.pack_into("<I", blob, at + 24, size)
+            break
+        at = blob.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(blob))
+
+
+def _torch(name: str, root: Callable[[Workshop], Any], storages: dict[str, bytes] | None = None) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        return torch_zip(w.path(name), pickle_bytes(root(w)), storages)
+    return build
+
+
+def _touch(w: Workshop) -> str:
+    return f"touch {w.marker}"
+
+
+def _state_dict_with(value: Any) -> dict[str, Any]:
+    return {"model": {"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}, "extra": value}
+
+
+def _torch_raw(name: str, data_pkl: Callable[[Workshop], bytes]) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        return torch_zip(w.path(name), data_pkl(w), {"0": bytes(8)})
+    return build
+
+
+def _nested_tuples(depth: int) -> bytes:
+    # state dict {"model": {"w": <tensor>}, "extra": ((((None,),),),)} with ``depth`` TUPLE1 opcodes
+    head = pickle_bytes(_state_dict_with(None))
+    assert head.endswith(b"Nu."), head[-8:]  # the last value, then SETITEMS and STOP
+    return head[:-3] + b"N" + b"\x85" * depth + b"u."
+
+
+def _zip_bomb(w: Workshop) -> Path:
+    """data.pkl deflated from 900 MB of zeros (under 1 MB on disk)."""
+    path = w.path("bomb.pt")
+    size = 900 << 20
+    packer = __import__("zlib").compressobj(9, 8, -15)
+    chunk = bytes(1 << 20)
+    deflated = b"".join(packer.compress(chunk) for _ in range(size >> 20)) + packer.flush()
+    crc = 0
+    for _ in range(size >> 20):
+        crc = __import__("zlib").crc32(chunk, crc)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/byteorder", "little")
+    # a hand-written member: zipfile would need the 900 MB in memory to write it
+    with path.open("r+b") as f:
+        directory_at = _central_directory_offset(f.read())
+        f.seek(directory_at)
+        tail = f.read()
+        f.seek(directory_at)
+        f.truncate()
+        local_at = f.tell()
+        name = b"archive/data.pkl"
+        f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(deflated), size, len(name), 0) + name)
+        f.write(deflated)
+        new_directory = f.tell()
+        entry = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(deflated), size,
+                            len(name), 0, 0, 0, 0, 0, local_at) + name
+        old_entries, end = tail[:tail.find(b"PK\x05\x06")], tail[tail.find(b"PK\x05\x06"):]
+        f.write(old_entries + entry)
+        count = struct.unpack_from("<H", end, 10)[0] + 1
+        f.write(end[:8] + struct.pack("<HHII", count, count, len(old_entries) + len(entry), new_directory) + end[20:])
+    return path
+
+
+def _central_directory_offset(blob: bytes) -> int:
+    end = blob.rfind(b"PK\x05\x06")
+    return int(struct.unpack_from("<I", blob, end + 16)[0])
+
+
+def _compressed_storage(w: Workshop) -> Path:
+    path = w.path("deflated.pt")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo("archive/data.pkl"), pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 1 << 20), 0, (1 << 20,), (1,))}))
+        z.writestr("archive/data/0", bytes(4 << 20))
+    return path
+
+
+def _torch_save_payload(w: Workshop) -> Path:
+    import torch
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return os.system, (_touch(w),)
+
+    path = w.path("evil.pt")
+    torch.save({"w": torch.ones(2), "x": Payload()}, path)
+    return path
+
+
+# --- DeepSpeed ZeRO --------------------------------------------------------------------------------
+
+def _zero(model: dict[str, Any] | None = None, optim: dict[str, Any] | None = None, *,
+          shapes: dict[str, tuple[int, ...]] | None = None, flat: Callable[[Any], Any] | None = None,
+          payload: bool = False) -> Callable[[Workshop], Path]:
+    """A stage-2, one-rank checkpoint as DeepSpeed lays it out, with fields of its two pickles replaced;
+    ``shapes`` renames the parameters in param_shapes and the module alike (their values are not read)."""
+    def build(w: Workshop) -> Path:
+        import torch
+
+        folder = w.path("global_step1")
+        folder.mkdir()
+        weight, bias = torch.arange(6, dtype=torch.float32).view(2, 3), torch.ones(2)
+        params = shapes or {"w": (2, 3), "b": (2,)}
+        module = collections.OrderedDict(w=weight.bfloat16(), b=bias.bfloat16()) if shapes is None else collections.OrderedDict(
+            (n, torch.zeros(1).as_strided(s, (0,) * len(s))) for n, s in params.items())
+        states = {"module": module, "param_shapes": [collections.OrderedDict((n, torch.Size(s)) for n, s in params.items())],
+                  "buffer_names": [], "shared_params": {}, "dp_world_size": 1, "ds_version": "0.19.8", **(model or {})}
+        osd = {"zero_stage": 2, "partition_count": [1],
+               "single_partition_of_fp32_groups": [torch.cat([weight.flatten(), bias]) if flat is None else flat(torch)],
+               **(optim or {})}
+        torch.save(states, folder / "mp_rank_00_model_states.pt")
+        optim_file = folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+        if payload:
+            torch_zip(optim_file, pickle_bytes({"optimizer_state_dict": Call(Global("os", "system"), _touch(w))}))
+        else:
+            torch.save({"optimizer_state_dict": osd}, optim_file)
+        (w.folder / "latest").write_text("global_step1")
+        return w.folder
+    return build
+
+
+def _zero_latest(tag: str) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        _zero()(w)
+        (w.folder / "latest").write_text(tag)
+        return w.folder
+    return build
+
+
+# --- config.json, tokenizer files, config.yaml -----------------------------------------------------
+
+LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 400,
+                "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
+
+
+def llama_tensors(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    h, i, v = 8, 16, 400
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
+    p = "model.layers.0"
+    shapes.update({f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
+                   **{f"{p}.self_attn.{x}_proj.weight": (h, h) for x in "qkvo"},
+                   f"{p}.mlp.gate_proj.weight": (i, h), f"{p}.mlp.up_proj.weight": (i, h), f"{p}.mlp.down_proj.weight": (h, i)})
+    return shapes
+
+
+def tiny_llama(w: Workshop, config: dict[str, Any] | bytes | None = None) -> Path:
+    """A one-layer LLaMA (random f32 weights, SentencePiece tokenizer) that converts to GGUF and HF as it is."""
+    from safetensors.numpy import save_file
+
+    folder = w.path("llama")
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    save_file({n: rng.standard_normal(s).astype(np.float32) for n, s in llama_tensors(LLAMA_CONFIG).items()},
+              str(folder / "model.safetensors"))
+    text = config if isinstance(config, bytes) else json.dumps({**LLAMA_CONFIG, **(config or {})}).encode()
+    (folder / "config.json").write_bytes(text)
+    shutil.copy(w.tokenizer_model(), folder / "tokenizer.model")
+    return folder
+
+
+def _llama(config: dict[str, Any] | bytes) -> Callable[[Workshop], Path]:
+    return lambda w: tiny_llama(w, config)
+
+
+def _llama_with(name: str, text: bytes) -> Callable[[Workshop], Path]:
+    def build(w: Workshop) -> Path:
+        folder = tiny_llama(w)
+        (folder / name).write_bytes(text)
+        return folder
+    return build
+
+
+def _neobert(edit: Callable[[dict[str, Any]], None] | str) -> Callable[[Workshop], Path]:
+    """A NeoBERT trainer step folder (tests/neobert_fixtures.py) with its config.yaml edited or replaced."""
+    def build(w: Workshop) -> Path:
+        import yaml
+
+        from .neobert_fixtures import Run, shape, write_step
+
+        step = write_step(w.folder, Run("fuzz", shape(), seed=1))
+        if isinstance(edit, str):
+            (step / "config.yaml").write_text(edit)
+        else:
+            doc = yaml.safe_load((step / "config.yaml").read_text())
+            edit(doc)
+            (step / "config.yaml").write_text(yaml.safe_dump(doc))
+        return step
+    return build
+
+
+def _set_model(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda doc: doc["model"].update(fields)
+
+
+def _laughs(levels: int) -> str:
+    """YAML whose aliases nest ``levels`` lists of nine: small text, 9**levels strings once expanded."""
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _neobert_bomb(w: Workshop) -> Path:
+    import yaml
+
+    step = _neobert(lambda doc: None)(w)
+    doc = yaml.safe_load((step / "config.yaml").read_text())
+    text = yaml.safe_dump({k: v for k, v in doc.items() if k != "dataset"})
+    (step / "config.yaml").write_text(_laughs(9) + text + "dataset:\n  name: *a9\n")
+    return step
+
+
+CASES: list[Case] = [
+    # safetensors headers
+    Case("st-empty", _raw("e.safetensors", b""), "shorter than the 8-byte header length"),
+    Case("st-header-past-end", _st("m.safetensors", {"w": st_entry("F32", [2], 0, 8)}, bytes(8), length=4096),
+         "runs past the end of the file"),
+    Case("st-header-2^63", _st("m.safetensors", b"{}", length=2**63), "over the 100000000-byte limit"),
+    Case("st-overlap", _st("m.safetensors", {"a": st_entry("F32", [2], 0, 8), "b": st_entry("F32", [2], 4, 12)}, bytes(12)),
+         "overlap"),
+    Case("st-nan-shape", _st("m.safetensors", b'{"w": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 4]}}', bytes(4)),
+         "is not a list of non-negative integers"),
+    Case("st-shape-overflow", _st("m.safetensors", {"w": st_entry("F32", [2**62, 2**62], 0, 16)}, bytes(16)),
+         "data_offsets span 16"),
+    Case("st-negative-offset", _st("m.safetensors", {"w": st_entry("F32", [1], -4, 0)}, bytes(4)), "fall outside"),
+    Case("st-bad-utf8", _st("m.safetensors", b'{"\xff": 1}'), "not valid JSON"),
+    # index.json
+    Case("index-relative-escape", _index("../outside.safetensors"), "points outside the folder"),
+    Case("index-absolute", _index("OUTSIDE"), "which is not a relative file name"),
+    Case("index-symlink-file", _index(_symlinked_file), "points outside the folder"),
+    Case("index-symlink-folder", _index(_symlinked_folder), "points outside the folder"),
+    Case("index-torch-escape", _index("../outside.bin", torch_index=True), "points outside the folder"),
+    Case("index-not-a-map", _index_text(b'{"weight_map": ["w"]}'), "index has no weight_map"),
+    # GGUF
+    Case("gguf-tensor-count-2^63", _raw("m.gguf", gguf_header(2**63, 0) + bytes(64)),
+         "tensor count 9223372036854775808 cannot fit"),
+    Case("gguf-kv-count-2^64-1", _raw("m.gguf", gguf_header(0, 2**64 - 1) + bytes(64)), "key-value count"),
+    Case("gguf-string-2^62", _raw("m.gguf", gguf_header(0, 1) + struct.pack("<Q", 2**62) + bytes(32)), "string length"),
+    Case("gguf-array-2^60", _raw("m.gguf", gguf_header(0, 1) + gguf_kv(b"k", 9, struct.pack("<IQ", 4, 2**60)) + bytes(16)),
+         "array count"),
+    Case("gguf-array-of-arrays", _raw("m.gguf", gguf_header(0, 1) + gguf_kv(b"k", 9, struct.pack("<IQ", 9, 1)) + bytes(16)),
+         "array element type 9 is not a GGUF scalar type"),
+    Case("gguf-alignment-zero", _raw("m.gguf", gguf_file([], [gguf_kv(b"general.alignment", 4, struct.pack("<I", 0))])),
+         "general.alignment 0 is not a power of two"),
+    Case("gguf-overlap", _raw("m.gguf", gguf_file([gguf_tensor_info(b"a", [8], F32, 0), gguf_tensor_info(b"b", [8], F32, 0)],
+                                                   data=bytes(32))), "data of 'a' and 'b' overlap"),
+    Case("gguf-duplicate-tensor", _raw("m.gguf", gguf_file([gguf_tensor_info(b"a", [8], F32, 0), gguf_tensor_info(b"a", [8], F32, 32)],
+                                                            data=bytes(64))), "tensor name appears twice"),
+    Case("gguf-shape-overflow", _raw("m.gguf", gguf_file([gguf_tensor_info(b"a", [2**63, 2**63], F32, 0)], data=bytes(32))),
+         "cannot fit in a"),
+    Case("gguf-truncated", _raw("m.gguf", gguf_header(0, 1) + gguf_kv(b"key", 4, b"\x01")), "needs 4 more bytes but the file ends"),
+    # torch zip and pickles
+    Case("torch-os-system", _torch_save_payload, "refused: it names the global 'posix.system'"),
+    Case("torch-nested-pickle", _torch("nested.pt", lambda w: _state_dict_with(
+        Call(Global("pickle", "loads"), pickle_bytes(Call(Global("os", "system"), _touch(w))))), {"0": bytes(8)}),
+         "names the global 'pickle.loads'"),
+    Case("torch-builtins-getattr", _torch("getattr.pt", lambda w: _state_dict_with(
+        Call(Global("builtins", "getattr"), Global("os", "system"), "__call__"))), "names the global 'builtins.getattr'"),
+    Case("torch-rebuild-calls-exec", _torch("exec.pt", lambda w: {"w": Call(
+        Global("torch._tensor", "_rebuild_from_type_v2"), Global("builtins", "exec"), Global("torch", "Tensor"),
+        (f"open({str(w.marker)!r}, 'w').close()",), {})}), "names the global 'builtins.exec'"),
+    Case("torch-ext-opcode", _torch_raw("ext.pt", lambda w: b"\x80\x02\x82\x01" + b"X" + len(_touch(w)).to_bytes(4, "little")
+                                        + _touch(w).encode() + b"\x85R."), "copyreg extension code"),
+    Case("torch-declared-size-lie", lambda w: torch_zip(w.path("lie.pt"), pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}),
+                                                        {"0": bytes(8)}, declared_pickle_size=5), "cannot read zip member 'archive/data.pkl'"),
+    Case("torch-compressed-storage", _compressed_storage, "zip member 'archive/data/0' is compressed"),
+    Case("torch-storage-size-lie", _torch("lie.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 2**62), 0, (2,), (1,))}, {"0": bytes(8)}),
+         "the pickle says 18446744073709551616"),
+    Case("torch-negative-stride", _torch("neg.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 4), 0, (4,), (-1,))}, {"0": bytes(16)}),
+         "is not a sequence of non-negative integers"),
+    Case("torch-storage-key-traversal", _torch("keys.pt", lambda w: {"w": rebuilt_tensor(StorageRef("../../../etc/passwd", 1), 0, (1,), (1,))}),
+         "has no zip member"),
+    Case("torch-two-pickles", lambda w: _two_pickles(w.path("two.pt")), "this one has 2"),
+    Case("torch-not-zip", _raw("junk.bin", bytes(range(256)) * 4), "not a torch checkpoint"),
+    # DeepSpeed ZeRO
+    Case("zero-payload", _zero(payload=True), "refused: it names the global 'os.system'"),
+    Case("zero-shape-2^62", _zero(shapes={"w": (2**62,)}), "needs more than the 8 fp32"),
+    Case("zero-latest-escape", _zero_latest("../../etc"), "not a checkpoint folder name"),
+    # config.json, tokenizer files, NeoBERT config.yaml
+    Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "model: has no vocab_size", "hf"),
+]
+
+
+def _two_pickles(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a/data.pkl", pickle_bytes({}))
+        z.writestr("b/data.pkl", pickle_bytes({}))
+    return path
