@@ -493,6 +493,7 @@ CASES: list[Case] = [
          "data_offsets span 16"),
     Case("st-negative-offset", _st("m.safetensors", {"w": st_entry("F32", [1], -4, 0)}, bytes(4)), "fall outside"),
     Case("st-bad-utf8", _st("m.safetensors", b'{"\xff": 1}'), "not valid JSON"),
+    Case("st-duplicate-name", _st("m.safetensors", _duplicate_names(), bytes(8)), "'w' appears twice in the header"),
     # index.json
     Case("index-relative-escape", _index("../outside.safetensors"), "points outside the folder"),
     Case("index-absolute", _index("OUTSIDE"), "which is not a relative file name"),

@@ -23,6 +23,21 @@ MAX_HEADER_BYTES = 100_000_000
 INDEX_NAME = "model.safetensors.index.json"
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently; another reader may keep the first, so the file
+    # would mean different tensors to different tools
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     """Returns (header JSON, data start, file size) after the structural checks."""
     try:
@@ -40,9 +55,11 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     except OSError as e:
         raise ConversionError(f"cannot read: {e.strerror}", file=path) from None
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConversionError(f"header is not valid JSON ({e})", file=path) from None
+    except _DuplicateKey as e:
+        raise ConversionError(f"{e.args[0]!r} appears twice in the header", file=path) from None
     if not isinstance(header, dict):
         raise ConversionError("header is not a JSON object", file=path)
     return header, 8 + n, size
