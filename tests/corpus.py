@@ -494,6 +494,7 @@ CASES: list[Case] = [
     Case("st-negative-offset", _st("m.safetensors", {"w": st_entry("F32", [1], -4, 0)}, bytes(4)), "fall outside"),
     Case("st-bad-utf8", _st("m.safetensors", b'{"\xff": 1}'), "not valid JSON"),
     Case("st-duplicate-name", _st("m.safetensors", _duplicate_names(), bytes(8)), "'w' appears twice in the header"),
+    Case("st-deep-json", _st("m.safetensors", _deep_json(100_000)), "nested too deeply"),
     # index.json
     Case("index-relative-escape", _index("../outside.safetensors"), "points outside the folder"),
     Case("index-absolute", _index("OUTSIDE"), "which is not a relative file name"),
@@ -501,6 +502,7 @@ CASES: list[Case] = [
     Case("index-symlink-folder", _index(_symlinked_folder), "points outside the folder"),
     Case("index-torch-escape", _index("../outside.bin", torch_index=True), "points outside the folder"),
     Case("index-not-a-map", _index_text(b'{"weight_map": ["w"]}'), "index has no weight_map"),
+    Case("index-deep-json", _index_text(b'{"weight_map": ' + _deep_json(100_000) + b"}"), "nested too deeply"),
     # GGUF
     Case("gguf-tensor-count-2^63", _raw("m.gguf", gguf_header(2**63, 0) + bytes(64)),
          "tensor count 9223372036854775808 cannot fit"),
@@ -548,6 +550,7 @@ CASES: list[Case] = [
     Case("zero-latest-escape", _zero_latest("../../etc"), "not a checkpoint folder name"),
     # config.json, tokenizer files, NeoBERT config.yaml
     Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "model: has no vocab_size", "hf"),
+    Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
 ]
 
 

@@ -23,6 +23,16 @@ MAX_HEADER_BYTES = 100_000_000
 INDEX_NAME = "model.safetensors.index.json"
 
 
+def load_json(text: bytes, path: Path, failure: str, **options: Any) -> Any:
+    """``text`` (UTF-8 bytes from ``path``) as JSON; however it is broken, one error that starts with ``failure``."""
+    try:
+        return json.loads(text.decode("utf-8"), **options)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{failure} ({e})", file=path) from None
+    except RecursionError:  # json recurses once per nesting level
+        raise ConversionError(f"{failure} (nested too deeply)", file=path) from None
+
+
 class _DuplicateKey(Exception):
     pass
 
@@ -55,9 +65,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     except OSError as e:
         raise ConversionError(f"cannot read: {e.strerror}", file=path) from None
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConversionError(f"header is not valid JSON ({e})", file=path) from None
+        header = load_json(raw, path, "header is not valid JSON", object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:
         raise ConversionError(f"{e.args[0]!r} appears twice in the header", file=path) from None
     if not isinstance(header, dict):
@@ -118,9 +126,10 @@ def inside(folder: Path, name: Any, index: Path) -> Path:
 def read_index(index: Path) -> dict[str, Path]:
     """``weight_map`` of an index.json, each shard checked to stay in the folder."""
     try:
-        doc = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = index.read_bytes()
+    except OSError as e:
         raise ConversionError(f"cannot read index ({e})", file=index) from None
+    doc = load_json(text, index, "cannot read index")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ConversionError("index has no weight_map", file=index)
@@ -184,9 +193,10 @@ def read_config(folder: Path) -> dict[str, Any] | None:
     if not cfg.is_file():
         return None
     try:
-        doc = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = cfg.read_bytes()
+    except OSError as e:
         raise ConversionError(f"cannot read config ({e})", file=cfg) from None
+    doc = load_json(text, cfg, "cannot read config")
     if not isinstance(doc, dict):
         raise ConversionError("config is not a JSON object", file=cfg)
     return doc
