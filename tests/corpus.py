@@ -495,6 +495,8 @@ CASES: list[Case] = [
     Case("st-bad-utf8", _st("m.safetensors", b'{"\xff": 1}'), "not valid JSON"),
     Case("st-duplicate-name", _st("m.safetensors", _duplicate_names(), bytes(8)), "'w' appears twice in the header"),
     Case("st-deep-json", _st("m.safetensors", _deep_json(100_000)), "nested too deeply"),
+    Case("st-huge-name", _st("m.safetensors", {"n" * (1 << 20): st_entry("F99", [1], 0, 4)}, bytes(4)),
+         "unknown dtype 'F99'"),
     # index.json
     Case("index-relative-escape", _index("../outside.safetensors"), "points outside the folder"),
     Case("index-absolute", _index("OUTSIDE"), "which is not a relative file name"),
