@@ -523,6 +523,8 @@ CASES: list[Case] = [
     Case("gguf-shape-overflow", _raw("m.gguf", gguf_file([gguf_tensor_info(b"a", [2**63, 2**63], F32, 0)], data=bytes(32))),
          "cannot fit in a"),
     Case("gguf-truncated", _raw("m.gguf", gguf_header(0, 1) + gguf_kv(b"key", 4, b"\x01")), "needs 4 more bytes but the file ends"),
+    Case("gguf-alignment-string", _raw("m.gguf", gguf_file([], [gguf_kv(b"general.alignment", 8, gguf_str(b"abc"))])),
+         "general.alignment 'abc' is not"),
     # torch zip and pickles
     Case("torch-os-system", _torch_save_payload, "refused: it names the global 'posix.system'"),
     Case("torch-nested-pickle", _torch("nested.pt", lambda w: _state_dict_with(

@@ -131,9 +131,10 @@ def read_gguf(path: Path) -> GgufFile:
             kv[key] = r.value(r.scalar(4))
         alignment = DEFAULT_ALIGNMENT
         if "general.alignment" in kv:
-            alignment = int(kv["general.alignment"].value)
-            if alignment <= 0 or alignment & (alignment - 1):
-                raise r.fail(f"general.alignment {alignment} is not a power of two")
+            alignment = kv["general.alignment"].value
+            # any value type can sit under the key: only an integer is an alignment
+            if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
+                raise r.fail(f"general.alignment {alignment!r} is not a power of two")
         infos = []
         for _ in range(n_tensors):
             name = r.string()
