@@ -525,6 +525,7 @@ CASES: list[Case] = [
     Case("gguf-truncated", _raw("m.gguf", gguf_header(0, 1) + gguf_kv(b"key", 4, b"\x01")), "needs 4 more bytes but the file ends"),
     Case("gguf-alignment-string", _raw("m.gguf", gguf_file([], [gguf_kv(b"general.alignment", 8, gguf_str(b"abc"))])),
          "general.alignment 'abc' is not"),
+    Case("gguf-split-of-zero", _raw("m-00001-of-00000.gguf", gguf_file([])), "split set of 0 files"),
     # torch zip and pickles
     Case("torch-os-system", _torch_save_payload, "refused: it names the global 'posix.system'"),
     Case("torch-nested-pickle", _torch("nested.pt", lambda w: _state_dict_with(

@@ -176,7 +176,9 @@ def split_set(path: Path) -> list[Path]:
     m = SPLIT_NAME.match(path.name)
     if not m:
         return [path]
-    count = int(m["count"])
+    count, number = int(m["count"]), int(m["no"])
+    if not 1 <= number <= count:
+        raise ConversionError(f"the name makes it part {number} of a split set of {count} files", file=path)
     files = [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     missing = [f.name for f in files if not f.exists()]
     if missing:
