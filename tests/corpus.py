@@ -291,11 +291,17 @@ def _torch_raw(name: str, data_pkl: Callable[[Workshop], bytes]) -> Callable[[Wo
     return build
 
 
-def _nested_tuples(depth: int) -> bytes:
-    # state dict {"model": {"w": <tensor>}, "extra": ((((None,),),),)} with ``depth`` TUPLE1 opcodes
+def _nested_value(opcodes: bytes) -> bytes:
+    """{"model": {"w": <tensor>}, "extra": <what ``opcodes`` build>}. Opcodes nest values as deep as they
+    like (TUPLE1 after TUPLE1, or MARKs closed by LIST) where a pickler would recurse."""
     head = pickle_bytes(_state_dict_with(None))
     assert head.endswith(b"Nu."), head[-8:]  # the last value, then SETITEMS and STOP
-    return head[:-3] + b"N" + b"\x85" * depth + b"u."
+    return head[:-3] + opcodes + b"u."
+
+
+def _nested_key(depth: int) -> bytes:
+    # {((((None,),),),): 1}: EMPTY_DICT, the key, BININT1 1, SETITEM, STOP
+    return b"\x80\x02}N" + b"\x85" * depth + b"K\x01s."
 
 
 def _zip_bomb(w: Workshop) -> Path:
@@ -549,6 +555,7 @@ CASES: list[Case] = [
          "has no zip member"),
     Case("torch-two-pickles", lambda w: _two_pickles(w.path("two.pt")), "this one has 2"),
     Case("torch-not-zip", _raw("junk.bin", bytes(range(256)) * 4), "not a torch checkpoint"),
+    Case("torch-deep-lists", _torch_raw("deep.pt", lambda w: _nested_value(b"(" * 200_000 + b"N" + b"l" * 200_000)), None),
     # DeepSpeed ZeRO
     Case("zero-payload", _zero(payload=True), "refused: it names the global 'os.system'"),
     Case("zero-shape-2^62", _zero(shapes={"w": (2**62,)}), "needs more than the 8 fp32"),

@@ -31,6 +31,8 @@ SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DEFAULT_NAME = "pytorch_model.bin"  # preferred in a folder that also holds e.g. training_args.bin
 # data.pkl is only the structure (a few bytes per tensor); more than this is a zip bomb or not a checkpoint.
 MAX_PICKLE_BYTES = 1 << 30
+# Nesting of the non-tensor values kept beside a state dict (nanoGPT's model_args and config are flat).
+MAX_PLAIN_DEPTH = 32
 # Keys under which training scripts nest the model's state dict, most common first.
 STATE_DICT_KEYS = ("model", "state_dict", "module", "model_state_dict", "model_state")
 
@@ -372,14 +374,18 @@ def _is_state_dict(value: Any) -> bool:
             and all(isinstance(k, str) and isinstance(v, PickledTensor) for k, v in value.items()))
 
 
-def _plain(value: Any) -> bool:
-    """Small JSON-like data (numbers, strings, lists, string-keyed dicts): safe to hand to other code."""
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Small JSON-like data (numbers, strings, lists, string-keyed dicts): safe to hand to other code.
+    Deeper than ``MAX_PLAIN_DEPTH`` is not small: a pickle nests as deep as it likes without recursing,
+    everything that walks the value afterwards recurses."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
+    if depth >= MAX_PLAIN_DEPTH:
+        return False
     if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
+        return all(_plain(v, depth + 1) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
     return False
 
 
