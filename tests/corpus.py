@@ -555,6 +555,9 @@ CASES: list[Case] = [
          "has no zip member"),
     Case("torch-two-pickles", lambda w: _two_pickles(w.path("two.pt")), "this one has 2"),
     Case("torch-not-zip", _raw("junk.bin", bytes(range(256)) * 4), "not a torch checkpoint"),
+    Case("torch-deep-tuples", _torch_raw("deep.pt", lambda w: _nested_value(b"N" + b"\x85" * 200_000)),
+         "nests tuples more than 32 deep"),
+    Case("torch-deep-key", _torch_raw("deep.pt", lambda w: _nested_key(200_000)), "nests tuples more than 32 deep"),
     Case("torch-deep-lists", _torch_raw("deep.pt", lambda w: _nested_value(b"(" * 200_000 + b"N" + b"l" * 200_000)), None),
     # DeepSpeed ZeRO
     Case("zero-payload", _zero(payload=True), "refused: it names the global 'os.system'"),

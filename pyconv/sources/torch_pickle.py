@@ -15,7 +15,7 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
@@ -31,8 +31,10 @@ SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DEFAULT_NAME = "pytorch_model.bin"  # preferred in a folder that also holds e.g. training_args.bin
 # data.pkl is only the structure (a few bytes per tensor); more than this is a zip bomb or not a checkpoint.
 MAX_PICKLE_BYTES = 1 << 30
-# Nesting of the non-tensor values kept beside a state dict (nanoGPT's model_args and config are flat).
+# Nesting of the non-tensor values kept beside a state dict (nanoGPT's model_args and config are flat),
+# and of tuples anywhere in a pickle (a state dict's are torch.Size and the rebuild arguments).
 MAX_PLAIN_DEPTH = 32
+MAX_TUPLE_DEPTH = 32
 # Keys under which training scripts nest the model's state dict, most common first.
 STATE_DICT_KEYS = ("model", "state_dict", "module", "model_state_dict", "model_state")
 
@@ -224,16 +226,33 @@ def _build(self: Any) -> None:
     pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
 
 
+def _measured(load: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A tuple-making opcode that also records how deep the new tuple nests tuples. Hashing a tuple
+    recurses in C without Python's recursion limit, so a key nested a few hundred thousand deep (which
+    the unpickler builds in a loop) would crash the process the moment it went into a dict."""
+    def run(self: Any) -> None:
+        load(self)
+        made = self.stack[-1]
+        depth = 1 + max((self.tuple_depths[id(item)][1] for item in made if id(item) in self.tuple_depths), default=0)
+        if depth > MAX_TUPLE_DEPTH:
+            raise PickleRefused(f"it nests tuples more than {MAX_TUPLE_DEPTH} deep, which a state dict never does")
+        self.tuple_depths[id(made)] = (made, depth)  # the tuple is kept so that its id stays its own
+    return run
+
+
 class _Unpickler(pickle._Unpickler):
     """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
 
     dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
-                **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)}}
+                **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)},
+                **{op[0]: _measured(pickle._Unpickler.dispatch[op[0]])
+                   for op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3)}}
 
     def __init__(self, file: BinaryIO, allowed: Mapping[tuple[str, str], Any]) -> None:
         super().__init__(file, encoding="utf-8")
         self._allowed = allowed
         self.storages: dict[str, Storage] = {}
+        self.tuple_depths: dict[int, tuple[tuple[Any, ...], int]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         # Every global a pickle can name (GLOBAL, STACK_GLOBAL, INST) comes through here.
