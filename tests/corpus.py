@@ -559,7 +559,7 @@ CASES: list[Case] = [
          "nests tuples more than 32 deep"),
     Case("torch-deep-key", _torch_raw("deep.pt", lambda w: _nested_key(200_000)), "nests tuples more than 32 deep"),
     Case("torch-deep-lists", _torch_raw("deep.pt", lambda w: _nested_value(b"(" * 200_000 + b"N" + b"l" * 200_000)), None),
-    # DeepSpeed ZeRO
+    Case("torch-zip-bomb", _zip_bomb, "expands 917260 bytes to 943718400: a zip bomb"),
     Case("zero-payload", _zero(payload=True), "refused: it names the global 'os.system'"),
     Case("zero-shape-2^62", _zero(shapes={"w": (2**62,)}), "needs more than the 8 fp32"),
     Case("zero-latest-escape", _zero_latest("../../etc"), "not a checkpoint folder name"),

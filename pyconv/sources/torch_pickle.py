@@ -31,6 +31,9 @@ SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DEFAULT_NAME = "pytorch_model.bin"  # preferred in a folder that also holds e.g. training_args.bin
 # data.pkl is only the structure (a few bytes per tensor); more than this is a zip bomb or not a checkpoint.
 MAX_PICKLE_BYTES = 1 << 30
+# torch.save stores every member as it is; a compressed one that claims to expand more than this is a zip bomb
+# (a pickle of names and numbers deflates about tenfold).
+MAX_EXPANSION = 100
 # Nesting of the non-tensor values kept beside a state dict (nanoGPT's model_args and config are flat),
 # and of tuples anywhere in a pickle (a state dict's are torch.Size and the rebuild arguments).
 MAX_PLAIN_DEPTH = 32
@@ -338,6 +341,9 @@ def _member_span(path: Path, fd: int, size: int, info: zipfile.ZipInfo) -> tuple
 
 
 def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
+        raise ConversionError(f"zip member '{info.filename}' expands {info.compress_size} bytes to {info.file_size}: "
+                              "a zip bomb, not a checkpoint", file=path)
     try:
         return archive.read(info)
     except Exception as e:  # CRC, truncation, unknown compression: the file is broken either way
