@@ -549,6 +549,9 @@ CASES: list[Case] = [
     Case("torch-compressed-storage", _compressed_storage, "zip member 'archive/data/0' is compressed"),
     Case("torch-storage-size-lie", _torch("lie.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 2**62), 0, (2,), (1,))}, {"0": bytes(8)}),
          "the pickle says 18446744073709551616"),
+    Case("torch-stride-overflow", _torch("expand.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 1), 0, (2**40, 2**40), (0, 0))},
+                                         {"0": bytes(4)}), "more bytes than a file can hold"),
+    # DeepSpeed ZeRO
     Case("torch-negative-stride", _torch("neg.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 4), 0, (4,), (-1,))}, {"0": bytes(16)}),
          "is not a sequence of non-negative integers"),
     Case("torch-storage-key-traversal", _torch("keys.pt", lambda w: {"w": rebuilt_tensor(StorageRef("../../../etc/passwd", 1), 0, (1,), (1,))}),

@@ -150,6 +150,9 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | None
     shape, strides = _ints(size, "size"), _ints(stride, "stride")
     if len(shape) != len(strides):
         raise PickleRefused(f"tensor size {shape} and stride {strides} differ in length")
+    # zero strides let a few stored bytes stand for any number of elements; the output must still fit a file
+    if math.prod(shape) * dtypes.info(dtype)["block_bytes"] >= 1 << 63:
+        raise PickleRefused(f"a {dtype} tensor of size {shape} has more bytes than a file can hold")
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise PickleRefused(f"tensor storage offset {offset!r} is not a non-negative integer")
     return PickledTensor(storage, dtype, offset, shape, strides)
