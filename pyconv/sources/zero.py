@@ -288,7 +288,10 @@ def _load_zero(folder: Path) -> _Zero:
     stages = set()
     for tf, osd in zip(optim, osds):
         if "zero_stage" in osd:
-            stages.add(osd["zero_stage"])
+            stage = osd["zero_stage"]  # an int, or ZeroStageEnum read as one
+            if not isinstance(stage, int) or isinstance(stage, bool):
+                raise ConversionError(f"zero_stage {stage!r} is not a ZeRO stage", file=tf.path)
+            stages.add(stage)
         elif "single_partition_of_fp32_groups" in osd:
             stages.add("bf16")  # BF16_Optimizer (bf16, stage 1, fp32 gradient accumulation): no zero_stage key
         else:
