@@ -303,6 +303,8 @@ def _load_zero(folder: Path) -> _Zero:
     ws = len(optim)
     for tf, osd in zip(optim, osds):
         counts = _field(tf, osd, "partition_count", (int, list), "optimizer_state_dict")
+        if isinstance(counts, list) and not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            raise ConversionError(f"partition_count {counts!r} is not a rank count per param group", file=tf.path)
         counted = max(counts) if isinstance(counts, list) and counts else counts
         if counted != ws:
             raise ConversionError(f"partition_count says {counted} ranks, the folder has {ws} optimizer files "
