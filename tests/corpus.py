@@ -564,7 +564,7 @@ CASES: list[Case] = [
     Case("torch-deep-lists", _torch_raw("deep.pt", lambda w: _nested_value(b"(" * 200_000 + b"N" + b"l" * 200_000)), None),
     Case("torch-zip-bomb", _zip_bomb, "expands 917260 bytes to 943718400: a zip bomb"),
     Case("zero-payload", _zero(payload=True), "refused: it names the global 'os.system'"),
-    Case("zero-shape-2^62", _zero(shapes={"w": (2**62,)}), "needs more than the 8 fp32"),
+    Case("zero-shape-2^60", _zero(shapes={"w": (2**60,)}), "needs more than the 8 fp32"),
     Case("zero-latest-escape", _zero_latest("../../etc"), "not a checkpoint folder name"),
     Case("zero-stage-unhashable", _zero(optim={"zero_stage": {}}), "zero_stage {} is not a ZeRO stage"),
     Case("zero-partition-count-mixed", _zero(optim={"partition_count": ["a", 1]}), "partition_count"),
