@@ -568,6 +568,9 @@ CASES: list[Case] = [
     Case("zero-latest-escape", _zero_latest("../../etc"), "not a checkpoint folder name"),
     Case("zero-stage-unhashable", _zero(optim={"zero_stage": {}}), "zero_stage {} is not a ZeRO stage"),
     Case("zero-partition-count-mixed", _zero(optim={"partition_count": ["a", 1]}), "partition_count"),
+    Case("zero-strided-partition", _zero(shapes={"w": (3, 5)},
+                                         flat=lambda torch: torch.arange(16, dtype=torch.float32)[::2]),
+         "single_partition_of_fp32_groups[0] is not a contiguous"),
     # config.json, tokenizer files, NeoBERT config.yaml
     Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "model: has no vocab_size", "hf"),
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),

@@ -114,7 +114,10 @@ def _flat(tf: TorchFile, value: Any, what: str, dtype: str | None = "f32") -> So
     """A 1-D partition saved in ``tf`` (of ``dtype``, unless None) as a SourceTensor over its bytes."""
     if not isinstance(value, PickledTensor) or len(value.shape) != 1 or (dtype and value.dtype != dtype):
         raise ConversionError(f"{what} is not a 1-D {dtype or 'float'} tensor", file=tf.path)
-    return tf.source(what, value)
+    source = tf.source(what, value)
+    if source.strides is not None:  # partitions are read as runs of bytes, element after element
+        raise ConversionError(f"{what} is not a contiguous 1-D tensor (stride {value.strides[0]})", file=tf.path)
+    return source
 
 
 def _shapes(tf: TorchFile, value: Any, what: str) -> dict[str, tuple[int, ...]]:
