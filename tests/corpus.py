@@ -574,6 +574,8 @@ CASES: list[Case] = [
     # config.json, tokenizer files, NeoBERT config.yaml
     Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "model: has no vocab_size", "hf"),
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
+    Case("config-architectures-int", _llama({"architectures": 5}), "architectures is 5, not a list of class names", "hf"),
+    Case("config-model-type-list", _llama({"model_type": ["llama"]}), "model_type is ['llama'], not a name", "gguf"),
 ]
 
 

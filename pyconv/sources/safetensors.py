@@ -199,4 +199,10 @@ def read_config(folder: Path) -> dict[str, Any] | None:
     doc = load_json(text, cfg, "cannot read config")
     if not isinstance(doc, dict):
         raise ConversionError("config is not a JSON object", file=cfg)
+    # the two fields that name the model are read everywhere as transformers writes them
+    names = doc.get("architectures")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ConversionError(f"architectures is {names!r}, not a list of class names", file=cfg)
+    if doc.get("model_type") is not None and not isinstance(doc["model_type"], str):
+        raise ConversionError(f"model_type is {doc['model_type']!r}, not a name", file=cfg)
     return doc
