@@ -576,6 +576,8 @@ CASES: list[Case] = [
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
     Case("config-architectures-int", _llama({"architectures": 5}), "architectures is 5, not a list of class names", "hf"),
     Case("config-model-type-list", _llama({"model_type": ["llama"]}), "model_type is ['llama'], not a name", "gguf"),
+    Case("tokenizer-config-garbage", _llama_with("tokenizer_config.json", b"{not json"), "tokenizer_config.json: is not valid JSON", "hf", True),
+    Case("tokenizer-json-list", _llama_with("tokenizer.json", b"[1, 2]"), "tokenizer.json: is not a JSON object", "hf", True),
 ]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
+from ..sources.safetensors import load_json
 
 log = logging.getLogger("pyconv")
 
@@ -101,7 +102,13 @@ def normalize(files: dict[str, bytes], config: dict[str, Any], where: Path) -> d
 
 
 def copied(folder: Path) -> dict[str, bytes]:
-    return {name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()}
+    """The tokenizer files in ``folder``. The JSON ones must hold JSON objects: they are read here and by
+    everything that loads the export."""
+    files = {name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()}
+    for name, data in files.items():
+        if name.endswith(".json") and not isinstance(load_json(data, folder / name, "is not valid JSON"), dict):
+            raise ConversionError("is not a JSON object", file=folder / name)
+    return files
 
 
 def from_gguf(path: Path) -> dict[str, bytes]:
