@@ -93,8 +93,7 @@ def to_packed(src: Path, out: Path, linear_class: str) -> dict[str, torch.Tensor
             if name.endswith(PROJECTION_SUFFIXES):
                 w = state.pop(name).float()
                 magnitude = w.abs().max()
-                codes = torch.where(w == 0, 0.0, torch.sign(w))
-                state[name] = packed[name] = pack_weights(codes.to(torch.int8))
+                state[name] = packed[name] = pack_weights(torch.sign(w).to(torch.int8))
                 scale = 1.0 / magnitude if linear_class == "bitlinear" else magnitude
                 state[name + "_scale"] = scale.reshape(1).to(torch.bfloat16)
         return state
