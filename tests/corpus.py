@@ -572,7 +572,8 @@ CASES: list[Case] = [
                                          flat=lambda torch: torch.arange(16, dtype=torch.float32)[::2]),
          "single_partition_of_fp32_groups[0] is not a contiguous"),
     # config.json, tokenizer files, NeoBERT config.yaml
-    Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "model: has no vocab_size", "hf"),
+    Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "aliases expand to more than", "hf"),
+    Case("neobert-yaml-bomb", _neobert_bomb, "config.yaml: its aliases expand to more than 100000 values", "hf"),
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
     Case("config-architectures-int", _llama({"architectures": 5}), "architectures is 5, not a list of class names", "hf"),
     Case("config-model-type-list", _llama({"model_type": ["llama"]}), "model_type is ['llama'], not a name", "gguf"),

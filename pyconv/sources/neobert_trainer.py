@@ -33,6 +33,25 @@ ACCELERATE = "accelerate"
 RUNTIME_PREFIXES = ("_orig_mod.", "module.")
 LEGACY_DECODER = "model.decoder."
 COMPARE_BYTES = 1 << 22
+# a run's config.yaml holds a few hundred settings
+MAX_YAML_VALUES = 100_000
+
+
+def _small(doc: Any) -> bool:
+    """Whether ``doc`` holds at most MAX_YAML_VALUES values once its aliases are expanded. An alias shares
+    the node it names, so a few lines of YAML can stand for billions of values (or for a loop), which
+    anything walking the config (JSON, inspect) would expand."""
+    todo, seen = [doc], 0
+    while todo:
+        value = todo.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            return False
+        if isinstance(value, dict):
+            todo += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            todo += value
+    return True
 
 
 def _run_config(folder: Path) -> dict[str, Any] | None:
@@ -40,6 +59,8 @@ def _run_config(folder: Path) -> dict[str, Any] | None:
         doc = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
+    if not _small(doc):
+        raise ConversionError(f"its aliases expand to more than {MAX_YAML_VALUES} values", file=folder / CONFIG)
     return doc if isinstance(doc, dict) and isinstance(doc.get("model"), dict) else None
 
 
