@@ -10,6 +10,7 @@ names come from gguf-py's ``TensorNameMap`` for the architecture. Add a family b
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,28 @@ from .layouts import HfName, Regroup
 
 log = logging.getLogger("pyconv")
 
+# config.json fields that are counts or sizes (GGUF stores them as uint32) and fields that are positive
+# numbers. A config comes from the user's files: where one of these holds anything else, the conversion
+# stops at the field instead of dividing by it or handing it to the GGUF writer.
+COUNT_FIELDS = frozenset({
+    "hidden_size", "n_embd", "dim", "num_hidden_layers", "n_layer", "n_layers", "num_attention_heads", "n_head",
+    "n_heads", "num_key_value_heads", "n_kv_heads", "head_dim", "intermediate_size", "n_inner", "hidden_dim",
+    "vocab_size", "max_position_embeddings", "n_ctx", "n_positions", "max_sequence_length", "num_local_experts",
+    "num_experts", "num_experts_per_tok"})
+POSITIVE_FIELDS = frozenset({"rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "rope_theta"})
+
+
+def checked_field(name: str, value: Any, file: Path | None) -> Any:
+    """``value`` of config field ``name`` (from ``file``), refused when the field is a count, size or positive
+    number and the value is not one."""
+    if value is None:
+        return None
+    if name in COUNT_FIELDS and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 32):
+        raise ConversionError(f"{name} is {value!r}, not a positive integer below 2^32", file=file)
+    if name in POSITIVE_FIELDS and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf):
+        raise ConversionError(f"{name} is {value!r}, not a positive number", file=file)
+    return value
+
 
 class Config(Mapping[str, Any]):
     """config.json with lookups that also see ``rope_parameters`` (transformers 5) and ``rope_scaling``.
@@ -35,8 +58,12 @@ class Config(Mapping[str, Any]):
         if isinstance(text, dict):  # multimodal wrappers keep the language model's fields here
             self.data = {**self.data, **text}
 
+    @property
+    def file(self) -> Path | None:
+        return self.folder / "config.json" if self.folder else None
+
     def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+        return checked_field(key, self.data[key], self.file)
 
     def __iter__(self) -> Any:
         return iter(self.data)
@@ -49,15 +76,18 @@ class Config(Mapping[str, Any]):
         for key in ("rope_parameters", "rope_scaling"):
             value = self.data.get(key)
             if isinstance(value, dict):
-                return value.get("full_attention", value)
+                value = value.get("full_attention", value)
+                if not isinstance(value, dict):
+                    raise ConversionError(f"{key} is {self.data[key]!r}, not rope settings", file=self.file)
+                return value
         return {}
 
     def find(self, *names: str) -> Any:
         for name in names:
             if name in self.data and self.data[name] is not None:
-                return self.data[name]
+                return checked_field(name, self.data[name], self.file)
             if name in self.rope and self.rope[name] is not None:
-                return self.rope[name]
+                return checked_field(name, self.rope[name], self.file)
         return None
 
     def require(self, *names: str) -> Any:
@@ -127,6 +157,24 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Fuse:
+    """Separate HF tensors llama.cpp wants as one: concatenated along dim 0 in the order of ``parts``
+    (templates with {bid} for the layer, without .weight/.bias, which the fused tensor keeps)."""
+
+    parts: tuple[str, ...]
+    kind: gguf.MODEL_TENSOR
+
+
+@dataclass(frozen=True)
+class Requires:
+    """A config setting the GGUF architecture's graph cannot vary: another value is refused, saying ``why``."""
+
+    field: str
+    value: Any
+    why: str
+
+
+@dataclass(frozen=True)
 class Arch:
     name: str
     hf_architectures: tuple[str, ...]
@@ -142,6 +190,11 @@ class Arch:
     transposed: tuple[str, ...] = ()
     experts: ExpertStack | None = None
     splits: tuple[Split, ...] = ()
+    fuses: tuple[Fuse, ...] = ()
+    # fused projections stored grouped per head (rows as (head, part, head_dim)) that llama.cpp's graph
+    # reads part after part (rows as (part, head, head_dim))
+    head_grouped: tuple[gguf.MODEL_TENSOR, ...] = ()
+    requires: tuple[Requires, ...] = ()
     # task-head wrappers keep the base model under a prefix (BertForMaskedLM: "bert."); names are
     # looked up, skipped and split without it
     prefixes: tuple[str, ...] = ()
@@ -149,6 +202,11 @@ class Arch:
     skip: tuple[str, ...] = ()
     # extra hyper-parameters that are constants for the family: (GGUFWriter method, value)
     constants: tuple[tuple[str, Any], ...] = ()
+    # sub-folders of the checkpoint holding its tokenizer, for trainer layouts that keep it apart
+    tokenizer_dirs: tuple[str, ...] = ()
+    # token text ({}: the id) for ids past the tokenizer's, up to the model's vocabulary, as the family's
+    # trainer names them; None: unused placeholders
+    vocab_filler: str | None = None
     # --- the Hugging Face side ---
     # HF name of each GGUF tensor kind (GGUF → HF); empty: transformers cannot take the family from GGUF
     hf_names: Mapping[gguf.MODEL_TENSOR, HfName] = field(default_factory=dict)
@@ -204,7 +262,7 @@ def register(*archs: Arch) -> None:
 
 def _load_tables() -> None:
     # importing the family modules registers their tables
-    from . import bert, bitnet, gemma, gpt2, llama, phi3, qwen  # noqa: F401
+    from . import bert, bitnet, gemma, gpt2, llama, neobert, phi3, qwen  # noqa: F401
 
 
 def tables() -> dict[str, Arch]:

@@ -28,10 +28,6 @@ class Target:
 
 
 def _plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
-    if ck.kind == "neobert":
-        from ..archs.neobert import GGUF_REFUSAL
-
-        raise ConversionError(GGUF_REFUSAL, file=ck.path)
     if ck.kind == "gguf":
         from .gguf_requant import plan_requant
 

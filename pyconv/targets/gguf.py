@@ -15,7 +15,8 @@ import gguf
 import numpy as np
 
 from .. import _core, dtypes
-from ..archs.base import Arch, Config, detect_arch
+from ..archs.base import Arch, Config, detect_arch, head_dim
+from ..archs.layouts import template_pattern
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import BitField, Op, OutFile, OutTensor, Part, Plan, View
@@ -170,6 +171,7 @@ class MappedTensor:
     stacked: list[View] | None   # experts stacked along a new first dim
     source: str                  # for --dry-run notes
     unpacked: tuple[tuple[int, ...], list[Part]] | None = None  # or packed ternary codes: (layout, parts)
+    joined: list[View] | None = None  # or views concatenated along dim 0
 
 
 def rope_permuted(view: View, n_head: int) -> tuple[View, tuple[int, ...]]:
@@ -179,6 +181,15 @@ def rope_permuted(view: View, n_head: int) -> tuple[View, tuple[int, ...]]:
         raise ConversionError(f"{rows} rows cannot be split into {n_head} rotary heads", tensor=view.tensor.name)
     permuted = view.reshape(n_head, 2, rows // n_head // 2, *view.shape[1:]).transpose(1, 2)
     return permuted, permuted.shape
+
+
+def parts_after_heads(view: View, n_head: int, d_head: int) -> tuple[View, tuple[int, ...]]:
+    """A fused projection's rows grouped per head, (head, part, d), in the order (part, head, d)."""
+    rows = view.shape[0]
+    if rows % (n_head * d_head):
+        raise ConversionError(f"{rows} rows are not whole groups of {n_head} heads of {d_head}", tensor=view.tensor.name)
+    regrouped = view.reshape(n_head, rows // (n_head * d_head), d_head, *view.shape[1:]).transpose(0, 1)
+    return regrouped, regrouped.shape
 
 
 class GgufMapper:
@@ -192,6 +203,7 @@ class GgufMapper:
             for bid in range(self.n_blocks):
                 self.names.mapping[template.format(bid=bid)] = (kind, gguf.TENSOR_NAMES[kind].format(bid=bid))
         self.scales = self._packed_scales()
+        self.fuse_parts = [[template_pattern(part) for part in fuse.parts] for fuse in arch.fuses]
 
     def _packed_scales(self) -> dict[str, float]:
         """Weights transformers' BitNet quantizer packed (u8, 4 codes a byte, beside a ``weight_scale``),
@@ -235,8 +247,17 @@ class GgufMapper:
                                      f"{hf} part {i + 1}/{n}") for i, (kind, view) in enumerate(zip(split.parts, views))]
         return None
 
+    def _fuse_part(self, name: str) -> tuple[int, int, str, int] | None:
+        """(fuse, layer, .weight or .bias, part) when ``name`` is a part of one of the table's fuses."""
+        for f, patterns in enumerate(self.fuse_parts):
+            for part, pattern in enumerate(patterns):
+                if m := pattern.match(name):
+                    return f, int(m["bid"]), m["suffix"], part
+        return None
+
     def tensors(self) -> Iterable[MappedTensor]:
         experts: dict[tuple[int, str], dict[int, SourceTensor]] = {}
+        fusing: dict[tuple[int, int, str], dict[int, SourceTensor]] = {}
         n_experts = int(self.cfg.find(*self.arch.experts.count_fields) or 0) if self.arch.experts else 0
         for hf, t in self.ck.tensors.items():
             name = self.arch.base_name(hf)
@@ -248,6 +269,16 @@ class GgufMapper:
                 continue
             if (parts := self._split(hf, name, t)) is not None:
                 yield from parts
+                continue
+            if (hit := self._fuse_part(name)) is not None:
+                f, bid, suffix, part = hit
+                fuse, group = self.arch.fuses[f], fusing.setdefault(hit[:3], {})
+                group[part] = t
+                if len(group) == len(fuse.parts):
+                    yield MappedTensor(gguf.TENSOR_NAMES[fuse.kind].format(bid=bid) + suffix, fuse.kind, None, None,
+                                       " ‖ ".join(group[i].name for i in range(len(group))),
+                                       joined=[View.of(group[i]) for i in range(len(group))])
+                    del fusing[hit[:3]]
                 continue
             if self.arch.experts and (m := re.match(self.arch.experts.pattern, name)):
                 layer, expert, part = int(m.group(1)), int(m.group(2)), m.group(3)
@@ -265,6 +296,12 @@ class GgufMapper:
         if experts:
             (layer, part), group = next(iter(experts.items()))
             raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
+        if fusing:
+            (f, layer, suffix), found = next(iter(fusing.items()))
+            fuse = self.arch.fuses[f]
+            lacking = next(p for i, p in enumerate(fuse.parts) if i not in found).format(bid=layer) + suffix
+            raise ConversionError(f"missing, and llama.cpp's {gguf.TENSOR_NAMES[fuse.kind].format(bid=layer)} needs it "
+                                  "fused with the layer's other parts", tensor=lacking)
 
     def out_tensor(self, m: MappedTensor, rules: TypeRules) -> OutTensor:
         arch, cfg = self.arch, self.cfg
@@ -274,6 +311,12 @@ class GgufMapper:
             parts = [Part(v.reshape(1, *v.shape), (e,) + (0,) * first.ndim) for e, v in enumerate(m.stacked)]
             dtype, why, ops = tensor_type(rules, first.dtype, m.kind, m.name, shape, m.source)
             return OutTensor(m.name, shape, dtype, parts, ops=ops, note=" · ".join(x for x in (m.source, why) if x))
+        if m.joined is not None:
+            shape = (sum(v.shape[0] for v in m.joined), *m.joined[0].shape[1:])
+            dtype, why, ops = tensor_type(rules, m.joined[0].dtype, m.kind, m.name, shape, m.source)
+            t = OutTensor.concat(m.name, m.joined, 0, dtype, note=" · ".join(x for x in (m.source, why) if x))
+            t.ops += ops
+            return t
         if m.unpacked is not None:
             if arch.permute_qk or arch.transposed:
                 raise ConversionError(f"packed ternary weights of '{arch.name}' would need their rows reordered, "
@@ -295,6 +338,8 @@ class GgufMapper:
             if m.kind == gguf.MODEL_TENSOR.ATTN_K:
                 n_head = int(cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
             view, layout = rope_permuted(view, n_head)
+        if m.kind in arch.head_grouped:
+            view, layout = parts_after_heads(view, int(cfg.require("num_attention_heads", "n_head")), head_dim(cfg))
         dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf)
         t = OutTensor(m.name, shape, dtype, [Part(view, (0,) * len(layout))], layout, note=why)
         if arch.norm_shift and hf.endswith("norm.weight"):
@@ -331,7 +376,9 @@ def metadata(ck: Checkpoint, arch: Arch, cfg: Config, tensors: list[OutTensor], 
     w.add_file_type(file_type(opts.outtype, tensors))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     tokenizer = Path(opts.tokenizer) if opts.tokenizer else None
-    vocab, vocab_folder = load_vocab(ck.folder, cfg.find("vocab_size"), tokenizer=tokenizer, pre=opts.tokenizer_pre)
+    folder = next((ck.folder / d for d in arch.tokenizer_dirs if (ck.folder / d).is_dir()), ck.folder)
+    vocab, vocab_folder = load_vocab(folder, cfg.find("vocab_size"), tokenizer=tokenizer, pre=opts.tokenizer_pre,
+                                     filler=arch.vocab_filler)
     add_vocab(w, vocab, vocab_folder)
     return w
 
@@ -388,6 +435,10 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     packed = (cfg.get("quantization_config") or {}).get("quant_method") == "bitnet"
     rules = TypeRules.of(opts, arch.name, arch.ternarize or ("absmean" if packed else None))
     graph = arch.gguf_name_for(opts.outtype)
+    for need in arch.requires:
+        if (value := cfg.find(need.field)) != need.value:
+            raise ConversionError(f"llama.cpp's '{graph}' graph cannot compute this model: {need.field} is {value!r}, and "
+                                  f"{need.why}", file=ck.path)
     warn_if_graph_differs(arch, graph, cfg.find("hidden_act"), f"this {arch.name} model")
     mapper = GgufMapper(ck, arch, cfg)
     tensors = [mapper.out_tensor(m, rules) for m in mapper.tensors()]

@@ -64,15 +64,25 @@ class Vocab:
     scores: list[float] | None = None
 
 
-def _sentencepiece(folder: Path, vocab_size: int | None) -> Vocab:
+def filler_token(filler: str | None, i: int) -> tuple[str, int]:
+    """Text and type of id ``i`` past the tokenizer's: an unused placeholder, or the token the family's
+    trainer adds there (typed as any added token of that text)."""
+    if filler is None:
+        return f"[PAD{i}]", UNUSED
+    text = filler.format(i)
+    return (text, CONTROL) if looks_special(text) else (text.replace(SPACE_MARK, " "), USER_DEFINED)
+
+
+def _sentencepiece(folder: Path, vocab_size: int | None, filler: str | None) -> Vocab:
     from sentencepiece import SentencePieceProcessor
 
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(folder / "tokenizer.model"))
     n = vocab_size or sp.vocab_size()
-    tokens: list[str | bytes] = [f"[PAD{i}]".encode() for i in range(n)]
+    fillers = [filler_token(filler, i) for i in range(n)]
+    tokens: list[str | bytes] = [text.encode() for text, _ in fillers]
     scores = [-10000.0] * n
-    types = [UNUSED] * n
+    types = [kind for _, kind in fillers]
     for i in range(min(n, sp.vocab_size())):
         tokens[i] = sp.IdToPiece(i).encode()
         scores[i] = sp.GetScore(i)
@@ -97,7 +107,7 @@ def _sentencepiece(folder: Path, vocab_size: int | None) -> Vocab:
     return Vocab("llama", "default", tokens, types, scores)
 
 
-def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) -> Vocab:
+def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None, filler: str | None) -> Vocab:
     from tokenizers import Tokenizer
 
     doc = json.loads(path.read_text(encoding="utf-8"))
@@ -126,8 +136,9 @@ def _from_tokenizer_json(path: Path, vocab_size: int | None, pre: str | None) ->
     for i in range(n):
         text = by_id.get(i)
         if text is None:
-            tokens.append(f"[PAD{i}]")
-            types.append(UNUSED)
+            text, token_type = filler_token(filler, i)
+            tokens.append(text)
+            types.append(token_type)
             continue
         if i in added:
             entry = added[i]
@@ -157,16 +168,18 @@ def phantom_space(tokens: Sequence[str | bytes], types: Sequence[int], continuat
     return out
 
 
-def load_vocab(folder: Path, vocab_size: int | None, *, tokenizer: Path | None = None, pre: str | None = None) -> tuple[Vocab, Path]:
-    """The vocabulary next to a checkpoint (or in ``tokenizer``'s folder), and the folder it came from."""
+def load_vocab(folder: Path, vocab_size: int | None, *, tokenizer: Path | None = None, pre: str | None = None,
+               filler: str | None = None) -> tuple[Vocab, Path]:
+    """The vocabulary next to a checkpoint (or in ``tokenizer``'s folder), and the folder it came from;
+    ids past the tokenizer's up to ``vocab_size`` are named by ``filler`` (see ``filler_token``)."""
     if tokenizer is not None:
         if tokenizer.name == "tokenizer.model":
-            return _sentencepiece(tokenizer.parent, vocab_size), tokenizer.parent
-        return _from_tokenizer_json(tokenizer, vocab_size, pre), tokenizer.parent
+            return _sentencepiece(tokenizer.parent, vocab_size, filler), tokenizer.parent
+        return _from_tokenizer_json(tokenizer, vocab_size, pre, filler), tokenizer.parent
     if (folder / "tokenizer.model").is_file():
-        return _sentencepiece(folder, vocab_size), folder
+        return _sentencepiece(folder, vocab_size, filler), folder
     if (folder / "tokenizer.json").is_file():
-        return _from_tokenizer_json(folder / "tokenizer.json", vocab_size, pre), folder
+        return _from_tokenizer_json(folder / "tokenizer.json", vocab_size, pre, filler), folder
     raise ConversionError("no tokenizer.json or tokenizer.model next to the checkpoint; pass --tokenizer", file=folder)
 
 

@@ -34,8 +34,6 @@ from .regions import split_rows
 log = logging.getLogger("pyconv")
 
 W12 = re.compile(r"^(model\.transformer_encoder\.\d+\.ffn\.)w12\.weight$")
-# the names the trainer gives the placeholder tokens it adds to reach the model's vocabulary
-EXTRA_TOKEN = "<|neobert_extra_token_{}|>"
 SPACE_MARK = "\u2581"
 SMALL_READ = 1 << 16
 
@@ -76,7 +74,7 @@ def _tokenizer(ck: Checkpoint, config: dict[str, Any]) -> dict[str, bytes]:
     doc = json.loads(files["tokenizer.json"])
     tcfg = json.loads(files.get("tokenizer_config.json", b"{}"))
     for i in range(have, size):
-        entry = {"content": EXTRA_TOKEN.format(i), "single_word": False, "lstrip": False, "rstrip": False,
+        entry = {"content": neobert.EXTRA_TOKEN.format(i), "single_word": False, "lstrip": False, "rstrip": False,
                  "normalized": True, "special": False}
         doc.setdefault("added_tokens", []).append({"id": i, **entry})
         if isinstance(tcfg.get("added_tokens_decoder"), dict):

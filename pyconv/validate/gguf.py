@@ -26,6 +26,9 @@ PROJECTION_RMS_RATIO = 30.0
 PROJECTIONS = re.compile(r"^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|attn_qkv|ffn_gate|ffn_up|ffn_down)\.weight$")
 # mainline llama.cpp cannot load these; their checks run, the runtime probe does not
 NOT_MAINLINE_TYPES = {"i2_s"}
+# lowest cosine between llama.cpp's token embeddings and the reference's last hidden states for an encoder; a
+# q8_0 file stays above 0.999, a layout mistake falls far below
+ENCODER_COSINE = 0.99
 
 
 def _gguf_py_reads(files: list[Path], types: set[str], report: Report) -> None:
@@ -41,8 +44,12 @@ def _gguf_py_reads(files: list[Path], types: set[str], report: Report) -> None:
     report.add("container", "pass", f"gguf.GGUFReader reads {len(files)} file(s), {n} tensors")
 
 
+def _arch(kv: dict[str, GgufValue]) -> str:
+    return str(kv["general.architecture"].value) if "general.architecture" in kv else "?"
+
+
 def _metadata(kv: dict[str, GgufValue], strict: bool, report: Report) -> None:
-    arch = str(kv["general.architecture"].value) if "general.architecture" in kv else "?"
+    arch = _arch(kv)
     wanted = [k.format(arch=arch) for k in (*REQUIRED_KEYS, *DECODER_KEYS, *ARCH_KEYS.get(arch, ()))]
     if arch == "bert":
         wanted = [k for k in wanted if not k.endswith("feed_forward_length")]
@@ -120,27 +127,51 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
                    else f"file is {got}, sidecar says {want}")
 
     runnable = not ({t.dtype for t in tensors.values()} & NOT_MAINLINE_TYPES)
+    causal = kv.get(gguf.Keys.Attention.CAUSAL.format(arch=_arch(kv)))
+    encoder = causal is not None and not causal.value
     if not probe:
         report.add("runtime", "skip", "probe disabled (--no-probe)")
     elif not runnable:
         report.add("runtime", "skip", "mainline llama.cpp has no I2_S kernels (BitNet.cpp runs this file)")
     else:
-        _runtime(path, prompt, reference, report)
+        _runtime(path, prompt, reference, report, encoder=encoder)
     return report
 
 
-def _runtime(path: Path, prompt: str, reference: Path | None, report: Report) -> None:
+def _runtime(path: Path, prompt: str, reference: Path | None, report: Report, *, encoder: bool) -> None:
     from .runtime import load_llama
 
     try:
-        model = load_llama(path)
+        model = load_llama(path, embedding=encoder)
     except Exception as e:  # llama.cpp reports load failures as ValueError/RuntimeError with its own text
         report.add("runtime", "fail", f"llama.cpp cannot load it: {e}")
         return
     try:
-        _probe(model, prompt, reference, report)
+        (_encoder_probe if encoder else _probe)(model, prompt, reference, report)
     finally:
         model.close()
+
+
+def _encoder_probe(model: object, prompt: str, reference: Path | None, report: Report) -> None:
+    """An encoder generates nothing: llama.cpp's token embeddings of the prompt must be finite and differ
+    between tokens, and equal the reference's last hidden states in direction."""
+    from .runtime import hf_hidden_states
+
+    ids = model.tokenize(prompt.encode())  # type: ignore[attr-defined]  # as embed() tokenizes
+    ours = np.asarray(model.embed(prompt, normalize=False), dtype=np.float32)  # type: ignore[attr-defined]
+    finite = bool(np.isfinite(ours).all())
+    varied = finite and len(ids) > 1 and float(np.ptp(ours, axis=0).max()) > 0
+    report.add("runtime", "pass" if varied else "fail",
+               f"llama.cpp encodes {prompt!r} ({len(ids)} tokens) into {ours.shape[-1]}-d token embeddings that are "
+               + ("finite and differ between tokens" if varied else "not finite" if not finite else "all alike"))
+    if reference is None or not varied:
+        return
+    ref = hf_hidden_states(reference, ids)
+    cosines = (ours * ref).sum(-1) / np.maximum(np.linalg.norm(ours, axis=-1) * np.linalg.norm(ref, axis=-1), 1e-30)
+    lowest, diff = float(cosines.min()), float(np.abs(ours - ref).max())
+    report.add("reference", "pass" if lowest >= ENCODER_COSINE else "fail",
+               f"token embeddings against transformers' last hidden states: lowest cosine {lowest:.4f} over {len(ids)} "
+               f"tokens (at least {ENCODER_COSINE}); max |Δ| {diff:.3g}", lowest_cosine=lowest, max_abs_diff=diff)
 
 
 def _probe(model: object, prompt: str, reference: Path | None, report: Report) -> None:

@@ -37,9 +37,13 @@ among paris capital france city answer
 """.split())
 
 
-def load_llama(path: Path, n_ctx: int = 512) -> Any:
-    from llama_cpp import Llama
+def load_llama(path: Path, n_ctx: int = 512, *, embedding: bool = False) -> Any:
+    """The model for generating, or with ``embedding`` one that returns every token's embedding."""
+    from llama_cpp import LLAMA_POOLING_TYPE_NONE, Llama
 
+    if embedding:
+        return Llama(str(path), n_ctx=n_ctx, n_threads=2, verbose=False, seed=1, embedding=True,
+                     pooling_type=LLAMA_POOLING_TYPE_NONE)
     return Llama(str(path), n_ctx=n_ctx, n_threads=2, verbose=False, seed=1, logits_all=True)
 
 
@@ -72,3 +76,14 @@ def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def hf_hidden_states(folder: Path, ids: list[int]) -> np.ndarray:
+    """The last hidden states of the folder's base model (its own code when it ships one) for ``ids``."""
+    import torch
+
+    from .hf import load_model
+
+    model, _info, _messages = load_model(folder, "AutoModel")
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).last_hidden_state[0].float().numpy()
