@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import pyconv
 from pyconv.archs.base import ARCHS, tables
@@ -210,6 +210,26 @@ def test_metadata_and_tensors(files: Files) -> None:
         assert np.array_equal(tensors[f"blk.{i}.attn_qkv.weight"], thirds.numpy())
         gate_first = torch.cat((sd[f"{p}.ffn.w1.weight"], sd[f"{p}.ffn.w2.weight"]))
         assert np.array_equal(tensors[f"blk.{i}.ffn_up.weight"], gate_first.numpy())
+
+
+def test_the_hf_export_converts_to_the_same_file(files: Files, tmp_path: Path) -> None:
+    """The exported folder (w1/w2 unpacked, tokenizer padded by the HF target) gives the bytes and keys the
+    trainer checkpoint gave; a folder missing one half of a fused pair is refused naming it."""
+    out = tmp_path / "from-hf.gguf"
+    pyconv.convert(files.hf, out, outtype="f32", model_name="1200", progress=False)
+    ours, theirs = gguf.GGUFReader(out), gguf.GGUFReader(files.ggufs["packed", "f32"])
+    assert {k: f.contents() for k, f in ours.fields.items()} == {k: f.contents() for k, f in theirs.fields.items()}
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for a, b in zip(ours.tensors, theirs.tensors):
+        assert np.array_equal(a.data, b.data), a.name
+    broken = tmp_path / "broken"
+    shutil.copytree(files.hf, broken)
+    tensors = load_file(broken / "model.safetensors")
+    del tensors["model.transformer_encoder.1.ffn.w2.weight"]
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(pyconv.ConversionError, match=rf"^{broken}.*'model\.transformer_encoder\.1\.ffn\.w2\.weight': "
+                                                     r"missing, and llama\.cpp's blk\.1\.ffn_up needs it fused"):
+        pyconv.convert(broken, tmp_path / "x.gguf", dry_run=True)
 
 
 @pytest.mark.parametrize("change", ["head_grouped", "fuses"])

@@ -298,10 +298,11 @@ class GgufMapper:
             raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
         if fusing:
             (f, layer, suffix), found = next(iter(fusing.items()))
-            fuse = self.arch.fuses[f]
+            fuse, present = self.arch.fuses[f], next(iter(found.values())).name
+            prefix = present[:len(present) - len(self.arch.base_name(present))]
             lacking = next(p for i, p in enumerate(fuse.parts) if i not in found).format(bid=layer) + suffix
             raise ConversionError(f"missing, and llama.cpp's {gguf.TENSOR_NAMES[fuse.kind].format(bid=layer)} needs it "
-                                  "fused with the layer's other parts", tensor=lacking)
+                                  "fused with the layer's other parts", file=self.ck.path, tensor=prefix + lacking)
 
     def out_tensor(self, m: MappedTensor, rules: TypeRules) -> OutTensor:
         arch, cfg = self.arch, self.cfg
