@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a Hugging Face folder: files, safetensors, transformers load, tokenizer, attention masks.")
     v.add_argument("path", metavar="PATH")
     v.add_argument("--strict", action="store_true", help="missing required metadata is an error, not a warning")
-    v.add_argument("--reference", metavar="SRC", help="compare logits with this model (HF folder, or a GGUF for an HF "
-                   "folder) through transformers")
-    v.add_argument("--prompt", default="The capital of France is", help="prompt for the generation probe")
+    v.add_argument("--reference", metavar="SRC", help="compare logits (an encoder's token embeddings) with this model "
+                   "(HF folder, or a GGUF for an HF folder) through transformers")
+    v.add_argument("--prompt", default="The capital of France is", help="prompt for the generation (or embedding) probe")
     v.add_argument("--no-probe", dest="probe", action="store_false", help="skip running the model (e.g. random weights)")
     v.add_argument("--json", action="store_true", help="machine-readable report")
 
