@@ -577,6 +577,13 @@ CASES: list[Case] = [
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
     Case("config-architectures-int", _llama({"architectures": 5}), "architectures is 5, not a list of class names", "hf"),
     Case("config-model-type-list", _llama({"model_type": ["llama"]}), "model_type is ['llama'], not a name", "gguf"),
+    Case("config-heads-zero", _llama({"num_attention_heads": 0}), "num_attention_heads is 0, not a positive integer", "gguf", True),
+    Case("config-hidden-size-text", _llama({"hidden_size": "abc"}), "hidden_size is 'abc', not a positive integer", "gguf", True),
+    Case("config-eps-text", _llama({"rms_norm_eps": "e"}), "rms_norm_eps is 'e', not a positive number", "gguf", True),
+    Case("config-layers-2^40", _llama({"num_hidden_layers": 2**40}), "num_hidden_layers is 1099511627776", "gguf", True),
+    Case("config-context-2^70", _llama({"max_position_embeddings": 2**70}), "max_position_embeddings is 1180591620717411303424",
+         "gguf", True),
+    Case("config-rope-not-a-map", _llama({"rope_scaling": {"full_attention": 5}}), "rope_scaling is", "gguf", True),
     Case("tokenizer-config-garbage", _llama_with("tokenizer_config.json", b"{not json"), "tokenizer_config.json: is not valid JSON", "hf", True),
     Case("tokenizer-json-list", _llama_with("tokenizer.json", b"[1, 2]"), "tokenizer.json: is not a JSON object", "hf", True),
 ]
