@@ -581,6 +581,7 @@ CASES: list[Case] = [
     Case("config-hidden-size-text", _llama({"hidden_size": "abc"}), "hidden_size is 'abc', not a positive integer", "gguf", True),
     Case("config-eps-text", _llama({"rms_norm_eps": "e"}), "rms_norm_eps is 'e', not a positive number", "gguf", True),
     Case("config-layers-2^40", _llama({"num_hidden_layers": 2**40}), "num_hidden_layers is 1099511627776", "gguf", True),
+    Case("config-layers-2^31", _llama({"num_hidden_layers": 2**31}), "num_hidden_layers is 2147483648, more than the", "gguf", True),
     Case("config-context-2^70", _llama({"max_position_embeddings": 2**70}), "max_position_embeddings is 1180591620717411303424",
          "gguf", True),
     Case("config-rope-not-a-map", _llama({"rope_scaling": {"full_attention": 5}}), "rope_scaling is", "gguf", True),

@@ -197,7 +197,12 @@ class GgufMapper:
 
     def __init__(self, ck: Checkpoint, arch: Arch, cfg: Config) -> None:
         self.ck, self.arch, self.cfg = ck, arch, cfg
-        self.n_blocks = int(cfg.require("num_hidden_layers", "n_layer", "n_layers"))
+        field = next((f for f in ("num_hidden_layers", "n_layer", "n_layers") if cfg.find(f) is not None), "num_hidden_layers")
+        self.n_blocks = int(cfg.require(field))
+        # gguf-py's name map holds every block's names: a lying count would be built block by block
+        if self.n_blocks > len(ck.tensors):
+            raise ConversionError(f"{field} is {self.n_blocks}, more than the {len(ck.tensors)} tensors of the checkpoint "
+                                  "could make", file=cfg.file)
         self.names = gguf.get_tensor_name_map(arch.gguf_arch, self.n_blocks)
         for template, kind in arch.extra_names.items():
             for bid in range(self.n_blocks):
