@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..archs import neobert
+from ..archs.base import checked_field
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from . import strip_prefixes
@@ -168,6 +169,8 @@ def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
         raise ConversionError(f"{CONFIG} has no model: section", file=path / CONFIG)
     model = run["model"]
     config = neobert.hf_config(model, run, path / CONFIG)
+    for name, value in config.items():
+        checked_field(name, value, path / CONFIG)
     if not (path / TOKENIZER).is_dir():
         raise ConversionError(f"no {TOKENIZER}/ folder: the export ships the run's tokenizer, which the trainer saves "
                               "there", file=path)
