@@ -576,6 +576,7 @@ CASES: list[Case] = [
     Case("neobert-yaml-bomb", _neobert_bomb, "config.yaml: its aliases expand to more than 100000 values", "hf"),
     Case("neobert-layers-2^40", _neobert(_set_model(num_hidden_layers=2**40)), "num_hidden_layers is 1099511627776", "hf"),
     Case("neobert-hidden-text", _neobert(_set_model(hidden_size="wide")), "hidden_size is 'wide', not a positive integer", "hf"),
+    Case("neobert-layers-2^31", _neobert(_set_model(num_hidden_layers=2**31)), "num_hidden_layers is 2147483648, more than the", "hf"),
     Case("config-deep-json", _llama(b'{"architectures": ' + _deep_json(100_000) + b"}"), "cannot read config (nested too deeply)"),
     Case("config-architectures-int", _llama({"architectures": 5}), "architectures is 5, not a list of class names", "hf"),
     Case("config-model-type-list", _llama({"model_type": ["llama"]}), "model_type is ['llama'], not a name", "gguf"),

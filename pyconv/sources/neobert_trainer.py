@@ -177,6 +177,10 @@ def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
     info = _tokenizer_info(path, model)
     weights = strip_prefixes(_weights(path, opts), RUNTIME_PREFIXES)
     tensors = _legacy_decoder(weights.tensors, weights.path)
+    # the expected shapes are listed layer by layer: a lying count would be walked to the end
+    if config["num_hidden_layers"] > len(tensors):
+        raise ConversionError(f"num_hidden_layers is {config['num_hidden_layers']}, more than the {len(tensors)} tensors "
+                              "of the weights could make", file=path / CONFIG)
     neobert.check_shapes(config, {n: t.shape for n, t in tensors.items()}, weights.path)
     config["tie_word_embeddings"] = _tied(model, tensors, weights.path)
     if path.name.isdigit():
