@@ -99,7 +99,7 @@ class Files:
         pyconv.convert(self.steps["packed"], self.hf, to="hf", progress=False)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.hf)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.hf, trust_remote_code=True)
         self.ids = [self.tokenizer(text).input_ids for text in TEXTS]
         calls = [{"name": str(i), "kwargs": {"input_ids": torch.tensor([ids])}} for i, ids in enumerate(self.ids)]
         self.results = run_probe([{"name": "base", "kind": "load", "auto": "AutoModel", "dir": str(self.hf),
