@@ -508,6 +508,7 @@ CASES: list[Case] = [
     Case("index-absolute", _index("OUTSIDE"), "which is not a relative file name"),
     Case("index-symlink-file", _index(_symlinked_file), "points outside the folder"),
     Case("index-symlink-folder", _index(_symlinked_folder), "points outside the folder"),
+    Case("index-nul-byte", _index("shard\x00.safetensors"), "which is not a relative file name"),
     Case("index-torch-escape", _index("../outside.bin", torch_index=True), "points outside the folder"),
     Case("index-not-a-map", _index_text(b'{"weight_map": ["w"]}'), "index has no weight_map"),
     Case("index-deep-json", _index_text(b'{"weight_map": ' + _deep_json(100_000) + b"}"), "nested too deeply"),

@@ -115,7 +115,7 @@ def read_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, str]]:
 
 def inside(folder: Path, name: Any, index: Path) -> Path:
     """A shard path from an index: a plain relative name that stays in the folder."""
-    if not isinstance(name, str) or not name or os.path.isabs(name) or "\\" in name:
+    if not isinstance(name, str) or not name or os.path.isabs(name) or "\\" in name or "\x00" in name:
         raise ConversionError(f"weight_map names {name!r}, which is not a relative file name", file=index)
     path = (folder / name).resolve()
     if not path.is_relative_to(folder.resolve()):
