@@ -192,5 +192,10 @@ def add_vocab(writer: gguf.GGUFWriter, vocab: Vocab, folder: Path) -> None:
     if vocab.scores is not None:
         writer.add_token_scores(vocab.scores)
     writer.add_token_types(vocab.token_types)
-    special = gguf.SpecialVocab(folder, load_merges=vocab.model == "gpt2", n_vocab=len(vocab.tokens))
-    special.add_to_gguf(writer, quiet=True)
+    try:
+        special = gguf.SpecialVocab(folder, load_merges=vocab.model == "gpt2", n_vocab=len(vocab.tokens))
+        special.add_to_gguf(writer, quiet=True)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # gguf-py reads config.json and the tokenizer files itself and trusts the shapes of their fields
+        raise ConversionError(f"gguf-py cannot read the special tokens from the config and tokenizer files here "
+                              f"({type(e).__name__}: {e})", file=folder) from None
