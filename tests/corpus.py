@@ -588,6 +588,7 @@ CASES: list[Case] = [
     Case("config-layers-2^31", _llama({"num_hidden_layers": 2**31}), "num_hidden_layers is 2147483648, more than the", "gguf", True),
     Case("config-context-2^70", _llama({"max_position_embeddings": 2**70}), "max_position_embeddings is 1180591620717411303424",
          "gguf", True),
+    Case("config-quantization-int", _llama({"quantization_config": 1}), "quantization_config is 1, not a mapping", "gguf"),
     Case("config-text-config-null", _llama({"text_config": None}), "gguf-py cannot read the special tokens", "gguf", True),
     Case("config-rope-not-a-map", _llama({"rope_scaling": {"full_attention": 5}}), "rope_scaling is", "gguf", True),
     Case("tokenizer-config-garbage", _llama_with("tokenizer_config.json", b"{not json"), "tokenizer_config.json: is not valid JSON", "hf", True),

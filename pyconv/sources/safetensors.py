@@ -205,4 +205,7 @@ def read_config(folder: Path) -> dict[str, Any] | None:
         raise ConversionError(f"architectures is {names!r}, not a list of class names", file=cfg)
     if doc.get("model_type") is not None and not isinstance(doc["model_type"], str):
         raise ConversionError(f"model_type is {doc['model_type']!r}, not a name", file=cfg)
+    for key in ("quantization_config", "rope_scaling", "rope_parameters", "text_config"):  # settings looked up by key
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise ConversionError(f"{key} is {doc[key]!r}, not a mapping", file=cfg)
     return doc
