@@ -592,6 +592,8 @@ CASES: list[Case] = [
     Case("config-text-config-null", _llama({"text_config": None}), "gguf-py cannot read the special tokens", "gguf", True),
     Case("config-rope-not-a-map", _llama({"rope_scaling": {"full_attention": 5}}), "rope_scaling is", "gguf", True),
     Case("tokenizer-config-garbage", _llama_with("tokenizer_config.json", b"{not json"), "tokenizer_config.json: is not valid JSON", "hf", True),
+    Case("tokenizer-json-vocab-none", _llama_with("tokenizer.json", b'{"model": {"vocab": [null]}}'),
+         "tokenizer files here are not shaped as transformers writes them", "hf", True),
     Case("tokenizer-json-list", _llama_with("tokenizer.json", b"[1, 2]"), "tokenizer.json: is not a JSON object", "hf", True),
 ]
 

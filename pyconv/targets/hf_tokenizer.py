@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,18 @@ SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
 UNBOUNDED = 10**18
 ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
+@contextmanager
+def tokenizer_shapes(folder: Path) -> Iterator[None]:
+    """Tokenizer files are read by key and index as transformers writes them; an error from a field of
+    another shape (a vocab entry that is null, a token list that is a number) is the files' fault and
+    ends in one line naming their folder."""
+    try:
+        yield
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        raise ConversionError(f"the tokenizer files here are not shaped as transformers writes them ({type(e).__name__}: {e})",
+                              file=folder) from None
 
 
 def _content(token: Any) -> str | None:
@@ -148,4 +162,5 @@ def tokenizer_files(source: Path, gguf_file: Path | None, config: dict[str, Any]
     drop_ids_outside_vocab(config)
     folder = source if source.is_dir() else source.parent
     files = from_gguf(gguf_file) if gguf_file is not None else copied(folder)
-    return normalize(files, config, folder)
+    with tokenizer_shapes(folder):
+        return normalize(files, config, folder)
