@@ -438,10 +438,11 @@ def _llama(config: dict[str, Any] | bytes) -> Callable[[Workshop], Path]:
     return lambda w: tiny_llama(w, config)
 
 
-def _llama_with(name: str, text: bytes) -> Callable[[Workshop], Path]:
+def _llama_with(files: dict[str, bytes]) -> Callable[[Workshop], Path]:
     def build(w: Workshop) -> Path:
         folder = tiny_llama(w)
-        (folder / name).write_bytes(text)
+        for name, text in files.items():
+            (folder / name).write_bytes(text)
         return folder
     return build
 
@@ -591,10 +592,11 @@ CASES: list[Case] = [
     Case("config-quantization-int", _llama({"quantization_config": 1}), "quantization_config is 1, not a mapping", "gguf"),
     Case("config-text-config-null", _llama({"text_config": None}), "gguf-py cannot read the special tokens", "gguf", True),
     Case("config-rope-not-a-map", _llama({"rope_scaling": {"full_attention": 5}}), "rope_scaling is", "gguf", True),
-    Case("tokenizer-config-garbage", _llama_with("tokenizer_config.json", b"{not json"), "tokenizer_config.json: is not valid JSON", "hf", True),
-    Case("tokenizer-json-vocab-none", _llama_with("tokenizer.json", b'{"model": {"vocab": [null]}}'),
+    Case("tokenizer-config-garbage", _llama_with({"tokenizer_config.json": b"{not json"}), "tokenizer_config.json: is not valid JSON", "hf", True),
+    Case("tokenizer-json-vocab-none", _llama_with({"tokenizer.json": b'{"model": {"vocab": [null]}}',
+                                                                   "tokenizer_config.json": b'{"bos_token": "<s>"}'}),
          "tokenizer files here are not shaped as transformers writes them", "hf", True),
-    Case("tokenizer-json-list", _llama_with("tokenizer.json", b"[1, 2]"), "tokenizer.json: is not a JSON object", "hf", True),
+    Case("tokenizer-json-list", _llama_with({"tokenizer.json": b"[1, 2]"}), "tokenizer.json: is not a JSON object", "hf", True),
 ]
 
 
