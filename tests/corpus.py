@@ -596,6 +596,8 @@ CASES: list[Case] = [
     Case("tokenizer-json-vocab-none", _llama_with({"tokenizer.json": b'{"model": {"vocab": [null]}}',
                                                                    "tokenizer_config.json": b'{"bos_token": "<s>"}'}),
          "tokenizer files here are not shaped as transformers writes them", "hf", True),
+    Case("tokenizer-decoder-text", _llama_with({"tokenizer_config.json": b'{"added_tokens_decoder": "<s>"}'}),
+         "tokenizer files here are not shaped as transformers writes them", "gguf", True),
     Case("tokenizer-json-list", _llama_with({"tokenizer.json": b"[1, 2]"}), "tokenizer.json: is not a JSON object", "hf", True),
 ]
 

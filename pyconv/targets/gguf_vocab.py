@@ -19,6 +19,7 @@ from typing import Any
 import gguf
 
 from ..errors import ConversionError
+from .hf_tokenizer import tokenizer_shapes
 
 # gguf token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in (
@@ -172,14 +173,16 @@ def load_vocab(folder: Path, vocab_size: int | None, *, tokenizer: Path | None =
                filler: str | None = None) -> tuple[Vocab, Path]:
     """The vocabulary next to a checkpoint (or in ``tokenizer``'s folder), and the folder it came from;
     ids past the tokenizer's up to ``vocab_size`` are named by ``filler`` (see ``filler_token``)."""
-    if tokenizer is not None:
-        if tokenizer.name == "tokenizer.model":
-            return _sentencepiece(tokenizer.parent, vocab_size, filler), tokenizer.parent
-        return _from_tokenizer_json(tokenizer, vocab_size, pre, filler), tokenizer.parent
-    if (folder / "tokenizer.model").is_file():
-        return _sentencepiece(folder, vocab_size, filler), folder
-    if (folder / "tokenizer.json").is_file():
-        return _from_tokenizer_json(folder / "tokenizer.json", vocab_size, pre, filler), folder
+    where = tokenizer.parent if tokenizer is not None else folder
+    with tokenizer_shapes(where):
+        if tokenizer is not None:
+            if tokenizer.name == "tokenizer.model":
+                return _sentencepiece(tokenizer.parent, vocab_size, filler), tokenizer.parent
+            return _from_tokenizer_json(tokenizer, vocab_size, pre, filler), tokenizer.parent
+        if (folder / "tokenizer.model").is_file():
+            return _sentencepiece(folder, vocab_size, filler), folder
+        if (folder / "tokenizer.json").is_file():
+            return _from_tokenizer_json(folder / "tokenizer.json", vocab_size, pre, filler), folder
     raise ConversionError("no tokenizer.json or tokenizer.model next to the checkpoint; pass --tokenizer", file=folder)
 
 
