@@ -13,7 +13,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=O
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 
-.PHONY: install build demo test bench clean
+.PHONY: install build demo test fuzz bench clean
 
 install: $(BUILT)
 
@@ -40,6 +40,11 @@ demo: $(BUILT)
 
 test: $(BUILT)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The readers fuzzed for longer than the suite's bounded run (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(BUILT)
+	PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)
 	$(PY) -m benchmarks.run
