@@ -93,7 +93,10 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
             if finish and source_hashes:
                 side.update(finish(plan, paths, ck, opts, source_hashes.result(), output_hashes))
             for name, data in side.items():
-                write_synced(staging.path(name), data)
+                try:
+                    write_synced(staging.path(name), data)
+                except OSError as e:  # a full disk: named by the file the user would have got
+                    raise ConversionError(f"cannot write it: {e.strerror}", file=(out if folder else out.parent) / name) from None
             staging.commit()
     finally:
         bar.close()
