@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .compression import FORMATS
 from .errors import ConversionError
 from .units import format_bytes, parse_size
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", dest="model_name", help="general.name (default: the source folder's name)")
     g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
     _ternary_args(g)
+    _compress_args(c)
 
     qz = sub.add_parser("quantize", help="re-type a clean F32/F16/BF16 GGUF (e.g. to i2_s)",
                         description="Quantize the tensors of an F32/F16/BF16 GGUF file, keeping its metadata; "
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
     qz.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _ternary_args(qz)
+    _compress_args(qz)
 
     v = sub.add_parser("validate", help="check an output with independent readers and a real runtime",
                        description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe; "
@@ -113,6 +116,13 @@ def _ternary_args(p: argparse._ActionsContainer) -> None:
                    "(default for BitNet models; needed by other models for tq1_0, tq2_0, i2_s)")
     p.add_argument("--keep-float", action="append", default=[], metavar="PATTERN", dest="keep_float",
                    help="keep tensors whose GGUF or source name matches this regex float (repeatable)")
+
+
+def _compress_args(p: argparse.ArgumentParser) -> None:
+    z = p.add_argument_group("compressed artifacts")
+    z.add_argument("--compress", choices=FORMATS, help="also write <file>.zst beside a file output (zstd, streamed, "
+                   "multi-threaded, reproducible) with its own .sha256; .zst inputs are read as well")
+    z.add_argument("--compress-only", action="store_true", help="with --compress: keep only the .zst, not the file in it")
 
 
 def _print_plan(result: Any) -> None:
@@ -149,7 +159,8 @@ def _convert(args: argparse.Namespace) -> int:
                      fingerprint=not args.no_fingerprint, include_pytorch_bin=args.include_pytorch_bin,
                      allow_decoder_bias_drop=args.allow_decoder_bias_drop,
                      vocab_size=args.vocab_size, layout=args.layout, tp_size=args.tp_size, step=args.step,
-                     ternarize=args.ternarize, keep_float=tuple(args.keep_float))
+                     ternarize=args.ternarize, keep_float=tuple(args.keep_float), compress=args.compress,
+                     compress_only=args.compress_only)
     _summary(args, result)
     return 0
 
@@ -161,7 +172,7 @@ def _quantize(args: argparse.Namespace) -> int:
         raise ConversionError(f"pyconv quantize reads GGUF files; convert {args.source} with pyconv convert")
     result = convert(args.source, args.output, to="gguf", outtype=args.outtype, threads=args.threads, dry_run=args.dry_run,
                      progress=not args.quiet, force=args.force, ternarize=args.ternarize, keep_float=tuple(args.keep_float),
-                     allow_requantize=args.allow_requantize)
+                     allow_requantize=args.allow_requantize, compress=args.compress, compress_only=args.compress_only)
     _summary(args, result)
     return 0
 
@@ -175,6 +186,12 @@ def _summary(args: argparse.Namespace, result: Any) -> None:
     rate = result.plan.input_bytes / result.seconds / 1e9 if result.seconds > 0 else 0.0
     print(f"wrote {result.output} ({len(result.plan.tensors)} tensors, {format_bytes(result.bytes_written)}) "
           f"in {result.seconds:.2f} s, {rate:.2f} GB/s of input", file=sys.stderr)
+    sizes = {f.name: n for f, n in zip(result.plan.files, result.layout.file_sizes)}
+    for f in result.files:
+        if f.suffix == ".zst":
+            packed = f.stat().st_size
+            print(f"zstd: {f} ({format_bytes(packed)}, {packed / max(sizes[f.stem], 1):.0%} of {f.stem}"
+                  f"{', which is not kept' if args.compress_only else ''})", file=sys.stderr)
     if result.reports:
         kept = sum(1 for r in result.reports if r["already_ternary"])
         done = sum(1 for r in result.reports if r["ternarized"])

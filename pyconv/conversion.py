@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from . import engine
+from .compression import compress_staged, compressed_names, opened
 from .engine import Layout
 from .fingerprint import FollowingHasher, hash_in_background, sha256_file
 from .errors import ConversionError
 from .options import ConvertOptions
 from .plan import Plan
-from .sources import Checkpoint, open_checkpoint
+from .sources import Checkpoint
 from .targets import pick_target
 from .targets.staging import Staging, check_free_space, write_synced
 
@@ -46,17 +47,24 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
     """Convert ``source`` into ``output``. Options are those of ``ConvertOptions``."""
     opts = ConvertOptions(**options)
     out = Path(output)
-    ck = open_checkpoint(source, opts)
+    # a .zst source is decompressed beside the output, which needs room for what it holds anyway
+    with opened(Path(source), opts, near=out.parent) as ck:
+        return _convert(ck, out, opts)
+
+
+def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResult:
     target = pick_target(opts.to, out)
     plan = target.plan(ck, out, opts)
     lay = engine.layout(plan)
     folder = target.is_folder(out)
+    compressed, uncompressed = compressed_names(opts, folder, [f.name for f in plan.files])
     # missing parent folders are created (and removed again if the conversion fails)
     existing = next(p for p in (out.parent.absolute(), *out.parent.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise ConversionError("is a file, so the output cannot go below it", file=existing)
     _refuse_overwriting_inputs(ck, out)
     needed = lay.total_bytes + sum(len(b) for b in plan.side_files.values())
+    needed += lay.total_bytes if compressed else 0  # zstd never writes more than the data, plus a little
     check_free_space(existing, needed)
     result = ConversionResult(out, plan, lay, ck, opts.dry_run)
     if opts.dry_run:
@@ -65,6 +73,7 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
     if finish is None:
         plan.late_files = []
     names = [f.name for f in plan.files] + list(plan.side_files) + plan.late_files
+    names = [n for n in names if n not in uncompressed] + compressed
     sidecars = () if folder else tuple(n for n in names if n != out.name)
     started = time.perf_counter()
     bar = engine.ProgressBar(f"→ {out.name}", enabled=opts.progress)
@@ -97,6 +106,8 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
                     write_synced(staging.path(name), data)
                 except OSError as e:  # a full disk: named by the file the user would have got
                     raise ConversionError(f"cannot write it: {e.strerror}", file=(out if folder else out.parent) / name) from None
+            if compressed:
+                compress_staged(staging, [f.name for f in plan.files], threads=opts.threads, keep=not uncompressed)
             staging.commit()
     finally:
         bar.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .sources import open_checkpoint
+from .compression import opened
+from .options import ConvertOptions
+from .sources import Checkpoint
 
 
 def _plain(value: Any) -> Any:
@@ -24,8 +26,13 @@ def _plain(value: Any) -> Any:
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
-    """Tensors (dtype, shape, bytes, file), totals per dtype, metadata and config of a file or folder."""
-    ck = open_checkpoint(path)
+    """Tensors (dtype, shape, bytes, file), totals per dtype, metadata and config of a file or folder (a .zst
+    file is decompressed into the system's temporary folder first)."""
+    with opened(Path(path), ConvertOptions()) as ck:
+        return _described(ck)
+
+
+def _described(ck: Checkpoint) -> dict[str, Any]:
     return {
         "path": str(ck.path),
         "kind": ck.kind,

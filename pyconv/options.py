@@ -27,6 +27,8 @@ class ConvertOptions:
     split_max_tensors: int | None = None
     model_name: str | None = None        # general.name (default: the source folder's name)
     fingerprint: bool = True             # write <file>.sha256 and <stem>.meta.json beside GGUF output
+    compress: str | None = None          # "zstd": also write <file>.zst (streamed, multi-threaded) beside a file output
+    compress_only: bool = False          # keep only the .zst, not the file in it
     ternarize: str | None = None         # "absmean": ternarize the projections (default for ternary models)
     keep_float: tuple[str, ...] = ()     # regexes on GGUF or source names: these tensors stay float
     allow_requantize: bool = True        # a GGUF source may hold quantized tensors (``pyconv quantize``: no)

@@ -486,6 +486,27 @@ def _neobert_bomb(w: Workshop) -> Path:
     return step
 
 
+# --- zstd-compressed inputs ------------------------------------------------------------------------
+
+def zst_bytes(data: bytes) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data))
+
+
+def _zst(name: str, blob: Callable[[], bytes]) -> Callable[[Workshop], Path]:
+    return lambda w: _raw(name, blob())(w)
+
+
+def _lying_frame() -> bytes:
+    # a frame that declares 2^50 bytes of content (8-byte size field, 1 KiB window) around one raw 4-byte block
+    return struct.pack("<IBBQ", 0xFD2FB528, 0b11000000, 0, 1 << 50) + (1 | 4 << 3).to_bytes(3, "little") + b"abcd"
+
+
+def _good_safetensors_bytes() -> bytes:
+    return safetensors_bytes({"w": st_entry("F32", [256], 0, 1024)}, bytes(range(256)) * 4)
+
+
 CASES: list[Case] = [
     # safetensors headers
     Case("st-empty", _raw("e.safetensors", b""), "shorter than the 8-byte header length"),
@@ -553,6 +574,14 @@ CASES: list[Case] = [
          "the pickle says 18446744073709551616"),
     Case("torch-stride-overflow", _torch("expand.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 1), 0, (2**40, 2**40), (0, 0))},
                                          {"0": bytes(4)}), "more bytes than a file can hold"),
+    # zstd-compressed inputs
+    Case("zst-truncated", _zst("model.safetensors.zst", lambda: zst_bytes(_good_safetensors_bytes())[:-9]), "is truncated"),
+    Case("zst-garbage", _zst("model.gguf.zst", lambda: b"GGUF" * 64), "is not a zstd stream (no frame starts at byte 0)"),
+    Case("zst-checksum", _zst("model.safetensors.zst", lambda: (lambda b: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:])(
+        zst_bytes(_good_safetensors_bytes()))), "cannot decompress it"),
+    Case("zst-lying-size", _zst("model.safetensors.zst", _lying_frame), "its frames hold 1125.90 TB, more than the"),
+    Case("zst-unnamed-content", _zst("model.zst", lambda: zst_bytes(_good_safetensors_bytes())),
+         "a compressed input is read by the name of what it holds"),
     # DeepSpeed ZeRO
     Case("torch-negative-stride", _torch("neg.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 4), 0, (4,), (-1,))}, {"0": bytes(16)}),
          "is not a sequence of non-negative integers"),

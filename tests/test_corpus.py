@@ -13,7 +13,8 @@ import pytest
 
 import pyconv
 from pyconv.errors import ConversionError
-from pyconv.sources import open_checkpoint
+from pyconv.compression import opened
+from pyconv.options import ConvertOptions
 
 from .conftest import file_digests
 from .corpus import CASES, MARKER, Case, Workshop, memory_cap
@@ -44,6 +45,12 @@ def one_error_line(r: subprocess.CompletedProcess[str], case: Case, where: Path)
     return lines[0]
 
 
+def read(source: Path) -> None:
+    """What every command does first: open the checkpoint (decompressing a .zst beside it)."""
+    with opened(source, ConvertOptions(), near=source.parent):
+        pass
+
+
 @pytest.fixture(scope="session")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("corpus-shared")
@@ -60,10 +67,10 @@ def test_corpus_input_ends_in_one_clean_line(case: Case, tmp_path: Path, shared:
 
     with memory_cap(IN_PROCESS_CAP):
         if case.message is None or case.opens:
-            open_checkpoint(source)
+            read(source)
         else:
             with pytest.raises(ConversionError) as e:
-                open_checkpoint(source)
+                read(source)
             assert case.message in str(e.value) and "\n" not in str(e.value)
         if case.opens:
             with pytest.raises(ConversionError) as e:

@@ -93,6 +93,10 @@ class Staging:
             self._files[name] = self.parent / f".{name}.{self._token}"
         return self._files[name]
 
+    def discard(self, name: str) -> None:
+        """Forget the staged file ``name``: it is not part of the output after all (``--compress-only``)."""
+        self._files.pop(name).unlink()
+
     def commit(self) -> None:
         if self._tmp_dir is not None:
             for p in self._tmp_dir.rglob("*"):
