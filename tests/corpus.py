@@ -242,7 +242,7 @@ def pickle_bytes(root: Any) -> bytes:
 
 
 def torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None, *,
-              compress_pickle: bool = False, declared_pickle_size: int | None = None) -> Path:
+              compress_pickle: bool = False, declared_pickle_size: int | None = None, pickle_zip_version: int | None = None) -> Path:
     """A file laid out as torch.save lays one out, around any pickle."""
     with zipfile.ZipFile(path, "w") as z:
         info = zipfile.ZipInfo("archive/data.pkl")
@@ -253,19 +253,22 @@ def torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = N
             z.writestr(f"archive/data/{key}", data)
         z.writestr("archive/version", "3\n")
     if declared_pickle_size is not None:
-        _patch_declared_size(path, "archive/data.pkl", declared_pickle_size)
+        _patch_directory(path, "archive/data.pkl", 24, "<I", declared_pickle_size)
+    if pickle_zip_version is not None:
+        _patch_directory(path, "archive/data.pkl", 6, "<H", pickle_zip_version)
     return path
 
 
-def _patch_declared_size(path: Path, member: str, size: int) -> None:
-    """Rewrite ``member``'s uncompressed size in the central directory (a lying zip header)."""
+def _patch_directory(path: Path, member: str, at_field: int, fmt: str, value: int) -> None:
+    """Rewrite a field of ``member``'s central-directory entry (a lying zip header): its uncompressed size
+    at byte 24, the zip version it needs at byte 6."""
     blob = bytearray(path.read_bytes())
     name = member.encode()
     at = blob.find(b"PK\x01\x02")
     while at >= 0:
         name_len = struct.unpack_from("<H", blob, at + 28)[0]
         if bytes(blob[at + 46:at + 46 + name_len]) == name:
-            struct.pack_into("<I", blob, at + 24, size)
+            struct.pack_into(fmt, blob, at + at_field, value)
             break
         at = blob.find(b"PK\x01\x02", at + 4)
     path.write_bytes(bytes(blob))
@@ -569,6 +572,8 @@ CASES: list[Case] = [
                                         + _touch(w).encode() + b"\x85R."), "copyreg extension code"),
     Case("torch-declared-size-lie", lambda w: torch_zip(w.path("lie.pt"), pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}),
                                                         {"0": bytes(8)}, declared_pickle_size=5), "cannot read zip member 'archive/data.pkl'"),
+    Case("torch-zip-version-6.4", lambda w: torch_zip(w.path("v64.pt"), pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}),
+                                                      {"0": bytes(8)}, pickle_zip_version=64), "broken zip directory (zip file version 6.4)"),
     Case("torch-compressed-storage", _compressed_storage, "zip member 'archive/data/0' is compressed"),
     Case("torch-storage-size-lie", _torch("lie.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 2**62), 0, (2,), (1,))}, {"0": bytes(8)}),
          "the pickle says 18446744073709551616"),

@@ -368,7 +368,7 @@ def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None)
             raise _refuse_non_zip(path, os.pread(fd, 512, 0))
         try:
             archive = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # the last: a version zipfile lacks
             raise ConversionError(f"broken zip directory ({e})", file=path) from None
         infos = {i.filename: i for i in archive.infolist()}
         prefix = _archive_prefix(path, list(infos))
