@@ -263,6 +263,9 @@ def register(*archs: Arch) -> None:
 def _load_tables() -> None:
     # importing the family modules registers their tables
     from . import bert, bitnet, gemma, gpt2, llama, neobert, phi3, qwen  # noqa: F401
+    from ..plugins import register_archs
+
+    register_archs(ARCHS)  # other packages' tables, after pyconv's own
 
 
 def tables() -> dict[str, Arch]:

@@ -128,10 +128,13 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
     opts = options or ConvertOptions()
     if not p.exists():
         raise ConversionError("no such file or folder", file=p)
-    for reader in READERS:
+    from ..plugins import readers as plugin_readers
+
+    readers = [*plugin_readers(), *READERS]  # a plugin's format is asked first, as trainer layouts are
+    for reader in readers:
         if reader.recognises(p):
             return strip_prefixes(reader.open(p, opts), opts.strip_prefixes)
-    known = ", ".join(r.name for r in READERS)
+    known = ", ".join(r.name for r in readers)
     raise ConversionError(f"not a checkpoint pyconv can read (readers: {known})", file=p)
 
 
