@@ -13,7 +13,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .harness import Measurement, files_in, markdown_table, measure, remove, total_size, warm_page_cache
@@ -22,6 +22,8 @@ from .synth import SHAPES, ensure_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data"
 PY = sys.executable
+# (label, command, note[, what the output came to: appended to the note after a successful run])
+Job = tuple[str, list[str], str] | tuple[str, list[str], str, Callable[[], str]]
 
 
 def pyconv_cmd(src: Path, out: Path, *extra: str) -> list[str]:
@@ -72,10 +74,28 @@ def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) 
     return jobs
 
 
-JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], list[tuple[str, list[str], str]]]] = {
+def zstd_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
+    """GGUF F16 alone and with a .zst beside it: what compressing a CI artifact costs and saves."""
+    out = work / "out" / "model-f16.gguf"
+    packed = out.with_name(out.name + ".zst")
+    cmd = pyconv_cmd(src, out, "--outtype", "f16", "--threads", str(threads[-1]))
+
+    def sizes() -> str:
+        gguf_bytes = out.stat().st_size
+        if not packed.exists():
+            return f"{gguf_bytes / 1e9:.2f} GB .gguf"
+        return f"{gguf_bytes / 1e9:.2f} GB .gguf, {packed.stat().st_size / 1e9:.2f} GB .zst ({packed.stat().st_size / gguf_bytes:.0%})"
+
+    return [(f"pyconv → GGUF f16, {threads[-1]} threads", cmd, "includes fsync, sha256 of inputs and output", sizes),
+            (f"pyconv → GGUF f16 + .zst, {threads[-1]} threads", [*cmd, "--compress", "zstd"],
+             "the same, then zstd level 3 on as many threads, streamed, with its own sha256", sizes)]
+
+
+JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], Sequence[Job]]] = {
     "safetensors": safetensors_jobs,
     "gguf": gguf_jobs,
     "ternary": ternary_jobs,
+    "zstd": zstd_jobs,
 }
 
 
@@ -100,7 +120,7 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[li
     input_bytes = total_size(shards)
     results: list[Measurement] = []
     for job in jobs:
-        for label, cmd, note in JOBS[job](src, shards, work, threads):
+        for label, cmd, note, *describe in JOBS[job](src, shards, work, threads):
             best: Measurement | None = None
             for _ in range(rounds):
                 remove(work / "out")
@@ -108,6 +128,8 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[li
                 subprocess.run(["sync"], check=True)
                 warm_page_cache(shards)
                 m = measure(label, cmd, input_bytes=input_bytes, cwd=ROOT, note=note)
+                if m.ok and describe:  # what the output came to, read before it is removed
+                    m.note = f"{note}; {describe[0]()}"
                 if best is None or (m.ok and m.wall_s < best.wall_s):
                     best = m
             assert best is not None
