@@ -367,33 +367,44 @@ def _torch_save_payload(w: Workshop) -> Path:
 
 # --- DeepSpeed ZeRO --------------------------------------------------------------------------------
 
+def write_zero(folder: Path, params: dict[str, Any], *, tag: str = "global_step1", model: dict[str, Any] | None = None,
+               optim: dict[str, Any] | None = None, flat: Any = None, optim_pickle: bytes | None = None) -> Path:
+    """A stage-2, one-rank checkpoint of ``params`` (name -> fp32 torch tensor) as DeepSpeed lays one out:
+    ``folder/latest`` naming ``folder/<tag>/`` with the model and optimizer states, fields of either
+    replaced by ``model`` and ``optim``, the flat fp32 partition by ``flat``, the optimizer file by raw bytes."""
+    import torch
+
+    (folder / tag).mkdir(parents=True)
+    states = {"module": collections.OrderedDict((n, t.to(torch.bfloat16)) for n, t in params.items()),
+              "param_shapes": [collections.OrderedDict((n, t.shape) for n, t in params.items())],
+              "buffer_names": [], "shared_params": {}, "dp_world_size": 1, "ds_version": "0.19.8", **(model or {})}
+    partition = torch.cat([t.flatten() for t in params.values()]) if flat is None else flat
+    osd = {"zero_stage": 2, "partition_count": [1], "single_partition_of_fp32_groups": [partition], **(optim or {})}
+    torch.save(states, folder / tag / "mp_rank_00_model_states.pt")
+    optim_file = folder / tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    if optim_pickle is None:
+        torch.save({"optimizer_state_dict": osd}, optim_file)
+    else:
+        torch_zip(optim_file, optim_pickle)
+    (folder / "latest").write_text(tag)
+    return folder
+
+
 def _zero(model: dict[str, Any] | None = None, optim: dict[str, Any] | None = None, *,
           shapes: dict[str, tuple[int, ...]] | None = None, flat: Callable[[Any], Any] | None = None,
           payload: bool = False) -> Callable[[Workshop], Path]:
-    """A stage-2, one-rank checkpoint as DeepSpeed lays it out, with fields of its two pickles replaced;
-    ``shapes`` renames the parameters in param_shapes and the module alike (their values are not read)."""
+    """A small stage-2 checkpoint with fields replaced; ``shapes`` renames the parameters (as stride-0 views:
+    their values are not read)."""
     def build(w: Workshop) -> Path:
         import torch
 
-        folder = w.path("global_step1")
-        folder.mkdir()
-        weight, bias = torch.arange(6, dtype=torch.float32).view(2, 3), torch.ones(2)
-        params = shapes or {"w": (2, 3), "b": (2,)}
-        module = collections.OrderedDict(w=weight.bfloat16(), b=bias.bfloat16()) if shapes is None else collections.OrderedDict(
-            (n, torch.zeros(1).as_strided(s, (0,) * len(s))) for n, s in params.items())
-        states = {"module": module, "param_shapes": [collections.OrderedDict((n, torch.Size(s)) for n, s in params.items())],
-                  "buffer_names": [], "shared_params": {}, "dp_world_size": 1, "ds_version": "0.19.8", **(model or {})}
-        osd = {"zero_stage": 2, "partition_count": [1],
-               "single_partition_of_fp32_groups": [torch.cat([weight.flatten(), bias]) if flat is None else flat(torch)],
-               **(optim or {})}
-        torch.save(states, folder / "mp_rank_00_model_states.pt")
-        optim_file = folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
-        if payload:
-            torch_zip(optim_file, pickle_bytes({"optimizer_state_dict": Call(Global("os", "system"), _touch(w))}))
-        else:
-            torch.save({"optimizer_state_dict": osd}, optim_file)
-        (w.folder / "latest").write_text("global_step1")
-        return w.folder
+        params = {"w": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.ones(2)}
+        partition = flat(torch) if flat else None
+        if shapes:  # bf16 already, so that no copy is made of views standing for 2^60 elements
+            params = {n: torch.zeros(1, dtype=torch.bfloat16).as_strided(s, (0,) * len(s)) for n, s in shapes.items()}
+            partition = partition if partition is not None else torch.arange(8, dtype=torch.float32)
+        payload_pickle = pickle_bytes({"optimizer_state_dict": Call(Global("os", "system"), _touch(w))}) if payload else None
+        return write_zero(w.folder, params, model=model, optim=optim, flat=partition, optim_pickle=payload_pickle)
     return build
 
 
@@ -413,25 +424,35 @@ LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "h
 
 
 def llama_tensors(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    h, i, v = 8, 16, 400
+    """Name -> shape of every tensor of a LLaMA with ``config``'s sizes (heads as wide as K and V)."""
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
-    p = "model.layers.0"
-    shapes.update({f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
-                   **{f"{p}.self_attn.{x}_proj.weight": (h, h) for x in "qkvo"},
-                   f"{p}.mlp.gate_proj.weight": (i, h), f"{p}.mlp.up_proj.weight": (i, h), f"{p}.mlp.down_proj.weight": (h, i)})
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}"
+        shapes.update({f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
+                       **{f"{p}.self_attn.{x}_proj.weight": (h, h) for x in "qkvo"},
+                       f"{p}.mlp.gate_proj.weight": (i, h), f"{p}.mlp.up_proj.weight": (i, h), f"{p}.mlp.down_proj.weight": (h, i)})
     return shapes
 
 
-def tiny_llama(w: Workshop, config: dict[str, Any] | bytes | None = None) -> Path:
-    """A one-layer LLaMA (random f32 weights, SentencePiece tokenizer) that converts to GGUF and HF as it is."""
+def llama_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random f32 weights for ``config``: normal matrices, norms near one (as a trained model has them)."""
+    rng = np.random.default_rng(seed)
+    return {n: (1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.05 * rng.standard_normal(s)).astype(np.float32)
+            for n, s in llama_tensors(config).items()}
+
+
+def tiny_llama(w: Workshop, config: dict[str, Any] | bytes | None = None, *, size: dict[str, int] | None = None,
+               name: str = "llama") -> Path:
+    """A LLaMA of LLAMA_CONFIG's sizes, or ``size``'s (random f32 weights, SentencePiece tokenizer), that converts
+    to GGUF and HF as it is; ``config`` changes or replaces its config.json, not its tensors."""
     from safetensors.numpy import save_file
 
-    folder = w.path("llama")
+    folder = w.path(name)
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    save_file({n: rng.standard_normal(s).astype(np.float32) for n, s in llama_tensors(LLAMA_CONFIG).items()},
-              str(folder / "model.safetensors"))
-    text = config if isinstance(config, bytes) else json.dumps({**LLAMA_CONFIG, **(config or {})}).encode()
+    sizes = {**LLAMA_CONFIG, **(size or {})}
+    save_file(llama_weights(sizes), str(folder / "model.safetensors"))
+    text = config if isinstance(config, bytes) else json.dumps({**sizes, **(config or {})}).encode()
     (folder / "config.json").write_bytes(text)
     shutil.copy(w.tokenizer_model(), folder / "tokenizer.model")
     return folder

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import pyconv
 
 from .conftest import file_digests
-from .corpus import LLAMA_CONFIG, Workshop
+from .corpus import Workshop, tiny_llama
 
 # (output name, extra arguments) per target
 TARGETS = {"safetensors": ("out.safetensors", ["--outtype", "f16"]), "gguf": ("out.gguf", ["--outtype", "f16"]),
@@ -39,28 +38,10 @@ PAGE = 4096
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LLaMA-shaped f32 checkpoint of about 200 MB with its config and a SentencePiece tokenizer."""
-    from safetensors.numpy import save_file
-
     root = tmp_path_factory.mktemp("faults")
-    folder = root / "model"
-    folder.mkdir()
-    h, inter, layers, vocab = 1024, 2816, 4, 400
-    rng = np.random.default_rng(0)
-    block = rng.standard_normal(inter * h).astype(np.float32)
-    tensors = {"model.embed_tokens.weight": block[:vocab * h].reshape(vocab, h), "model.norm.weight": np.ones(h, np.float32),
-               "lm_head.weight": block[-vocab * h:].reshape(vocab, h)}
-    for i in range(layers):
-        p = f"model.layers.{i}"
-        tensors |= {f"{p}.input_layernorm.weight": np.ones(h, np.float32), f"{p}.post_attention_layernorm.weight": np.ones(h, np.float32),
-                    **{f"{p}.self_attn.{x}_proj.weight": block[:h * h].reshape(h, h) for x in "qkvo"},
-                    f"{p}.mlp.gate_proj.weight": block.reshape(inter, h), f"{p}.mlp.up_proj.weight": block.reshape(inter, h),
-                    f"{p}.mlp.down_proj.weight": block.reshape(h, inter)}
-    save_file(tensors, str(folder / "model.safetensors"))
-    config = {**LLAMA_CONFIG, "hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 8,
-              "num_key_value_heads": 8}
-    (folder / "config.json").write_text(json.dumps(config))
-    shutil.copy(Workshop(root / "w", root / "shared").tokenizer_model(), folder / "tokenizer.model")
-    return folder
+    return tiny_llama(Workshop(root / "w", root / "shared"), size={"hidden_size": 1024, "intermediate_size": 2816,
+                                                                   "num_hidden_layers": 4, "num_attention_heads": 8,
+                                                                   "num_key_value_heads": 8})
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zstandard
 
 import pyconv
 
 from .conftest import file_digests, run_cli
-from .corpus import LLAMA_CONFIG, Workshop, llama_tensors, tiny_llama
+from .corpus import Workshop, tiny_llama
 
 
 def sha256(path: Path) -> str:
@@ -36,20 +35,10 @@ def compress_to(path: Path, data: bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-layer LLaMA with wide random f32 weights (about 24 MB): several of zstd's 8 MB jobs."""
-    from safetensors.numpy import save_file
-
+    """A one-layer LLaMA 1024 wide (about 24 MB of f32): several of zstd's 8 MB jobs."""
     root = tmp_path_factory.mktemp("zstd")
-    folder = tiny_llama(Workshop(root / "w", root / "shared"))
-    rng = np.random.default_rng(3)
-    shapes = {n: (s[0], 1024) if len(s) == 2 else (1024,) for n, s in llama_tensors(LLAMA_CONFIG).items()}
-    shapes |= {"model.layers.0.mlp.down_proj.weight": (1024, 16), "model.layers.0.self_attn.q_proj.weight": (1024, 1024),
-               "model.layers.0.self_attn.k_proj.weight": (1024, 1024), "model.layers.0.self_attn.v_proj.weight": (1024, 1024),
-               "model.layers.0.self_attn.o_proj.weight": (1024, 1024)}
-    save_file({n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({**LLAMA_CONFIG, "hidden_size": 1024, "num_attention_heads": 8,
-                                                    "num_key_value_heads": 8}))
-    return folder
+    return tiny_llama(Workshop(root / "w", root / "shared"), size={"hidden_size": 1024, "intermediate_size": 1024,
+                                                                   "num_attention_heads": 8, "num_key_value_heads": 8})
 
 
 def test_zst_beside_gguf_is_the_file_and_reproducible(medium: Path, tmp_path: Path) -> None:
