@@ -340,6 +340,15 @@ def _zip_bomb(w: Workshop) -> Path:
     return path
 
 
+def _multi_disk(path: Path) -> Path:
+    """A torch file with a zip64 locator (torch.save writes one) saying the archive spans two disks."""
+    torch_zip(path, pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}), {"0": bytes(8)})
+    blob = path.read_bytes()
+    end = blob.rfind(b"PK\x05\x06")
+    path.write_bytes(blob[:end] + b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 2) + blob[end:])
+    return path
+
+
 def _central_directory_offset(blob: bytes) -> int:
     end = blob.rfind(b"PK\x05\x06")
     return int(struct.unpack_from("<I", blob, end + 16)[0])
@@ -595,6 +604,7 @@ CASES: list[Case] = [
                                                         {"0": bytes(8)}, declared_pickle_size=5), "cannot read zip member 'archive/data.pkl'"),
     Case("torch-zip-version-6.4", lambda w: torch_zip(w.path("v64.pt"), pickle_bytes({"w": rebuilt_tensor(StorageRef("0", 2), 0, (2,), (1,))}),
                                                       {"0": bytes(8)}, pickle_zip_version=64), "broken zip directory (zip file version 6.4)"),
+    Case("torch-zip-multi-disk", lambda w: _multi_disk(w.path("disks.pt")), "zipfiles that span multiple disks are not supported"),
     Case("torch-compressed-storage", _compressed_storage, "zip member 'archive/data/0' is compressed"),
     Case("torch-storage-size-lie", _torch("lie.pt", lambda w: {"w": rebuilt_tensor(StorageRef("0", 2**62), 0, (2,), (1,))}, {"0": bytes(8)}),
          "the pickle says 18446744073709551616"),

@@ -364,9 +364,9 @@ def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None)
         raise ConversionError(f"cannot read: {e.strerror}", file=path) from None
     with f:
         fd, size = f.fileno(), os.fstat(f.fileno()).st_size
-        if not zipfile.is_zipfile(f):
-            raise _refuse_non_zip(path, os.pread(fd, 512, 0))
         try:
+            if not zipfile.is_zipfile(f):
+                raise _refuse_non_zip(path, os.pread(fd, 512, 0))
             archive = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # the last: a version zipfile lacks
             raise ConversionError(f"broken zip directory ({e})", file=path) from None
