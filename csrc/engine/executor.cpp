@@ -304,6 +304,7 @@ class Worker {
   // elements after its start.
   void copy_part(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& box, DType work,
                  uint8_t* base, uint64_t dst_off) {
+    release_if_dense(sv, src_off, box);
     if (sv.dtype == work && field.bits == 0) {
       uint8_t* dst = base + dst_off / sv.unit_elems * sv.unit_bytes;
       StridedBox ub = box;  // in units (blocks for quantized types)
@@ -322,6 +323,21 @@ class Worker {
     } else {
       convert_box(sv, field, src_off, box, 0, work, base + dst_off * elem_bytes(work));
     }
+  }
+
+  // A strided read (a permuted or sliced view) whose source span is not much larger than what it
+  // reads is released with the chunk: nothing else is likely to need those pages. Sparse reads
+  // (transposes cut into column bands) keep their pages until the whole tensor is done.
+  void release_if_dense(const SourceView& sv, int64_t src_off, const StridedBox& box) {
+    uint64_t span = 1, count = 1;
+    for (int d = 0; d < box.ndim; ++d) {
+      if (box.shape[d] == 0) return;
+      span += static_cast<uint64_t>((box.shape[d] - 1) * box.src_strides[d]);
+      count *= static_cast<uint64_t>(box.shape[d]);
+    }
+    if (span > 2 * count) return;
+    const uint64_t first = static_cast<uint64_t>(src_off) / sv.unit_elems;
+    released_.push_back({&sv, first, (static_cast<uint64_t>(src_off) + span + sv.unit_elems - 1) / sv.unit_elems});
   }
 
   // Same-type copy; splits the box until each piece lies in one segment.
@@ -577,7 +593,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
             prefix.written(r.tensor->file, r.tensor->offset + row_nbytes(r.tensor->out, b.flat_begin));
           }
           w.release_consumed();
-          if (!stats_phase && r.chunks_left.fetch_sub(1) == 1) {
+          if (r.chunks_left.fetch_sub(1) == 1) {
             // tensor complete: hand back whatever strided reads left resident
             for (const Part& p : r.tensor->parts) {
               if (numel(p.shape) == 0) continue;
@@ -658,6 +674,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
       reports.push_back(rep);
       r.chunk_stats.clear();
     }
+    for (auto& rp : runs) rp->chunks_left = rp->geo.count;  // the write pass counts chunks again
     run_phase(write_tasks, false);
   }
   if (!error.empty()) throw Error(error);
