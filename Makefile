@@ -44,7 +44,7 @@ test: $(BUILT)
 # The readers fuzzed for longer than the suite's bounded run (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(BUILT)
-	PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)
 	$(PY) -m benchmarks.run

@@ -10,6 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The suite's property tests draw the same examples on every run, so a red CI run is a real bug
+# and reproducible; `make fuzz` (HYPOTHESIS_PROFILE=explore) draws new ones each time.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 os.environ.setdefault("PYCONV_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
