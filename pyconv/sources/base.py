@@ -59,9 +59,14 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)   # e.g. safetensors __metadata__
     config: dict[str, Any] | None = None        # config.json when there is one
     extra: dict[str, Any] = field(default_factory=dict)      # reader-specific facts (GGUF KVs, ...)
+    # where config.json and the tokenizer are when not beside the weights (a ZeRO tag folder's parent)
+    side_folder: Path | None = None
 
     @property
     def folder(self) -> Path:
+        """The folder of the small files around the weights: config, tokenizer, generation config."""
+        if self.side_folder is not None:
+            return self.side_folder
         return self.path if self.path.is_dir() else self.path.parent
 
     @property

@@ -387,4 +387,5 @@ def open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
         if isinstance(zero.model.get(key), (str, int)):
             extra[key] = zero.model[key]
     files = [tf.path for tf in zero.models] + [tf.path for tf in zero.optim]
-    return Checkpoint("zero", path, tensors, files, config=read_config(folder.parent), extra=extra)
+    # HF's Trainer keeps config.json and the tokenizer beside 'latest', above the tag folder
+    return Checkpoint("zero", path, tensors, files, config=read_config(folder.parent), extra=extra, side_folder=folder.parent)
