@@ -242,12 +242,10 @@ def pickle_bytes(root: Any) -> bytes:
 
 
 def torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None, *,
-              compress_pickle: bool = False, declared_pickle_size: int | None = None, pickle_zip_version: int | None = None) -> Path:
+              declared_pickle_size: int | None = None, pickle_zip_version: int | None = None) -> Path:
     """A file laid out as torch.save lays one out, around any pickle."""
     with zipfile.ZipFile(path, "w") as z:
-        info = zipfile.ZipInfo("archive/data.pkl")
-        info.compress_type = zipfile.ZIP_DEFLATED if compress_pickle else zipfile.ZIP_STORED
-        z.writestr(info, data_pkl)
+        z.writestr("archive/data.pkl", data_pkl)
         z.writestr("archive/byteorder", "little")
         for key, data in (storages or {}).items():
             z.writestr(f"archive/data/{key}", data)

@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from .conftest import run_cli
-from .corpus import LLAMA_CONFIG, Workshop, tiny_llama
+from .corpus import Workshop, tiny_llama
 
 PLUGIN = '''
 """A pyconv plugin: LLaMA's table under another class name, and a reader for folders of raw tensor files."""
