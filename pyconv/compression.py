@@ -55,8 +55,13 @@ def compress_file(source: Path, dest: Path, threads: int) -> None:
     # zstd's single-threaded mode (0 workers) writes other bytes than its multi-threaded one
     workers = threads or os.cpu_count() or 1
     compressor = zstandard.ZstdCompressor(level=LEVEL, threads=workers, write_checksum=True, write_content_size=True)
+    # a chunk at a time from Python, so that Ctrl-C is noticed between chunks rather than after the whole
+    # file, and an interrupted frame is simply dropped (a stream writer would try to end it on the way out)
+    packer = compressor.compressobj(size=source.stat().st_size)
     with source.open("rb") as src, dest.open("wb") as out:
-        compressor.copy_stream(src, out, size=source.stat().st_size, read_size=CHUNK, write_size=CHUNK)
+        while chunk := src.read(CHUNK):
+            out.write(packer.compress(chunk))
+        out.write(packer.flush())
         out.flush()
         os.fsync(out.fileno())
 

@@ -170,15 +170,18 @@ def test_file_size_limit_leaves_nothing(model: Path, tmp_path: Path, target: str
 
 # --- Ctrl-C --------------------------------------------------------------------------------------
 
-def interrupt_mid_write(cmd: list[str], parent: Path) -> subprocess.CompletedProcess[str]:
-    """Start ``cmd``, wait until it writes under a temporary name in ``parent``, then press Ctrl-C."""
+def interrupt_mid_write(cmd: list[str], parent: Path, writing: str = "pyconv") -> subprocess.CompletedProcess[str]:
+    """Start ``cmd``, wait until it writes a temporary file in ``parent`` whose name holds ``writing``, then
+    press Ctrl-C."""
     before = set(os.listdir(parent))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not any("pyconv" in n for n in set(os.listdir(parent)) - before):
-        time.sleep(0.005)
+    while proc.poll() is None and time.monotonic() < deadline and not any(
+            "pyconv" in n and writing in n for n in set(os.listdir(parent)) - before):
+        time.sleep(0.002)
     assert proc.poll() is None, "the conversion ended before it could be interrupted"
-    time.sleep(0.05)  # well inside the engine's run: it writes for seconds at this chunk size
+    if writing == "pyconv":
+        time.sleep(0.05)  # well inside the engine's run: it writes for seconds at this chunk size
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
@@ -187,6 +190,15 @@ def interrupt_mid_write(cmd: list[str], parent: Path) -> subprocess.CompletedPro
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_ctrl_c_mid_write_leaves_nothing(model: Path, tmp_path: Path, target: str) -> None:
     r = interrupt_mid_write(convert_cmd(model, tmp_path / TARGETS[target][0], target, *SLOW), tmp_path)
+    assert r.returncode == 130, r.stderr
+    assert one_line(r.stderr) == "pyconv: interrupted; no output was written"
+    assert listing(tmp_path) == []
+
+
+def test_ctrl_c_while_compressing_leaves_nothing(model: Path, tmp_path: Path) -> None:
+    """Ctrl-C after the engine, while the finished file streams into its .zst."""
+    cmd = convert_cmd(model, tmp_path / "out.gguf", "gguf", "--threads", "1", "-q", "--compress", "zstd", "--no-fingerprint")
+    r = interrupt_mid_write(cmd, tmp_path, writing=".zst.")
     assert r.returncode == 130, r.stderr
     assert one_line(r.stderr) == "pyconv: interrupted; no output was written"
     assert listing(tmp_path) == []
