@@ -102,6 +102,8 @@ def declared_size(path: Path) -> int | None:
             magic = int.from_bytes(head[:4], "little")
             if len(head) >= 8 and magic & 0xFFFFFFF0 == _SKIPPABLE_MAGIC:
                 at += 8 + int.from_bytes(head[4:8], "little")
+                if at > size:
+                    raise ConversionError(f"is truncated: a skippable zstd frame ends past the {size} bytes of the file", file=path)
                 continue
             if len(head) < 4 or magic != _FRAME_MAGIC:
                 raise ConversionError(f"is not a zstd stream (no frame starts at byte {at})", file=path)

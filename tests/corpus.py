@@ -610,6 +610,8 @@ CASES: list[Case] = [
                                          {"0": bytes(4)}), "more bytes than a file can hold"),
     # zstd-compressed inputs
     Case("zst-truncated", _zst("model.safetensors.zst", lambda: zst_bytes(_good_safetensors_bytes())[:-9]), "is truncated"),
+    Case("zst-skippable-past-end", _zst("model.gguf.zst", lambda: struct.pack("<II", 0x184D2A5E, 1 << 20) + bytes(16)),
+         "a skippable zstd frame ends past the"),
     Case("zst-garbage", _zst("model.gguf.zst", lambda: b"GGUF" * 64), "is not a zstd stream (no frame starts at byte 0)"),
     Case("zst-checksum", _zst("model.safetensors.zst", lambda: (lambda b: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:])(
         zst_bytes(_good_safetensors_bytes()))), "cannot decompress it"),
