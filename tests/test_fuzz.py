@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import pyconv
 from pyconv import dtypes
+from pyconv.compression import opened
 from pyconv.errors import ConversionError
 from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
@@ -37,7 +38,7 @@ from pyconv.sources.base import Checkpoint
 from pyconv.sources.gguf import read_gguf
 from pyconv.sources.safetensors import read_file
 
-from .corpus import (LLAMA_CONFIG, Call, Global, StorageRef, Workshop, gguf_str, gguf_tensor_info,
+from .corpus import (LLAMA_CONFIG, Call, Global, StorageRef, Workshop, gguf_str, gguf_tensor_info, zst_bytes,
                      memory_cap, pickle_bytes, rebuilt_tensor, safetensors_bytes, st_entry, tiny_llama, torch_zip)
 
 EXAMPLES = int(os.environ.get("PYCONV_FUZZ_EXAMPLES", "0"))
@@ -200,6 +201,33 @@ def test_gguf_structure(scratch: Callable[[], Path], blob: bytes) -> None:
         inside_files(g.tensors)
         for t in g.tensors.values():
             assert t.nbytes == dtypes.nbytes(t.dtype, math.prod(t.shape))
+
+
+# --- zstd-compressed inputs ----------------------------------------------------------------------
+
+@fuzz(200)
+@given(edits=st.lists(st.tuples(st.integers(0, 1 << 12), st.integers(0, 255)), max_size=6), cut=st.none() | st.integers(0, 64),
+       frames=st.integers(1, 3))
+def test_zst_input_frames(scratch: Callable[[], Path], edits: list[tuple[int, int]], cut: int | None, frames: int) -> None:
+    """A safetensors file compressed in one or more frames, with bytes changed or the end cut off."""
+    blob = bytearray(b"".join(zst_bytes(part) for part in _split(safetensors_bytes({"w": st_entry("F32", [64], 0, 256)},
+                                                                                    bytes(range(256))), frames)))
+    for at, value in edits:
+        blob[at % len(blob)] = value
+    folder = scratch()
+    path = folder / "model.safetensors.zst"
+    path.write_bytes(bytes(blob if cut is None else blob[: len(blob) - cut]))
+
+    def read() -> Checkpoint:
+        with opened(path, ConvertOptions(), near=folder) as ck:
+            return ck
+    outcome(read)
+    assert [p.name for p in folder.iterdir()] == ["model.safetensors.zst"]  # the temporary copy is gone
+
+
+def _split(data: bytes, parts: int) -> list[bytes]:
+    step = -(-len(data) // parts)
+    return [data[i:i + step] for i in range(0, len(data), step)]
 
 
 # --- torch zip + pickle ----------------------------------------------------------------------------
