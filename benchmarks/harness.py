@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -52,16 +53,23 @@ def memory_cap(limit: int) -> Iterator[Path]:
         (group / "memory.limit_in_bytes").write_text(str(limit))
         yield group
     finally:
-        group.rmdir()
+        for _ in range(50):  # a killed member may take a moment to leave the group
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, str] | None = None,
-            cwd: Path | None = None, note: str = "", cgroup: Path | None = None) -> Measurement:
+            cwd: Path | None = None, note: str = "", cgroup: Path | None = None,
+            timeout: float | None = None) -> Measurement:
     """Run ``cmd`` to completion and return its wall time, CPU time and peak RSS.
 
     GNU time forks the command from its own small image: a child forked from this Python process
     would start with our RSS as its high-water mark and inflate every small tool's peak. With
-    ``cgroup`` the command (and GNU time) run inside that memory cgroup.
+    ``cgroup`` the command (and GNU time) run inside that memory cgroup. A run still going after
+    ``timeout`` seconds is stopped (its whole process group) and reported as failed.
     """
     if not Path(TIME).exists():
         raise SystemExit(f"{TIME} is needed to measure peak RSS (Debian package 'time')")
@@ -71,13 +79,24 @@ def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, 
         if cgroup is not None:  # join the group first, then become the timed command
             timed = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *timed]
         start = time.perf_counter()
-        proc = subprocess.run(timed, env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(timed, env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stderr = proc.communicate(timeout=timeout)[1]
+            stopped = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stderr = proc.communicate()[1]
+            stopped = True
         wall = time.perf_counter() - start
         fields = report.read().split()
+    if stopped or len(fields) < 3:  # GNU time itself was killed: no report of the command's rusage
+        return Measurement(label, wall, 0.0, 0, input_bytes, proc.returncode or -9,
+                           f"stopped after {timeout:.0f} s, unfinished" if stopped else "no report from GNU time")
     user, system, max_kb = float(fields[-3]), float(fields[-2]), int(fields[-1])
     if proc.returncode != 0 and not note:
-        note = (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]
-    if proc.returncode != 0 and "signal 9" in " ".join(fields) + proc.stderr:
+        note = (stderr.strip().splitlines() or ["failed"])[-1][:200]
+    if proc.returncode != 0 and "signal 9" in " ".join(fields) + stderr:
         note = "killed by the kernel (out of memory)"
     return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
 

@@ -25,12 +25,17 @@ from .synth import SHAPES, ensure_checkpoint
 IMG = ROOT / "docs" / "img"
 
 
+# a capped run that thrashes instead of being killed is stopped and reported as unfinished
+CAPPED_TIMEOUT_S = 900
+
+
 def one(label: str, cmd: list[str], shards: list[Path], out: Path, note: str = "", cgroup: Path | None = None) -> Measurement:
     remove(out)
     out.mkdir(parents=True)
     subprocess.run(["sync"], check=True)
     warm_page_cache(shards)
-    m = measure(label, cmd, input_bytes=total_size(shards), cwd=ROOT, note=note, cgroup=cgroup)
+    m = measure(label, cmd, input_bytes=total_size(shards), cwd=ROOT, note=note, cgroup=cgroup,
+                timeout=CAPPED_TIMEOUT_S if cgroup is not None else None)
     print(f"  {label}: {m.wall_s:.1f} s, {m.gbps:.2f} GB/s, CPU {m.cpu_s:.1f} s, peak RSS {m.peak_rss / 1e6:.0f} MB"
           + ("" if m.ok else f" — {m.note}"), file=sys.stderr, flush=True)
     remove(out)
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1b,3b,7b")
     ap.add_argument("--cap", default="1GB", help="memory cap for the capped runs (cgroup)")
-    ap.add_argument("--keep", action="store_true", help="keep the generated checkpoints (13.5 GB for 7b)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated checkpoints (13.8 GB for 7b)")
     args = ap.parse_args(argv)
     sizes = args.sizes.split(",")
     cap = parse_size(args.cap)
