@@ -47,7 +47,7 @@ fuzz: $(BUILT)
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)
-	$(PY) -m benchmarks.run
+	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd
 
 clean:
 	rm -rf build .build.lock $(VENV) demo-out bench-data

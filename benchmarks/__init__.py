@@ -1,1 +1,2 @@
-"""Throughput and peak-RSS benchmarks; run with ``make bench`` or ``python -m benchmarks.run``."""
+"""The repository's benchmark runs at model scale (scale.py) and against DeepSpeed (zero.py); the
+per-job benchmark is ``pyconv bench`` (pyconv/bench), which ``make bench`` runs on bench-data/."""

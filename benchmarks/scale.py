@@ -17,11 +17,13 @@ from pathlib import Path
 
 from pyconv.units import parse_size
 
-from .harness import Measurement, markdown_table, measure, memory_cap, remove, total_size, warm_page_cache
-from .reference import reference_converter
-from .run import DATA, PY, ROOT, add_tokenizer, pyconv_cmd
-from .synth import SHAPES, ensure_checkpoint
+from pyconv.bench.harness import Measurement, markdown_table, measure, memory_cap, remove, total_size, warm_page_cache
+from pyconv.bench.jobs import PY, add_tokenizer, pyconv_cmd
+from pyconv.bench.reference import reference_converter
+from pyconv.bench.synth import SHAPES, ensure_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench-data"
 IMG = ROOT / "docs" / "img"
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         print(f"{size}: generating or reusing the checkpoint", file=sys.stderr, flush=True)
         src, shards = ensure_checkpoint(size, DATA)
-        add_tokenizer(src)
+        add_tokenizer(src, DATA)
         rows = [
             one("cp", ["cp", *map(str, shards), str(out)], shards, out, "copy into page cache"),
             one("pyconv → GGUF f16", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out),

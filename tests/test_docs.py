@@ -5,6 +5,7 @@ without touching this file. Each runs in a fresh folder holding the inputs it na
 INPUTS below from real models (SmolLM2-135M, the test fixtures of each family); a command naming an
 input the table does not know fails, saying so. A usage line (``pyconv convert SRC -o OUT [--to …]``)
 is run in its required form, and every option its brackets name must be one the command has.
+``pyconv bench`` commands run their jobs on the tiny shape, one round each.
 """
 
 from __future__ import annotations
@@ -237,6 +238,10 @@ def test_doc_command_runs_as_printed(command: Command, inputs: Inputs, tmp_path:
                 shutil.copytree(entry, target, symlinks=True)
             else:
                 target.symlink_to(entry)
+    env = {**os.environ, **DOC_ENV}
+    if args.command == "bench":  # the same jobs on the tiny shape, once each, on data shared by the session
+        words = [*words, "--size", "tiny", "--rounds", "1"]
+        env["PYCONV_BENCH_DATA"] = str(inputs.root / "bench-data")
     r = subprocess.run([sys.executable, "-m", "pyconv", *words[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, **DOC_ENV})
+                       env=env)
     assert r.returncode == 0, f"{command.id}: `{command.text}` exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"

@@ -1,26 +1,24 @@
 """Conversion throughput and peak RSS of pyconv against `cp` and the usual tools, in one run.
 
-    python -m benchmarks.run --size 1b --jobs safetensors --threads 1,2
-
-Inputs are synthetic LLaMA-shaped bf16 checkpoints (benchmarks/synth.py) kept under bench-data/.
+Inputs are synthetic LLaMA-shaped bf16 checkpoints (synth.py) kept in the data folder and reused.
 Every contender reads the same warm page cache; outputs are deleted and flushed between runs.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import platform
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import ConversionError
 from .harness import Measurement, files_in, markdown_table, measure, remove, total_size, warm_page_cache
 from .synth import SHAPES, ensure_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench-data"
 PY = sys.executable
 # (label, command, note[, what the output came to: appended to the note after a successful run])
 Job = tuple[str, list[str], str] | tuple[str, list[str], str, Callable[[], str]]
@@ -30,9 +28,9 @@ def pyconv_cmd(src: Path, out: Path, *extra: str) -> list[str]:
     return [PY, "-m", "pyconv", "convert", str(src), "-o", str(out), "-q", *extra]
 
 
-def safetensors_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[tuple[str, list[str], str]]:
+def safetensors_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
     out = work / "out"
-    jobs = [
+    jobs: list[Job] = [
         ("cp", ["cp", *map(str, shards), str(out)], "copy of the shards into page cache"),
         ("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], "copy, then flushed to disk"),
     ]
@@ -40,16 +38,16 @@ def safetensors_jobs(src: Path, shards: list[Path], work: Path, threads: list[in
         jobs.append((f"pyconv bf16→f16 safetensors, {n} thread{'s' if n > 1 else ''}",
                      pyconv_cmd(src, out, "--to", "safetensors", "--outtype", "f16", "--threads", str(n)),
                      "includes fsync of the output"))
-    jobs.append(("safetensors load + torch cast + save", [PY, "-m", "benchmarks.python_way", str(src), str(out), "float16"],
+    jobs.append(("safetensors load + torch cast + save", [PY, "-m", "pyconv.bench.python_way", str(src), str(out), "float16"],
                  "one shard at a time"))
     return jobs
 
 
-def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[tuple[str, list[str], str]]:
+def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
     from .reference import reference_converter
 
-    ref = reference_converter(DATA)
-    jobs = []
+    ref = reference_converter(work.parent)
+    jobs: list[Job] = []
     for outtype in ("f16", "q8_0"):
         out = work / "out" / f"model-{outtype}.gguf"
         for n in threads:
@@ -61,8 +59,8 @@ def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
     return jobs
 
 
-def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[tuple[str, list[str], str]]:
-    jobs = []
+def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
+    jobs: list[Job] = []
     for outtype in ("tq2_0", "i2_s"):
         out = work / "out" / f"model-{outtype}.gguf"
         cmd = pyconv_cmd(src, out, "--outtype", outtype, "--ternarize", "absmean", "--threads", str(threads[-1]))
@@ -99,22 +97,33 @@ JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], Sequence[Job]]] = 
 }
 
 
-def add_tokenizer(src: Path) -> None:
-    """GGUF needs a tokenizer: the synthetic models use SmolLM2's 49152-token one (the demo's folder)."""
-    if (src / "tokenizer.json").exists():
-        return
-    from pyconv.demo import smollm2_hf
+def add_tokenizer(src: Path, data: Path, tokenizer: Path | None = None) -> None:
+    """GGUF needs a tokenizer: ``tokenizer`` (a tokenizer.json or the folder holding it) or, by
+    default, SmolLM2's 49152-token one, which every synthetic shape's vocabulary is sized for."""
+    if tokenizer is None:
+        if (src / "tokenizer.json").exists():
+            return
+        from ..demo import smollm2_hf
 
-    hf = smollm2_hf(DATA / "smollm2-hf-f32")
+        tokenizer = smollm2_hf(data / "smollm2-hf-f32")
+    folder = tokenizer if tokenizer.is_dir() else tokenizer.parent
+    if not (folder / "tokenizer.json").is_file():
+        raise ConversionError("holds no tokenizer.json for the GGUF jobs", file=folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(hf / name, src / name)
+        if (folder / name).is_file():
+            shutil.copy(folder / name, src / name)
 
 
-def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[list[Measurement], Path]:
-    src, shards = ensure_checkpoint(size, DATA)
+def run(size: str, jobs: list[str], threads: list[int], rounds: int, data: Path,
+        tokenizer: Path | None = None) -> tuple[list[Measurement], Path]:
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise ConversionError(f"unknown benchmark job {', '.join(unknown)}; jobs are {', '.join(JOBS)}")
+    print(f"checkpoint: {size} in {data} (generated on first use, then reused)", file=sys.stderr, flush=True)
+    src, shards = ensure_checkpoint(size, data)
     if any(j != "safetensors" for j in jobs):
-        add_tokenizer(src)
-    work = DATA / "work"
+        add_tokenizer(src, data, tokenizer)
+    work = data / "work"
     remove(work)
     work.mkdir(parents=True)
     input_bytes = total_size(shards)
@@ -127,7 +136,7 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[li
                 (work / "out").mkdir()
                 subprocess.run(["sync"], check=True)
                 warm_page_cache(shards)
-                m = measure(label, cmd, input_bytes=input_bytes, cwd=ROOT, note=note)
+                m = measure(label, cmd, input_bytes=input_bytes, note=note)
                 if m.ok and describe:  # what the output came to, read before it is removed
                     m.note = f"{note}; {describe[0]()}"
                 if best is None or (m.ok and m.wall_s < best.wall_s):
@@ -135,27 +144,19 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int) -> tuple[li
             assert best is not None
             results.append(best)
             print(f"{label}: {best.wall_s:.2f} s, {best.gbps:.3f} GB/s, peak RSS {best.peak_rss / 1e6:.0f} MB"
-                  + ("" if best.ok else f" FAILED {best.note}"), file=sys.stderr)
+                  + ("" if best.ok else f" FAILED {best.note}"), file=sys.stderr, flush=True)
             remove(work / "out")
+    remove(work)
     return results, src
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="1b", choices=sorted(SHAPES))
-    ap.add_argument("--jobs", default="safetensors", help=f"comma-separated: {', '.join(JOBS)}")
-    ap.add_argument("--threads", default="1,2", help="pyconv thread counts, comma-separated")
-    ap.add_argument("--rounds", type=int, default=2, help="runs per contender; the best is reported")
-    args = ap.parse_args(argv)
-    jobs = [j for j in args.jobs.split(",") if j]
-    results, src = run(args.size, jobs, [int(t) for t in args.threads.split(",")], args.rounds)
-    shape = SHAPES[args.size]
-    print(f"\nInput: {src.name}, {shape.params / 1e9:.2f} B parameters, {total_size(files_in(src)) / 1e9:.2f} GB; "
-          f"{platform.processor() or platform.machine()}, best of {args.rounds}, warm page cache.\n")
-    print(markdown_table(results, baseline="cp"))
-    print(f"\nCommand: python -m benchmarks.run --size {args.size} --jobs {args.jobs} --threads {args.threads} --rounds {args.rounds}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def report(results: list[Measurement], src: Path, size: str, rounds: int, command: str, as_json: bool) -> str:
+    shape = SHAPES[size]
+    if as_json:
+        return json.dumps({"input": str(src), "parameters": shape.params, "input_bytes": total_size(files_in(src)),
+                           "rounds": rounds, "command": command, "runs": [asdict(m) | {"gbps": m.gbps} for m in results]},
+                          indent=2)
+    return (f"Input: {src.name}, {shape.params / 1e9:.2f} B parameters, {total_size(files_in(src)) / 1e9:.2f} GB; "
+            f"{platform.processor() or platform.machine()}, best of {rounds}, warm page cache.\n\n"
+            f"{markdown_table(results, baseline='cp')}\n\n"
+            f"Command: {command}")

@@ -63,15 +63,14 @@ class LlamaShape:
         }
 
 
+# Every shape but 300m (the ZeRO run, which needs no tokenizer) has SmolLM2's 49152-token vocabulary,
+# so that one tokenizer fits them all: a 32000-row embedding cannot hold its ids.
 SHAPES = {
-    "tiny": LlamaShape(256, 688, 2, 4, 2, 1024),
+    "tiny": LlamaShape(256, 688, 2, 4, 2, 49152),  # 0.03 B parameters, 0.05 GB bf16: for trying the jobs out
     "300m": LlamaShape(1024, 2816, 20, 16, 16, 32000),
-    # TinyLlama-1.1B shapes with SmolLM2's 49152-token vocabulary: 1.17 B parameters, 2.34 GB bf16
-    "1b": LlamaShape(2048, 5632, 22, 32, 4, 49152),
-    # OpenLLaMA-3B and LLaMA-2-7B shapes, each with that vocabulary too so every size takes the same
-    # tokenizer (a 32000-row embedding cannot hold its ids): 3.54 B parameters, 7.1 GB bf16; 6.88 B, 13.8 GB
-    "3b": LlamaShape(3200, 8640, 26, 32, 32, 49152),
-    "7b": LlamaShape(4096, 11008, 32, 32, 32, 49152),
+    "1b": LlamaShape(2048, 5632, 22, 32, 4, 49152),  # TinyLlama-1.1B shapes: 1.17 B parameters, 2.34 GB bf16
+    "3b": LlamaShape(3200, 8640, 26, 32, 32, 49152),  # OpenLLaMA-3B shapes: 3.54 B, 7.1 GB
+    "7b": LlamaShape(4096, 11008, 32, 32, 32, 49152),  # LLaMA-2-7B shapes: 6.88 B, 13.8 GB
 }
 
 
