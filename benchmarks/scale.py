@@ -27,6 +27,7 @@ DATA = ROOT / "bench-data"
 IMG = ROOT / "docs" / "img"
 
 
+PYCONV_NOTE = "fsync; sha256 of inputs and output"
 # a capped run that thrashes instead of being killed is stopped and reported as unfinished
 CAPPED_TIMEOUT_S = 900
 
@@ -61,23 +62,25 @@ def main(argv: list[str] | None = None) -> int:
         add_tokenizer(src, DATA)
         rows = [
             one("cp", ["cp", *map(str, shards), str(out)], shards, out, "copy into page cache"),
-            one("pyconv → GGUF f16", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out),
+            one("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], shards, out, "copy, flushed to disk"),
+            one("pyconv → GGUF f16", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out, PYCONV_NOTE),
             one("convert_hf_to_gguf.py → GGUF f16", [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "f16"],
                 shards, out),
         ]
         if size == sizes[-1]:
             rows += [
-                one("pyconv → GGUF q8_0", pyconv_cmd(src, out / "m.gguf", "--outtype", "q8_0"), shards, out),
+                one("pyconv → GGUF q8_0", pyconv_cmd(src, out / "m.gguf", "--outtype", "q8_0"), shards, out, PYCONV_NOTE),
                 one("pyconv → GGUF tq2_0 (absmean)", pyconv_cmd(src, out / "m.gguf", "--outtype", "tq2_0", "--ternarize", "absmean"),
-                    shards, out),
-                one("pyconv → HF safetensors f16", pyconv_cmd(src, out / "hf", "--to", "hf", "--outtype", "f16"), shards, out),
+                    shards, out, PYCONV_NOTE),
+                one("pyconv → HF safetensors f16", pyconv_cmd(src, out / "hf", "--to", "hf", "--outtype", "f16"), shards, out,
+                    "fsync; sha256 of inputs and outputs in the model card"),
                 one("convert_hf_to_gguf.py → GGUF q8_0", [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "q8_0"],
                     shards, out),
             ]
             with memory_cap(cap) as group:
                 rows += [
                     one(f"pyconv → GGUF f16 under a {args.cap} cap", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out,
-                        cgroup=group),
+                        PYCONV_NOTE, cgroup=group),
                     one(f"convert_hf_to_gguf.py → GGUF f16 under a {args.cap} cap",
                         [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "f16"], shards, out, cgroup=group),
                 ]

@@ -96,9 +96,20 @@ def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, 
     user, system, max_kb = float(fields[-3]), float(fields[-2]), int(fields[-1])
     if proc.returncode != 0 and not note:
         note = (stderr.strip().splitlines() or ["failed"])[-1][:200]
-    if proc.returncode != 0 and "signal 9" in " ".join(fields) + stderr:
-        note = "killed by the kernel (out of memory)"
+    if cgroup is not None and _oom_kills(cgroup) > 0:
+        note = "killed by the kernel's OOM killer at the cgroup's memory limit"
+    elif proc.returncode == 128 + signal.SIGKILL:  # GNU time exits with 128 + the signal that ended the command
+        note = "killed (SIGKILL)"
     return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
+
+
+def _oom_kills(cgroup: Path) -> int:
+    """How many of the group's processes the OOM killer ended (cgroup v1 keeps the count per group)."""
+    for line in (cgroup / "memory.oom_control").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return 0
 
 
 def warm_page_cache(paths: Sequence[Path]) -> None:
