@@ -54,6 +54,9 @@ def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
             jobs.append((f"pyconv → GGUF {outtype}, {n} thread{'s' if n > 1 else ''}",
                          pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(n)),
                          "includes fsync, sha256 of inputs and output"))
+        jobs.append((f"pyconv → GGUF {outtype}, {threads[-1]} threads, no sidecars",
+                     pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(threads[-1]), "--no-fingerprint"),
+                     "the same without the .sha256/.meta.json fingerprints"))
         jobs.append((f"convert_hf_to_gguf.py → GGUF {outtype}", [PY, str(ref), str(src), "--outfile", str(out), "--outtype", outtype],
                      "llama.cpp's converter, same checkpoint"))
     return jobs
