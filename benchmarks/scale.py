@@ -35,7 +35,6 @@ CAPPED_TIMEOUT_S = 900
 def one(label: str, cmd: list[str], shards: list[Path], out: Path, note: str = "", cgroup: Path | None = None) -> Measurement:
     remove(out)
     out.mkdir(parents=True)
-    subprocess.run(["sync"], check=True)
     warm_page_cache(shards)
     m = measure(label, cmd, input_bytes=total_size(shards), cwd=ROOT, note=note, cgroup=cgroup,
                 timeout=CAPPED_TIMEOUT_S if cgroup is not None else None)

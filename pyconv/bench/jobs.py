@@ -137,7 +137,6 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int, data: Path,
             for _ in range(rounds):
                 remove(work / "out")
                 (work / "out").mkdir()
-                subprocess.run(["sync"], check=True)
                 warm_page_cache(shards)
                 m = measure(label, cmd, input_bytes=input_bytes, note=note)
                 if m.ok and describe:  # what the output came to, read before it is removed

@@ -2,8 +2,9 @@
 
 Run with ``torchrun --nproc_per_node N`` (or, for one rank, with RANK/WORLD_SIZE/... set). Each
 argument after ``--out`` is a JSON run description ``{"name", "stage", "dtype", "model", ...}``
-(optional: "groups", "zero", "grad_accum_dtype", "sizes" for the transformers config, "steps", and
-"references": false to save only the checkpoint);
+(optional: "groups", "zero", "grad_accum_dtype", "sizes" for the transformers config, "steps",
+"optimizer": "sgd" for one without states and "init_dtype": "bf16" to build the model in bf16, which
+let a larger model fit in RAM, and "references": false to save only the checkpoint);
 one process group trains them one after another, so the launch and DeepSpeed import are paid once.
 
 For every run ``<out>/<name>/`` gets:
@@ -182,11 +183,15 @@ def train_and_save(run: dict[str, Any], out: Path) -> None:
 
         get_accelerator().is_fp16_supported = lambda: True
     torch.manual_seed(1234)
+    if run.get("init_dtype") == "bf16":
+        torch.set_default_dtype(torch.bfloat16)
     model, vocab = build_model(run["model"], run.get("sizes", {}))
+    torch.set_default_dtype(torch.float32)
+    optimizer_class = torch.optim.SGD if run.get("optimizer") == "sgd" else torch.optim.AdamW
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=param_groups(model, run.get("groups", 1)),
-        optimizer=torch.optim.AdamW(param_groups(model, run.get("groups", 1)), lr=1e-2),
+        optimizer=optimizer_class(param_groups(model, run.get("groups", 1)), lr=1e-2),
         config=ds_config(run),
     )
     gen = torch.Generator().manual_seed(99 + rank)
