@@ -113,13 +113,8 @@ def _oom_kills(cgroup: Path) -> int:
 
 
 def warm_page_cache(paths: Sequence[Path]) -> None:
-    """Start every contender from the same page cache: the inputs in it and, where this process may
-    (root), nothing else. Left-over cache would make the next writer pay for reclaiming it."""
+    """Start every contender from a page cache holding its inputs, with earlier outputs flushed."""
     subprocess.run(["sync"], check=True)
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3")
-    except OSError:
-        pass
     for p in paths:
         with p.open("rb") as f:
             while f.read(16 << 20):
