@@ -1,7 +1,7 @@
 """One way to time a command and read its peak RSS, shared by every benchmark.
 
-Each measured command runs as a child process; ``os.wait4`` returns that child's own rusage, so
-peak RSS (ru_maxrss) and CPU seconds belong to it alone. Baselines run in the same session.
+Each measured command runs as its own process under GNU time, which reports that command's CPU
+seconds and peak RSS alone. Baselines run in the same session, on the same inputs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConversionError
 
 TIME = "/usr/bin/time"
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -47,7 +48,7 @@ def memory_cap(limit: int) -> Iterator[Path]:
     memory, page cache included; past it the kernel reclaims cache and OOM-kills anonymous growth."""
     group = CGROUP_MEMORY / f"pyconv-bench-{os.getpid()}"
     if not CGROUP_MEMORY.is_dir():
-        raise SystemExit(f"{CGROUP_MEMORY} is not mounted: no memory cgroup to cap runs with")
+        raise ConversionError(f"{CGROUP_MEMORY} is not mounted: no memory cgroup to cap runs with")
     group.mkdir()
     try:
         (group / "memory.limit_in_bytes").write_text(str(limit))
@@ -72,7 +73,7 @@ def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, 
     ``timeout`` seconds is stopped (its whole process group) and reported as failed.
     """
     if not Path(TIME).exists():
-        raise SystemExit(f"{TIME} is needed to measure peak RSS (Debian package 'time')")
+        raise ConversionError(f"{TIME} is needed to measure peak RSS (Debian package 'time')")
     full_env = {**os.environ, **(env or {})}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         timed = [TIME, "-q", "-f", "%U %S %M", "-o", report.name, *cmd]

@@ -8,6 +8,8 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+from ..errors import ConversionError
+
 PACKAGE, VERSION = "llama-cpp-python", "0.3.36"
 MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
 
@@ -25,7 +27,7 @@ def reference_converter(root: Path) -> Path:
             index = r.read().decode()
         url = re.search(rf'href="([^"#]*{re.escape(name)})', index)
         if url is None:
-            raise SystemExit(f"{name} is not on PyPI's simple index")
+            raise ConversionError(f"{name} is not on PyPI's simple index")
         urllib.request.urlretrieve(url.group(1), sdist)
     prefix = f"llama_cpp_python-{VERSION}/"
     with tarfile.open(sdist) as tar:
