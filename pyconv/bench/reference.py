@@ -1,10 +1,13 @@
 """llama.cpp's own converter (convert_hf_to_gguf.py + its gguf-py), fetched from the
-llama-cpp-python source package on PyPI and unpacked under bench-data/ (never committed)."""
+llama-cpp-python source package and unpacked in the benchmark's data folder."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tarfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -15,25 +18,33 @@ MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversio
 
 
 def reference_converter(root: Path) -> Path:
-    """Path of convert_hf_to_gguf.py, downloading the sdist on first use."""
+    """Path of convert_hf_to_gguf.py, downloading the sdist on first use from the package index pip
+    is configured with (``PIP_INDEX_URL``, else PyPI)."""
     folder = root / f"llama.cpp-converter-{VERSION}"
     script = folder / "convert_hf_to_gguf.py"
     if script.exists():
         return script
     name = f"llama_cpp_python-{VERSION}.tar.gz"
     sdist = root / name
+    root.mkdir(parents=True, exist_ok=True)
     if not sdist.exists():
-        with urllib.request.urlopen(f"https://pypi.org/simple/{PACKAGE}/", timeout=60) as r:
+        index_url = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/") + f"/{PACKAGE}/"
+        with urllib.request.urlopen(index_url, timeout=60) as r:
             index = r.read().decode()
-        url = re.search(rf'href="([^"#]*{re.escape(name)})', index)
-        if url is None:
-            raise ConversionError(f"{name} is not on PyPI's simple index")
-        urllib.request.urlretrieve(url.group(1), sdist)
+        href = re.search(rf'href="([^"#]*{re.escape(name)})', index)
+        if href is None:
+            raise ConversionError(f"{name} is not on the package index {index_url}")
+        partial = sdist.with_name(name + ".partial")
+        urllib.request.urlretrieve(urllib.parse.urljoin(index_url, href.group(1)), partial)
+        partial.rename(sdist)
     prefix = f"llama_cpp_python-{VERSION}/"
+    unpacking = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(unpacking, ignore_errors=True)
     with tarfile.open(sdist) as tar:
         for m in tar.getmembers():
             rel = m.name[len(prefix):] if m.name.startswith(prefix) else ""
             if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in MEMBERS) and (m.isfile() or m.isdir()):
                 m.name = rel[len("vendor/llama.cpp/"):]
-                tar.extract(m, folder, filter="data")
+                tar.extract(m, unpacking, filter="data")
+    unpacking.rename(folder)
     return script
