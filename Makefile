@@ -17,7 +17,10 @@ PYTEST_ARGS ?=
 
 install: $(BUILT)
 
+# GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests).
 $(DEPS): requirements/test.txt
+	test -x /usr/bin/time || { apt-get update -q && apt-get install -y -q time; } \
+	  || { echo "GNU time is needed: install the Debian package 'time' (as root)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
