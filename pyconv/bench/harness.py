@@ -153,6 +153,6 @@ def markdown_table(rows: Sequence[Measurement], *, baseline: str | None = None) 
     lines = [head, sep]
     for m in rows:
         ratio = f" {m.gbps / base.gbps:.2f} |" if base and base.ok and m.ok else (" |" if base else "")
-        status = m.note if m.ok else f"FAILED: {m.note}"
+        status = (m.note if m.ok else f"FAILED: {m.note}").replace("|", "\\|")  # a | in a cell would end it
         lines.append(f"| {m.label} | {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss / 1e6:.0f} | {m.gbps:.3f} |{ratio} {status} |")
     return "\n".join(lines)
