@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyconv.units import parse_size
 
-from pyconv.bench.harness import Measurement, markdown_table, measure, memory_cap, remove, total_size, warm_page_cache
+from pyconv.bench.harness import Measurement, best_of, markdown_table, memory_cap, remove
 from pyconv.bench.jobs import PY, add_tokenizer, pyconv_cmd
 from pyconv.bench.reference import reference_converter
 from pyconv.bench.synth import SHAPES, ensure_checkpoint
@@ -34,20 +34,8 @@ CAPPED_TIMEOUT_S = 900
 
 
 def one(label: str, cmd: list[str], shards: list[Path], out: Path, note: str = "", cgroup: Path | None = None) -> Measurement:
-    remove(out)
-    out.mkdir(parents=True)
-    runs = []
-    for _ in range(ROUNDS):
-        warm_page_cache(shards)
-        runs.append(measure(label, cmd, input_bytes=total_size(shards), cwd=ROOT, note=note, cgroup=cgroup,
-                            timeout=CAPPED_TIMEOUT_S if cgroup is not None else None))
-        remove(out)
-        out.mkdir(parents=True)
-    m = min(runs, key=lambda r: (not r.ok, r.wall_s))
-    print(f"  {label}: {m.wall_s:.1f} s, {m.gbps:.2f} GB/s, CPU {m.cpu_s:.1f} s, peak RSS {m.peak_rss / 1e6:.0f} MB"
-          + ("" if m.ok else f" — {m.note}"), file=sys.stderr, flush=True)
-    remove(out)
-    return m
+    return best_of(ROUNDS, label, cmd, inputs=shards, out=out, note=note, cgroup=cgroup,
+                   timeout=CAPPED_TIMEOUT_S if cgroup is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:

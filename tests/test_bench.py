@@ -59,3 +59,15 @@ def test_bench_refuses_unknown_jobs_sizes_and_counts(tmp_path: Path, cli: Callab
         assert r.returncode == 1
         assert r.stderr.strip().splitlines() == [f"pyconv: error: {message}"], r.stderr
     assert not any(tmp_path.iterdir())  # refused before generating anything
+
+
+def test_a_checkpoint_made_for_another_shape_is_made_again(tmp_path: Path) -> None:
+    src, shards = ensure_checkpoint("tiny", tmp_path)
+    first = shards[0].stat().st_mtime_ns
+    assert ensure_checkpoint("tiny", tmp_path) == (src, shards) and shards[0].stat().st_mtime_ns == first  # reused
+    (src / ".complete").write_text(json.dumps({"shape": {"hidden": 1}, "shards": ["x.safetensors"]}))
+    _src, again = ensure_checkpoint("tiny", tmp_path)
+    assert again == shards and shards[0].stat().st_mtime_ns != first
+    (src / ".complete").write_text("model-00001-of-00001.safetensors\n")  # the older record's form
+    assert ensure_checkpoint("tiny", tmp_path)[1] == shards
+    assert load_file(shards[0])["model.embed_tokens.weight"].shape == (49152, 256)

@@ -10,9 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +96,35 @@ def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, 
         return Measurement(label, wall, 0.0, 0, input_bytes, proc.returncode or -9,
                            f"stopped after {timeout:.0f} s, unfinished" if stopped else "no report from GNU time")
     user, system, max_kb = float(fields[-3]), float(fields[-2]), int(fields[-1])
-    if proc.returncode != 0 and not note:
+    if proc.returncode != 0:  # what went wrong replaces what the row would have said
         note = (stderr.strip().splitlines() or ["failed"])[-1][:200]
     if cgroup is not None and _oom_kills(cgroup) > 0:
         note = "killed by the kernel's OOM killer at the cgroup's memory limit"
     elif proc.returncode == 128 + signal.SIGKILL:  # GNU time exits with 128 + the signal that ended the command
         note = "killed (SIGKILL)"
     return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
+
+
+def best_of(rounds: int, label: str, cmd: Sequence[str], *, inputs: Sequence[Path], out: Path, note: str = "",
+            describe: Callable[[], str] | None = None, cgroup: Path | None = None,
+            timeout: float | None = None) -> Measurement:
+    """The fastest successful of ``rounds`` runs (else the fastest failure), each writing into an
+    emptied ``out`` folder from a page cache holding ``inputs``; ``describe`` tells what the output
+    came to, read before it is removed. A line per row goes to stderr as it finishes."""
+    runs = []
+    for _ in range(rounds):
+        remove(out)
+        out.mkdir(parents=True)
+        warm_page_cache(inputs)
+        m = measure(label, cmd, input_bytes=total_size(inputs), note=note, cgroup=cgroup, timeout=timeout)
+        if m.ok and describe is not None:
+            m.note = f"{note}; {describe()}"
+        runs.append(m)
+    remove(out)
+    best = min(runs, key=lambda r: (not r.ok, r.wall_s))
+    print(f"  {label}: {best.wall_s:.2f} s, {best.gbps:.3f} GB/s, CPU {best.cpu_s:.1f} s, peak RSS {best.peak_rss / 1e6:.0f} MB"
+          + ("" if best.ok else f" FAILED: {best.note}"), file=sys.stderr, flush=True)
+    return best
 
 
 def _oom_kills(cgroup: Path) -> int:

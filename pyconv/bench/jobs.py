@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConversionError
-from .harness import Measurement, files_in, markdown_table, measure, remove, total_size, warm_page_cache
+from .harness import Measurement, best_of, files_in, markdown_table, remove, total_size
 from .synth import SHAPES, ensure_checkpoint
 
 PY = sys.executable
@@ -128,25 +128,8 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int, data: Path,
     work = data / "work"
     remove(work)
     work.mkdir(parents=True)
-    input_bytes = total_size(shards)
-    results: list[Measurement] = []
-    for job in jobs:
-        for label, cmd, note, *describe in JOBS[job](src, shards, work, threads):
-            best: Measurement | None = None
-            for _ in range(rounds):
-                remove(work / "out")
-                (work / "out").mkdir()
-                warm_page_cache(shards)
-                m = measure(label, cmd, input_bytes=input_bytes, note=note)
-                if m.ok and describe:  # what the output came to, read before it is removed
-                    m.note = f"{note}; {describe[0]()}"
-                if best is None or (m.ok and m.wall_s < best.wall_s):
-                    best = m
-            assert best is not None
-            results.append(best)
-            print(f"{label}: {best.wall_s:.2f} s, {best.gbps:.3f} GB/s, peak RSS {best.peak_rss / 1e6:.0f} MB"
-                  + ("" if best.ok else f" FAILED {best.note}"), file=sys.stderr, flush=True)
-            remove(work / "out")
+    results = [best_of(rounds, label, cmd, inputs=shards, out=work / "out", note=note, describe=describe[0] if describe else None)
+               for job in jobs for label, cmd, note, *describe in JOBS[job](src, shards, work, threads)]
     remove(work)
     return results, src
 

@@ -6,9 +6,10 @@ Weights are seeded N(0, 0.02^2) in bf16 (norms are ones), so every run converts 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +128,15 @@ def ensure_checkpoint(size: str, root: Path) -> tuple[Path, list[Path]]:
     """The checkpoint for ``size`` under ``root``, generated on first use."""
     folder = root / f"llama-{size}-bf16"
     done = folder / ".complete"
-    if not done.exists():
+    shape = asdict(SHAPES[size])
+    try:
+        record = json.loads(done.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if record.get("shape") != shape:  # missing, unfinished, or made for another definition of the size
+        if folder.exists():
+            shutil.rmtree(folder)
         shards = write_checkpoint(SHAPES[size], folder)
-        done.write_text("\n".join(p.name for p in shards))
-    names = done.read_text().split()
-    return folder, [folder / n for n in names]
+        record = {"shape": shape, "shards": [p.name for p in shards]}
+        done.write_text(json.dumps(record))
+    return folder, [folder / n for n in record["shards"]]
