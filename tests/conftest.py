@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,6 +31,13 @@ def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float
     """Run the installed ``pyconv`` command in a fresh process."""
     cmd = [sys.executable, "-m", "pyconv", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_interruptible(cmd: list[str]) -> subprocess.Popen[str]:
+    """Start ``cmd`` with Ctrl-C's default action, whatever this process inherited: a suite started
+    in the background by a non-interactive shell ignores SIGINT, and its children would too."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import file_digests, run_cli, save_safetensors
+from .conftest import file_digests, run_cli, save_safetensors, start_interruptible
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_ctrl_c_leaves_nothing_and_exits_130(tmp_path: Path, big_model: Path) ->
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pyconv", "convert", str(big_model), "-o", str(out), "--to", "safetensors",
            "--outtype", "f16", "--threads", "1", "--chunk-size", "4KiB"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_interruptible(cmd)
     deadline = time.monotonic() + 60
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)  # wait until the engine is writing into its staging folder

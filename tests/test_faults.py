@@ -21,7 +21,7 @@ import pytest
 
 import pyconv
 
-from .conftest import file_digests
+from .conftest import file_digests, start_interruptible
 from .corpus import Workshop, tiny_llama
 
 # (output name, extra arguments) per target
@@ -174,7 +174,7 @@ def interrupt_mid_write(cmd: list[str], parent: Path, writing: str = "pyconv") -
     """Start ``cmd``, wait until it writes a temporary file in ``parent`` whose name holds ``writing``, then
     press Ctrl-C."""
     before = set(os.listdir(parent))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_interruptible(cmd)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and not any(
             "pyconv" in n and writing in n for n in set(os.listdir(parent)) - before):
