@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from dataclasses import asdict
@@ -24,7 +25,6 @@ from pyconv.bench.synth import SHAPES, ensure_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data"
 IMG = ROOT / "docs" / "img"
-
 
 PYCONV_NOTE = "fsync; sha256 of inputs and output"
 # best of two: on this VM a writer allocating pages just freed elsewhere ran up to 2× slower once
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     cap = parse_size(args.cap)
     ref = reference_converter(DATA)
     out = DATA / "work" / "scale-out"
+
+    def reference(src: Path, outtype: str) -> list[str]:
+        return [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", outtype]
+
     results: dict[str, list[Measurement]] = {}
     for size in sizes:
         print(f"{size}: generating or reusing the checkpoint", file=sys.stderr, flush=True)
@@ -57,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             one("cp", ["cp", *map(str, shards), str(out)], shards, out, "copy into page cache"),
             one("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], shards, out, "copy, flushed to disk"),
             one("pyconv → GGUF f16", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out, PYCONV_NOTE),
-            one("convert_hf_to_gguf.py → GGUF f16", [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "f16"],
-                shards, out),
+            one("convert_hf_to_gguf.py → GGUF f16", reference(src, "f16"), shards, out),
         ]
         if size == sizes[-1]:
             rows += [
@@ -67,15 +70,14 @@ def main(argv: list[str] | None = None) -> int:
                     shards, out, PYCONV_NOTE),
                 one("pyconv → HF safetensors f16", pyconv_cmd(src, out / "hf", "--to", "hf", "--outtype", "f16"), shards, out,
                     "fsync; sha256 of inputs and outputs in the model card"),
-                one("convert_hf_to_gguf.py → GGUF q8_0", [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "q8_0"],
-                    shards, out),
+                one("convert_hf_to_gguf.py → GGUF q8_0", reference(src, "q8_0"), shards, out),
             ]
             with memory_cap(cap) as group:
                 rows += [
                     one(f"pyconv → GGUF f16 under a {args.cap} cap", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out,
                         PYCONV_NOTE, cgroup=group),
-                    one(f"convert_hf_to_gguf.py → GGUF f16 under a {args.cap} cap",
-                        [PY, str(ref), str(src), "--outfile", str(out / "m.gguf"), "--outtype", "f16"], shards, out, cgroup=group),
+                    one(f"convert_hf_to_gguf.py → GGUF f16 under a {args.cap} cap", reference(src, "f16"), shards, out,
+                        cgroup=group),
                 ]
         results[size] = rows
         if not args.keep and size != sizes[-1]:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         params = SHAPES[size].params
         print(f"\n### {size}: {params / 1e9:.2f} B parameters, {rows[0].input_bytes / 1e9:.2f} GB bf16\n")
         print(markdown_table(rows, baseline="cp"))
-    print(f"\n{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, warm page cache, best of {ROUNDS}; "
+    print(f"\n{platform.machine()}, {len(os.sched_getaffinity(0))} cores, warm page cache, best of {ROUNDS}; "
           f"command: python -m benchmarks.scale --sizes {args.sizes} --cap {args.cap}")
     return 0
 
