@@ -13,14 +13,26 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ConversionError
 from .harness import Measurement, best_of, files_in, markdown_table, remove, total_size
 from .synth import SHAPES, ensure_checkpoint
 
 PY = sys.executable
-# (label, command, note[, what the output came to: appended to the note after a successful run])
-Job = tuple[str, list[str], str] | tuple[str, list[str], str, Callable[[], str]]
+
+
+class Job(NamedTuple):
+    """One row of the table: a contender's command and what the row says about it."""
+
+    label: str
+    cmd: list[str]
+    note: str
+    describe: Callable[[], str] | None = None  # what the output came to, appended to the note after a success
+
+
+def threads_label(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
 
 
 def pyconv_cmd(src: Path, out: Path, *extra: str) -> list[str]:
@@ -30,14 +42,14 @@ def pyconv_cmd(src: Path, out: Path, *extra: str) -> list[str]:
 def safetensors_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
     out = work / "out"
     jobs: list[Job] = [
-        ("cp", ["cp", *map(str, shards), str(out)], "copy of the shards into page cache"),
-        ("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], "copy, then flushed to disk"),
+        Job("cp", ["cp", *map(str, shards), str(out)], "copy of the shards into page cache"),
+        Job("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], "copy, then flushed to disk"),
     ]
     for n in threads:
-        jobs.append((f"pyconv bf16→f16 safetensors, {n} thread{'s' if n > 1 else ''}",
+        jobs.append(Job(f"pyconv bf16→f16 safetensors, {threads_label(n)}",
                      pyconv_cmd(src, out, "--to", "safetensors", "--outtype", "f16", "--threads", str(n)),
                      "includes fsync of the output"))
-    jobs.append(("safetensors load + torch cast + save", [PY, "-m", "pyconv.bench.python_way", str(src), str(out), "float16"],
+    jobs.append(Job("safetensors load + torch cast + save", [PY, "-m", "pyconv.bench.python_way", str(src), str(out), "float16"],
                  "one shard at a time"))
     return jobs
 
@@ -50,13 +62,13 @@ def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
     for outtype in ("f16", "q8_0"):
         out = work / "out" / f"model-{outtype}.gguf"
         for n in threads:
-            jobs.append((f"pyconv → GGUF {outtype}, {n} thread{'s' if n > 1 else ''}",
+            jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(n)}",
                          pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(n)),
                          "includes fsync, sha256 of inputs and output"))
-        jobs.append((f"pyconv → GGUF {outtype}, {threads[-1]} threads, no sidecars",
+        jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(threads[-1])}, no sidecars",
                      pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(threads[-1]), "--no-fingerprint"),
                      "the same without the .sha256/.meta.json fingerprints"))
-        jobs.append((f"convert_hf_to_gguf.py → GGUF {outtype}", [PY, str(ref), str(src), "--outfile", str(out), "--outtype", outtype],
+        jobs.append(Job(f"convert_hf_to_gguf.py → GGUF {outtype}", [PY, str(ref), str(src), "--outfile", str(out), "--outtype", outtype],
                      "llama.cpp's converter, same checkpoint"))
     return jobs
 
@@ -66,10 +78,10 @@ def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) 
     for outtype in ("tq2_0", "i2_s"):
         out = work / "out" / f"model-{outtype}.gguf"
         cmd = pyconv_cmd(src, out, "--outtype", outtype, "--ternarize", "absmean", "--threads", str(threads[-1]))
-        jobs.append((f"pyconv → GGUF {outtype} (absmean), {threads[-1]} threads", cmd,
+        jobs.append(Job(f"pyconv → GGUF {outtype} (absmean), {threads_label(threads[-1])}", cmd,
                      "two passes over the projections: mean |W|, then pack; sha256 of inputs and output"))
-        # sha256 runs at about 1.3 GiB/s on one core: above, hashing the input alone outlasts the conversion
-        jobs.append((f"pyconv → GGUF {outtype} (absmean), {threads[-1]} threads, no sidecars", [*cmd, "--no-fingerprint"],
+        # the difference between the two rows is what the fingerprints' sha256 of every byte costs
+        jobs.append(Job(f"pyconv → GGUF {outtype} (absmean), {threads_label(threads[-1])}, no sidecars", [*cmd, "--no-fingerprint"],
                      "the same without the .sha256/.meta.json fingerprints"))
     return jobs
 
@@ -86,8 +98,8 @@ def zstd_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
             return f"{gguf_bytes / 1e9:.2f} GB .gguf"
         return f"{gguf_bytes / 1e9:.2f} GB .gguf, {packed.stat().st_size / 1e9:.2f} GB .zst ({packed.stat().st_size / gguf_bytes:.0%})"
 
-    return [(f"pyconv → GGUF f16, {threads[-1]} threads", cmd, "includes fsync, sha256 of inputs and output", sizes),
-            (f"pyconv → GGUF f16 + .zst, {threads[-1]} threads", [*cmd, "--compress", "zstd"],
+    return [Job(f"pyconv → GGUF f16, {threads_label(threads[-1])}", cmd, "includes fsync, sha256 of inputs and output", sizes),
+            Job(f"pyconv → GGUF f16 + .zst, {threads_label(threads[-1])}", [*cmd, "--compress", "zstd"],
              "the same, then zstd level 3 on as many threads, streamed, with its own sha256", sizes)]
 
 
@@ -128,19 +140,20 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int, data: Path,
     work = data / "work"
     remove(work)
     work.mkdir(parents=True)
-    results = [best_of(rounds, label, cmd, inputs=shards, out=work / "out", note=note, describe=describe[0] if describe else None)
-               for job in jobs for label, cmd, note, *describe in JOBS[job](src, shards, work, threads)]
+    results = [best_of(rounds, r.label, r.cmd, inputs=shards, out=work / "out", note=r.note, describe=r.describe)
+               for job in jobs for r in JOBS[job](src, shards, work, threads)]
     remove(work)
     return results, src
 
 
 def report(results: list[Measurement], src: Path, size: str, rounds: int, command: str, as_json: bool) -> str:
     shape = SHAPES[size]
+    input_bytes = total_size(files_in(src))
     if as_json:
-        return json.dumps({"input": str(src), "parameters": shape.params, "input_bytes": total_size(files_in(src)),
+        return json.dumps({"input": str(src), "parameters": shape.params, "input_bytes": input_bytes,
                            "rounds": rounds, "command": command, "runs": [asdict(m) | {"gbps": m.gbps} for m in results]},
                           indent=2)
-    return (f"Input: {src.name}, {shape.params / 1e9:.2f} B parameters, {total_size(files_in(src)) / 1e9:.2f} GB; "
+    return (f"Input: {src.name}, {shape.params / 1e9:.2f} B parameters, {input_bytes / 1e9:.2f} GB; "
             f"{platform.processor() or platform.machine()}, best of {rounds}, warm page cache.\n\n"
             f"{markdown_table(results, baseline='cp')}\n\n"
             f"Command: {command}")
