@@ -18,7 +18,6 @@ SAFETENSORS_NAMES = {
     "I64": "i64", "I32": "i32", "I16": "i16", "I8": "i8", "U8": "u8", "BOOL": "bool",
     "U16": "u16", "U32": "u32", "U64": "u64", "F8_E4M3": "f8_e4m3", "F8_E5M2": "f8_e5m2",
 }
-TO_SAFETENSORS = {v: k for k, v in SAFETENSORS_NAMES.items()}
 
 NUMPY_TYPES: dict[str, type[np.generic]] = {
     "f64": np.float64, "f32": np.float32, "f16": np.float16,

@@ -145,15 +145,6 @@ def warm_page_cache(paths: Sequence[Path]) -> None:
                 pass
 
 
-def drop_from_page_cache(paths: Sequence[Path]) -> None:
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dtypes
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -78,7 +76,3 @@ class Checkpoint:
         for t in self.tensors.values():
             out[t.dtype] = out.get(t.dtype, 0) + t.nbytes
         return out
-
-
-def expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
-    return dtypes.nbytes(dtype, math.prod(shape))
