@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConversionError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["ConversionError", "__version__", "convert", "dequantize", "inspect", "quantize"]
 

@@ -8,31 +8,55 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .compression import FORMATS
 from .errors import ConversionError
-from .units import format_bytes, parse_size
+from .options import (
+    COMPRESS_GROUP,
+    CONVERT,
+    FLAGS,
+    GGUF_GROUP,
+    HF_GROUP,
+    PART_OF,
+    PARTS,
+    QUANTIZE,
+    ConvertOptions,
+)
+from .units import format_bytes
+from .version import __version__
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+# where each command shows the flags of each part of the options (None: among the command's own arguments)
+CONVERT_GROUPS: dict[str, str | None] = {"common": None, "source": None, "hf": HF_GROUP, "native": HF_GROUP, "gguf": GGUF_GROUP,
+                                         "quant": GGUF_GROUP, "compression": COMPRESS_GROUP}
+QUANTIZE_GROUPS: dict[str, str | None] = {"common": None, "quant": None, "compression": COMPRESS_GROUP}
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ConversionError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def add_option_flags(parser: argparse.ArgumentParser, command: str, groups: Mapping[str, str | None]) -> None:
+    """The flags ``command`` takes, from the option classes' fields, each in its help section."""
+    sections: dict[str | None, argparse._ActionsContainer] = {}
+    for title in groups.values():
+        if title not in sections:
+            sections[title] = parser if title is None else parser.add_argument_group(title)
+    for part, title in groups.items():
+        for f in fields(PARTS[part]):
+            for spec in f.metadata.get(FLAGS, ()):
+                if command not in spec.commands:
+                    continue
+                settings = dict(spec.settings)
+                if settings.get("action") not in ("store_true", "store_false"):  # those default to what they do not store
+                    settings.setdefault("default", list(f.default) if isinstance(f.default, tuple) else f.default)
+                sections[spec.group or title].add_argument(*spec.names, dest=f.name, **settings)
 
 
-def _threads(text: str) -> int:
-    n = int(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError("threads must be 0 (all CPUs) or more")
-    return n
+def options_from(args: argparse.Namespace, **fixed: Any) -> ConvertOptions:
+    """The options the command line set (repeated flags as tuples), plus ``fixed`` ones."""
+    given = {name: getattr(args, name) for name in PART_OF if hasattr(args, name)}
+    return ConvertOptions.of(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}, **fixed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,52 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "a DeepSpeed ZeRO checkpoint folder, a GGUF file, or a trainer checkpoint (latest_step.txt / step_N)")
     c.add_argument("-o", "--output", metavar="OUT", help="output file or folder (NeoBERT trainer checkpoints "
                    "default to outputs/<run>/hf/<run>_<step>)")
-    c.add_argument("--to", help="output format: safetensors, gguf, hf, native (default: from OUT's suffix)")
-    c.add_argument("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s (default: keep)")
-    c.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
-    c.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)")
-    c.add_argument("--dry-run", action="store_true", help="print the plan and check disk space; write nothing")
-    c.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
-    c.add_argument("--chunk-size", type=_size, metavar="SIZE", help="engine work buffer per thread (default 4MiB)")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    c.add_argument("--strip-prefix", action="append", default=[], metavar="PREFIX", dest="strip_prefixes",
-                   help="remove PREFIX from the start of source tensor names (repeatable; e.g. _orig_mod. module.)")
-    c.add_argument("--zero-weights", choices=("master", "module"), default="master",
-                   help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
-                        "training-dtype copy (stages 1/2)")
-    c.add_argument("--arch", help="force an architecture table instead of detecting it from config.json")
-    h = c.add_argument_group("Hugging Face folders and trainer checkpoints (--to hf, --to native)")
-    h.add_argument("--include-pytorch-bin", action="store_true", help="also write pytorch_model.bin (torch.load-able)")
-    h.add_argument("--allow-decoder-bias-drop", action="store_true",
-                   help="NeoBERT: drop a masked-LM decoder bias (the change to the logits is reported)")
-    h.add_argument("--vocab-size", type=int, metavar="N", help="pad (zero rows) or truncate embedding and output head to N")
-    h.add_argument("--layout", choices=("fused", "hf"), default="fused",
-                   help="native: fused trainer projections (kv, gate_up; GPT-2 as [out, in]) or HF's own tensors")
-    h.add_argument("--tp-size", type=int, default=1, metavar="N", help="native: split into N tensor-parallel rank files")
-    h.add_argument("--step", type=int, metavar="N", help="native: the step folder to write (default: the source's, else 0)")
-    g = c.add_argument_group("GGUF output")
-    g.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json or tokenizer.model to embed (default: beside the weights)")
-    g.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name, when pyconv cannot recognise it")
-    g.add_argument("--split-max-size", type=_size, metavar="SIZE", help="split into llama.cpp gguf-split shards of at most SIZE tensor bytes")
-    g.add_argument("--split-max-tensors", type=int, metavar="N", help="split into shards of at most N tensors")
-    g.add_argument("--name", dest="model_name", help="general.name (default: the source folder's name)")
-    g.add_argument("--no-fingerprint", action="store_true", help="skip the .sha256 and .meta.json sidecars")
-    _ternary_args(g)
-    _compress_args(c)
+    add_option_flags(c, CONVERT, CONVERT_GROUPS)
 
     qz = sub.add_parser("quantize", help="re-type a clean F32/F16/BF16 GGUF (e.g. to i2_s)",
                         description="Quantize the tensors of an F32/F16/BF16 GGUF file, keeping its metadata; "
                         "llama.cpp's and BitNet's type rules apply as in convert.")
     qz.add_argument("source", metavar="SRC", help="GGUF file (or the first file of a split set)")
     qz.add_argument("-o", "--output", required=True, metavar="OUT", help="output GGUF file")
-    qz.add_argument("--outtype", type=str.lower, required=True, help="q8_0, tq1_0, tq2_0, i2_s, or f32, f16, bf16")
-    qz.add_argument("--allow-requantize", action="store_true", help="accept a source that already holds quantized tensors")
-    qz.add_argument("--threads", type=_threads, default=0, help="worker threads (default: all CPUs)")
-    qz.add_argument("--dry-run", action="store_true", help="print the plan and check disk space; write nothing")
-    qz.add_argument("--force", action="store_true", help="replace an existing output once the new one is complete")
-    qz.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    _ternary_args(qz)
-    _compress_args(qz)
+    add_option_flags(qz, QUANTIZE, QUANTIZE_GROUPS)
 
     v = sub.add_parser("validate", help="check an output with independent readers and a real runtime",
                        description="Validate a GGUF file (or split set): container, metadata, tensor statistics, llama.cpp probe; "
@@ -125,22 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ternary_args(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--ternarize", choices=("absmean",), help="ternarize the 7 projections as BitNet's forward pass does "
-                   "(default for BitNet models; needed by other models for tq1_0, tq2_0, i2_s)")
-    p.add_argument("--keep-float", action="append", default=[], metavar="PATTERN", dest="keep_float",
-                   help="keep tensors whose GGUF or source name matches this regex float (repeatable)")
-
-
-def _compress_args(p: argparse.ArgumentParser) -> None:
-    z = p.add_argument_group("compressed artifacts")
-    z.add_argument("--compress", choices=FORMATS, help="also write <file>.zst beside a file output (zstd, streamed, "
-                   "multi-threaded, reproducible) with its own .sha256; .zst inputs are read as well")
-    z.add_argument("--compress-only", action="store_true", help="with --compress: keep only the .zst, not the file in it")
-
-
 def _print_plan(result: Any) -> None:
-    plan, lay = result.plan, result.layout
+    plan = result.plan
     rows = [(t.name, "×".join(map(str, t.shape)) or "scalar", t.dtype, format_bytes(t.nbytes), t.recipe() + (f"  ({t.note})" if t.note else ""))
             for t in plan.tensors]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
@@ -154,39 +126,26 @@ def _print_plan(result: Any) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .conversion import convert
-    from .options import DEFAULT_CHUNK_BYTES
+    from .conversion import convert_with
 
     output = args.output
     if output is None:
-        from .sources import default_output
+        from .sources.formats import default_output
 
         output = default_output(args.source)
         if not args.dry_run:
             output.parent.mkdir(parents=True, exist_ok=True)
-    result = convert(args.source, output, to=args.to, outtype=args.outtype, threads=args.threads,
-                     max_shard_size=args.max_shard_size, dry_run=args.dry_run, progress=not args.quiet,
-                     force=args.force, chunk_bytes=args.chunk_size or DEFAULT_CHUNK_BYTES,
-                     strip_prefixes=tuple(args.strip_prefixes), zero_weights=args.zero_weights, arch=args.arch,
-                     tokenizer=args.tokenizer, tokenizer_pre=args.tokenizer_pre, split_max_size=args.split_max_size,
-                     split_max_tensors=args.split_max_tensors, model_name=args.model_name,
-                     fingerprint=not args.no_fingerprint, include_pytorch_bin=args.include_pytorch_bin,
-                     allow_decoder_bias_drop=args.allow_decoder_bias_drop,
-                     vocab_size=args.vocab_size, layout=args.layout, tp_size=args.tp_size, step=args.step,
-                     ternarize=args.ternarize, keep_float=tuple(args.keep_float), compress=args.compress,
-                     compress_only=args.compress_only)
+    result = convert_with(args.source, output, options_from(args))
     _summary(args, result)
     return 0
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from .conversion import convert
+    from .conversion import convert_with
 
     if Path(args.source).suffix != ".gguf":
         raise ConversionError(f"pyconv quantize reads GGUF files; convert {args.source} with pyconv convert")
-    result = convert(args.source, args.output, to="gguf", outtype=args.outtype, threads=args.threads, dry_run=args.dry_run,
-                     progress=not args.quiet, force=args.force, ternarize=args.ternarize, keep_float=tuple(args.keep_float),
-                     allow_requantize=args.allow_requantize, compress=args.compress, compress_only=args.compress_only)
+    result = convert_with(args.source, args.output, options_from(args, to="gguf"))
     _summary(args, result)
     return 0
 
@@ -195,7 +154,7 @@ def _summary(args: argparse.Namespace, result: Any) -> None:
     if args.dry_run:
         _print_plan(result)
         return
-    if args.quiet:
+    if not args.progress:
         return
     rate = result.plan.input_bytes / result.seconds / 1e9 if result.seconds > 0 else 0.0
     print(f"wrote {result.output} ({len(result.plan.tensors)} tensors, {format_bytes(result.bytes_written)}) "

@@ -16,17 +16,18 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from .errors import ConversionError
-from .options import ConvertOptions
-
-if TYPE_CHECKING:
-    from .sources.base import Checkpoint
-    from .targets.staging import Staging
+from .fingerprint import sha256_file
+from .options import COMPRESSION_FORMATS, ConvertOptions
+from .sources.checkpoint import Checkpoint
+from .sources.formats import open_checkpoint
+from .sources.json_files import read_config
+from .targets.staging import Staging, free_bytes, write_synced
+from .units import format_bytes
 
 SUFFIX = ".zst"
-FORMATS = ("zstd",)
 LEVEL = 3  # zstd's default: about as fast as the disk, most of what higher levels gain on weights
 CHUNK = 1 << 20
 _FRAME_MAGIC = 0xFD2FB528
@@ -35,17 +36,18 @@ _SKIPPABLE_MAGIC = 0x184D2A50  # the low four bits are free
 
 def compressed_names(opts: ConvertOptions, folder: bool, files: list[str]) -> tuple[list[str], list[str]]:
     """(names ``--compress`` adds, names ``--compress-only`` leaves out) for an output of ``files``."""
-    if opts.compress is None:
-        if opts.compress_only:
+    wanted = opts.compression
+    if wanted.compress is None:
+        if wanted.compress_only:
             raise ConversionError("--compress-only needs --compress zstd")
         return [], []
-    if opts.compress not in FORMATS:
-        raise ConversionError(f"--compress {opts.compress} is not a format pyconv writes ({', '.join(FORMATS)})")
+    if wanted.compress not in COMPRESSION_FORMATS:
+        raise ConversionError(f"--compress {wanted.compress} is not a format pyconv writes ({', '.join(COMPRESSION_FORMATS)})")
     if folder:
         raise ConversionError("--compress writes a .zst beside a file output (GGUF, a .safetensors file); archive a "
                               "folder output with tar --zstd")
     added = [n for f in files for n in (f + SUFFIX, f + SUFFIX + ".sha256")]
-    return added, files if opts.compress_only else []
+    return added, files if wanted.compress_only else []
 
 
 def compress_file(source: Path, dest: Path, threads: int) -> None:
@@ -68,9 +70,6 @@ def compress_file(source: Path, dest: Path, threads: int) -> None:
 
 def compress_staged(staging: Staging, files: list[str], *, threads: int, keep: bool) -> None:
     """The staged ``files`` compressed beside themselves with a fingerprint each; dropped unless ``keep``."""
-    from .fingerprint import sha256_file
-    from .targets.staging import write_synced
-
     for name in files:
         packed = staging.path(name + SUFFIX)
         try:
@@ -156,11 +155,6 @@ def opened(source: Path, opts: ConvertOptions, near: Path | None = None) -> Iter
     """The checkpoint at ``source``. A ``.zst`` file is decompressed first into a temporary folder in ``near``
     (or its nearest existing parent; the system's temporary folder when None), removed when the block ends;
     the checkpoint then names the .zst as its file and reads config.json and tokenizers from beside it."""
-    from .sources import open_checkpoint
-    from .sources.safetensors import read_config
-    from .targets.staging import free_bytes
-    from .units import format_bytes
-
     if source.suffix != SUFFIX or not source.is_file():
         yield open_checkpoint(source, opts)
         return
@@ -182,6 +176,6 @@ def opened(source: Path, opts: ConvertOptions, near: Path | None = None) -> Iter
             raise ConversionError(e.message, file=source if e.file == str(inner) else e.file, tensor=e.tensor) from None
         ck.path = source
         ck.files = [source if f == inner else f for f in ck.files]
-        if ck.config is None and ck.kind != "gguf":  # the reader looked beside the temporary file
-            ck.config = read_config(source.parent)
+        if ck.config is None and ck.model_folder is not None:  # the reader looked beside the temporary file
+            ck.config = read_config(ck.model_folder)
         yield ck

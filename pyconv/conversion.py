@@ -10,12 +10,12 @@ from typing import Any
 from . import engine
 from .compression import compress_staged, compressed_names, opened
 from .engine import Layout
-from .fingerprint import FollowingHasher, hash_in_background, sha256_file
 from .errors import ConversionError
+from .fingerprint import FollowingHasher, hash_in_background, sha256_file
 from .options import ConvertOptions
 from .plan import Plan
-from .sources import Checkpoint
-from .targets import pick_target
+from .sources.checkpoint import Checkpoint
+from .targets.formats import pick_target
 from .targets.staging import Staging, check_free_space, write_synced
 
 
@@ -44,8 +44,13 @@ def _refuse_overwriting_inputs(ck: Checkpoint, out: Path) -> None:
 
 
 def convert(source: str | Path, output: str | Path, **options: Any) -> ConversionResult:
-    """Convert ``source`` into ``output``. Options are those of ``ConvertOptions``."""
-    opts = ConvertOptions(**options)
+    """Convert ``source`` into ``output``. Options are the fields of ``ConvertOptions``' parts, by name
+    (``outtype="q8_0"``, ``tp_size=2``)."""
+    return convert_with(source, output, ConvertOptions.of(**options))
+
+
+def convert_with(source: str | Path, output: str | Path, opts: ConvertOptions) -> ConversionResult:
+    """Convert ``source`` into ``output`` with ``opts``."""
     out = Path(output)
     # a .zst source is decompressed beside the output, which needs room for what it holds anyway
     with opened(Path(source), opts, near=out.parent) as ck:
@@ -53,7 +58,7 @@ def convert(source: str | Path, output: str | Path, **options: Any) -> Conversio
 
 
 def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResult:
-    target = pick_target(opts.to, out)
+    target = pick_target(opts.common.to, out)
     plan = target.plan(ck, out, opts)
     lay = engine.layout(plan)
     folder = target.is_folder(out)
@@ -66,19 +71,19 @@ def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResul
     needed = lay.total_bytes + sum(len(b) for b in plan.side_files.values())
     needed += lay.total_bytes if compressed else 0  # zstd never writes more than the data, plus a little
     check_free_space(existing, needed)
-    result = ConversionResult(out, plan, lay, ck, opts.dry_run)
-    if opts.dry_run:
+    result = ConversionResult(out, plan, lay, ck, opts.common.dry_run)
+    if opts.common.dry_run:
         return result
-    finish = target.finish if opts.fingerprint else None
+    finish = target.finish if opts.common.fingerprint else None
     if finish is None:
         plan.late_files = []
     names = [f.name for f in plan.files] + list(plan.side_files) + plan.late_files
     names = [n for n in names if n not in uncompressed] + compressed
     sidecars = () if folder else tuple(n for n in names if n != out.name)
     started = time.perf_counter()
-    bar = engine.ProgressBar(f"→ {out.name}", enabled=opts.progress)
+    bar = engine.ProgressBar(f"→ {out.name}", enabled=opts.common.progress)
     try:
-        with Staging(out, folder=folder, force=opts.force, sidecars=sidecars) as staging:
+        with Staging(out, folder=folder, force=opts.common.force, sidecars=sidecars) as staging:
             paths = [staging.path(f.name) for f in plan.files]
             source_hashes = hash_in_background(ck.files) if finish else None
             follower = FollowingHasher(paths) if finish else None
@@ -89,8 +94,8 @@ def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResul
                     follower.advance(prefixes)
 
             try:
-                plan.reports = result.reports = engine.execute(plan, paths, threads=opts.threads,
-                                                               chunk_bytes=opts.chunk_bytes, progress=progress)
+                plan.reports = result.reports = engine.execute(plan, paths, threads=opts.common.threads,
+                                                               chunk_bytes=opts.common.chunk_bytes, progress=progress)
             except BaseException:
                 if follower:
                     follower.stop()
@@ -107,7 +112,7 @@ def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResul
                 except OSError as e:  # a full disk: named by the file the user would have got
                     raise ConversionError(f"cannot write it: {e.strerror}", file=(out if folder else out.parent) / name) from None
             if compressed:
-                compress_staged(staging, [f.name for f in plan.files], threads=opts.threads, keep=not uncompressed)
+                compress_staged(staging, [f.name for f in plan.files], threads=opts.common.threads, keep=not uncompressed)
             staging.commit()
     finally:
         bar.close()

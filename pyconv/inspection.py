@@ -7,11 +7,11 @@ from typing import Any
 
 from .compression import opened
 from .options import ConvertOptions
-from .sources import Checkpoint
+from .sources.checkpoint import Checkpoint
 
 
 def _plain(value: Any) -> Any:
-    """JSON-friendly form of reader extras; long arrays (GGUF vocabularies) become their length."""
+    """JSON-friendly form of what a reader found beside the tensors; long arrays (GGUF vocabularies) become their length."""
     if hasattr(value, "type") and hasattr(value, "value"):  # a GGUF key's typed value
         value = value.value
     if hasattr(value, "tolist"):
@@ -35,11 +35,11 @@ def inspect(path: str | Path) -> dict[str, Any]:
 def _described(ck: Checkpoint) -> dict[str, Any]:
     return {
         "path": str(ck.path),
-        "kind": ck.kind,
+        "kind": ck.format_name,
         "files": [str(f) for f in ck.files],
         "metadata": ck.metadata,
         "config": ck.config,
-        "extra": _plain(ck.extra),
+        "extra": _plain(ck.details()),
         "tensor_count": len(ck.tensors),
         "total_bytes": ck.nbytes,
         "bytes_by_dtype": ck.tensor_bytes_by_dtype(),

@@ -254,6 +254,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # the engine's per-tensor decisions on values (ternarization), once it ran
     reports: list[dict[str, Any]] = field(default_factory=list)
+    # the model's architecture as the output records it (GGUF's .meta.json): the table's, or the source file's
+    architecture: str | None = None
 
     @property
     def tensor_bytes(self) -> int:

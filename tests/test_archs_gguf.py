@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import pyconv
-from pyconv.archs.base import ARCHS, Arch, ExpertStack, detect_arch
-from pyconv.archs.gemma import GEMMA2
-from pyconv.archs.llama import MIXTRAL
+from pyconv import registry
+from pyconv.archs import Arch, ExpertStack
+from pyconv.families.gemma import GEMMA2
+from pyconv.families.llama import MIXTRAL
 
 from .archs_fixtures import (
     FAMILIES,
@@ -218,9 +219,15 @@ def test_gpt2_legacy_checkpoint_drops_mask_buffers(shop: Workshop) -> None:
 
 
 def gate_and_up_swapped(arch: Arch) -> ExpertStack:
-    assert arch.experts is not None
+    assert arch.gguf.experts is not None
     parts = {"w1": gguf.MODEL_TENSOR.FFN_UP_EXP, "w2": gguf.MODEL_TENSOR.FFN_DOWN_EXP, "w3": gguf.MODEL_TENSOR.FFN_GATE_EXP}
-    return dataclasses.replace(arch.experts, parts=parts)
+    return dataclasses.replace(arch.gguf.experts, parts=parts)
+
+
+def without(monkeypatch: pytest.MonkeyPatch, name: str, **gguf_changes: Any) -> None:
+    """Table ``name`` with its GGUF part changed, for this test."""
+    tables = registry.catalog().tables
+    monkeypatch.setitem(tables, name, dataclasses.replace(tables[name], gguf=dataclasses.replace(tables[name].gguf, **gguf_changes)))
 
 
 # Each layout fix, left out of its table: llama.cpp then disagrees with transformers (or refuses the file).
@@ -230,9 +237,9 @@ ABLATIONS = [
     pytest.param("gemma", {"norm_shift": 0.0}, id="gemma-norm-shift"),
     pytest.param("gemma", {"constants": ()}, id="gemma-no-space-prefix"),  # only tokenization changes
     pytest.param("gemma2", {"norm_shift": 0.0}, id="gemma2-norm-shift"),
-    pytest.param("gemma2", {"hparams": tuple(h for h in GEMMA2.hparams if "softcapping" not in h.method)},
+    pytest.param("gemma2", {"hparams": tuple(h for h in GEMMA2.gguf.hparams if "softcapping" not in h.method)},
                  id="gemma2-softcapping"),
-    pytest.param("gemma2", {"hparams": tuple(h for h in GEMMA2.hparams if h.method != "add_sliding_window")},
+    pytest.param("gemma2", {"hparams": tuple(h for h in GEMMA2.gguf.hparams if h.method != "add_sliding_window")},
                  id="gemma2-sliding-window"),
     pytest.param("gpt2", {"transposed": ()}, id="gpt2-conv1d-transpose"),
     pytest.param("mixtral", {"experts": gate_and_up_swapped(MIXTRAL)}, id="mixtral-gate-up-order"),
@@ -242,7 +249,7 @@ ABLATIONS = [
 @pytest.mark.parametrize(("name", "changes"), ABLATIONS)
 def test_a_missing_layout_fix_breaks_parity(shop: Workshop, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
                                              tmp_path: Path, name: str, changes: dict[str, Any]) -> None:
-    monkeypatch.setitem(ARCHS, name, dataclasses.replace(detect_arch(None, [], name), **changes))
+    without(monkeypatch, name, **changes)
     out = tmp_path / f"{name}.gguf"
     pyconv.convert(shop.folder(name), out, outtype="f32", progress=False)
     if "constants" in changes:
@@ -352,7 +359,8 @@ def test_bert_metadata_says_encoder_and_pooling(bert_case: tuple[Path, Path]) ->
 
 def test_bert_without_its_prefix_rule_is_refused(shop: Workshop, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = shop.folder("bert-mlm", build_bert_mlm)
-    monkeypatch.setitem(ARCHS, "bert", dataclasses.replace(detect_arch(None, [], "bert"), prefixes=()))
+    tables = registry.catalog().tables
+    monkeypatch.setitem(tables, "bert", dataclasses.replace(tables["bert"], prefixes=()))
     with pytest.raises(pyconv.ConversionError, match="bert.embeddings"):
         pyconv.convert(folder, shop.root / "x.gguf", dry_run=True)
 
@@ -398,9 +406,9 @@ def test_known_graph_differences_llama_cpp_has(shop: Workshop) -> None:
 
 def test_unknown_architecture_lists_every_supported_one() -> None:
     with pytest.raises(pyconv.ConversionError) as e:
-        detect_arch({"architectures": ["FancyNewForCausalLM"], "model_type": "fancy"}, [])
+        registry.catalog().detect({"architectures": ["FancyNewForCausalLM"], "model_type": "fancy"}, [])
     listed = str(e.value).split("supported: ")[1].split(")")[0].split(", ")
-    assert listed == sorted(ARCHS)
+    assert listed == sorted(registry.catalog().tables)
     assert {*FAMILIES, "bert"} <= set(listed)
 
 

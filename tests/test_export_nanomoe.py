@@ -20,9 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pyconv
-from pyconv.remote_code import remote_code_files
 
-from .reference.hf_folder import assert_clean_load, job, run_probe
+from .reference.hf_folder import assert_clean_load, job, remote_code, run_probe
 from .reference.nanomoe import NanoMoEShape, forward, greedy, next_token_loss, trainer_state_dict
 from .test_remote_code_nanomoe import AUTO_MAP, DENSE, MIXED, TIGHT, TOL
 
@@ -126,7 +125,7 @@ def test_cli_command_writes_the_folder(exports: Exports) -> None:
     assert {"config.json", "model.safetensors", "configuration_nanomoe_gpt.py", "modeling_nanomoe_gpt.py",
             "manager.py", "README.md"} <= {p.name for p in folder.iterdir()}
     for name in ("mixed", "folder"):
-        for path in remote_code_files("nanomoe"):
+        for path in remote_code("nanomoe"):
             assert (exports.dirs[name] / path.name).read_bytes() == path.read_bytes(), (name, path.name)
 
 

@@ -24,10 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pyconv
-from pyconv.remote_code import remote_code_files
 
 from .neobert_fixtures import MODEL_VOCAB, STEP, Run, shape, weights, write_step
-from .reference.hf_folder import assert_clean_load, job, run_probe
+from .reference.hf_folder import assert_clean_load, job, remote_code, run_probe
 from .reference.neobert import additive_pad_mask, hidden_states, mlm_logits
 from .test_remote_code_neobert import (
     AUTO_MAP,
@@ -137,7 +136,7 @@ def test_cli_writes_to_the_trainers_hf_folder(exports: Exports) -> None:
     files = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "pytorch_model.bin", "modeling_neobert.py", "rotary.py",
             "tokenizer.json", "tokenizer_config.json", "README.md"} <= files
-    for path in remote_code_files("neobert"):
+    for path in remote_code("neobert"):
         assert (folder / path.name).read_bytes() == path.read_bytes()
 
 

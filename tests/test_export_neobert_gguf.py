@@ -26,7 +26,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import pyconv
-from pyconv.archs.base import ARCHS, tables
+from pyconv import registry
 from pyconv.validate import validate
 
 from .archs_fixtures import train_wordpiece
@@ -236,10 +236,11 @@ def test_the_hf_export_converts_to_the_same_file(files: Files, tmp_path: Path) -
 def test_a_missing_layout_fix_breaks_parity(files: Files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                              change: str) -> None:
     """Without the regroup pyconv writes the rows as llama.cpp's converter does; with w2 first the gate is wrong."""
-    table = tables()["neobert"]
-    fuse = table.fuses[0]
+    tables = registry.catalog().tables
+    table = tables["neobert"]
+    fuse = table.gguf.fuses[0]
     changes = {"head_grouped": (), "fuses": (dataclasses.replace(fuse, parts=fuse.parts[::-1]),)}
-    monkeypatch.setitem(ARCHS, "neobert", dataclasses.replace(table, **{change: changes[change]}))
+    monkeypatch.setitem(tables, "neobert", dataclasses.replace(table, gguf=dataclasses.replace(table.gguf, **{change: changes[change]})))
     out = tmp_path / "broken.gguf"
     pyconv.convert(files.steps["unpacked"], out, outtype="f32", progress=False)
     assert max_diff(per_token(out, TEXTS[0]), files.reference("unpacked", files.ids[0])) > BROKEN
@@ -254,7 +255,9 @@ def test_validate_runs_the_encoder_against_the_hf_export(files: Files, monkeypat
     assert "token embeddings that are finite and differ between tokens" in checks["runtime"]["detail"]
     assert checks["reference"]["data"]["lowest_cosine"] > 0.999
     # rows as llama.cpp's converter writes them: the reference check fails
-    monkeypatch.setitem(ARCHS, "neobert", dataclasses.replace(ARCHS["neobert"], head_grouped=()))
+    tables = registry.catalog().tables
+    monkeypatch.setitem(tables, "neobert", dataclasses.replace(tables["neobert"], gguf=dataclasses.replace(tables["neobert"].gguf,
+                                                                                                          head_grouped=())))
     stored_rows = tmp_path / "stored-rows.gguf"
     pyconv.convert(files.steps["packed"], stored_rows, outtype="f32", progress=False)
     report = validate(stored_rows, reference=files.hf)

@@ -34,7 +34,7 @@ from pyconv.compression import opened
 from pyconv.errors import ConversionError
 from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
-from pyconv.sources.base import Checkpoint
+from pyconv.sources.checkpoint import Checkpoint
 from pyconv.sources.gguf import read_gguf
 from pyconv.sources.safetensors import read_file
 
@@ -290,7 +290,7 @@ def test_torch_pickle_structure(scratch: Callable[[], Path], root: Any, sizes: l
     ck = outcome(lambda: open_checkpoint(path))
     if ck is not None:
         inside_files(ck.tensors)
-        json.dumps(ck.extra)  # what is kept beside the tensors is plain data
+        json.dumps(ck.details())  # what is kept beside the tensors is plain data
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +372,7 @@ def test_zero_metadata(scratch: Callable[[], Path], checkpoint: tuple[str, int, 
     for r, states in enumerate(optim):
         torch_zip(folder / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt", pickle_bytes(states), data)
     for weights in ("master", "module"):
-        ck: Checkpoint | None = outcome(lambda: open_checkpoint(folder, ConvertOptions(zero_weights=weights)))
+        ck: Checkpoint | None = outcome(lambda: open_checkpoint(folder, ConvertOptions.of(zero_weights=weights)))
         if ck is not None:
             inside_files(ck.tensors)
 

@@ -26,22 +26,26 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pyconv.archs.llama import LLAMA
-from pyconv.sources import Checkpoint, Reader, Segment, SourceTensor
+from pyconv.families.llama import LLAMA
+from pyconv.sources import Reader, Segment, SourceTensor, StateDictCheckpoint
 
 TOY_LLAMA = replace(LLAMA, name="toyllama", hf_architectures=("ToyLlamaForCausalLM",), model_types=("toyllama",))
+
+
+class RawDir(StateDictCheckpoint):
+    format_name = "rawdir"
 
 
 def recognises(path: Path) -> bool:
     return path.is_dir() and (path / "tensors.json").is_file()
 
 
-def open_raw(path: Path, _options: object) -> Checkpoint:
+def open_raw(path: Path, _options: object) -> RawDir:
     tensors = {}
     for name, spec in json.loads((path / "tensors.json").read_text()).items():
         data = path / spec["file"]
         tensors[name] = SourceTensor(name, spec["dtype"], tuple(spec["shape"]), (Segment(data, spec.get("offset", 0), spec["bytes"]),))
-    return Checkpoint("rawdir", path, tensors, sorted({s.path for t in tensors.values() for s in t.segments}))
+    return RawDir(path, tensors, sorted({s.path for t in tensors.values() for s in t.segments}))
 
 
 RAW = Reader("rawdir", recognises, open_raw)
@@ -138,7 +142,7 @@ BROKEN = [
      "plugin 'broken' (pyconv.archs = {module}:TABLE, package {name} 0.1) cannot be loaded: ModuleNotFoundError"),
     ("type", "TABLE = {'name': 'x'}\n", 'broken = "{module}:TABLE"', "",
      "plugin 'broken' (pyconv.archs = {module}:TABLE, package {name} 0.1) gives a dict, not an Arch"),
-    ("clash", "from dataclasses import replace\nfrom pyconv.archs.llama import LLAMA\nTABLE = replace(LLAMA)\n",
+    ("clash", "from dataclasses import replace\nfrom pyconv.families.llama import LLAMA\nTABLE = replace(LLAMA)\n",
      'broken = "{module}:TABLE"', "", "names its architecture 'llama', which pyconv already has"),
     ("reader-raises", "from pyconv.sources import Reader\nREADER = Reader('x', lambda p: True, lambda p, o: 1 / 0)\n", "",
      'broken = "{module}:READER"', "failed to read it: ZeroDivisionError: division by zero"),

@@ -16,10 +16,9 @@ import pytest
 import torch
 from transformers.dynamic_module_utils import get_imports, get_relative_import_files
 
-from pyconv.remote_code import remote_code_files
-from pyconv.remote_code.nanomoe.configuration_nanomoe_gpt import GPTConfig
+from pyconv.families.nanomoe.remote_code.configuration_nanomoe_gpt import GPTConfig
 
-from .reference.hf_folder import assert_clean_load, job, run_probe, write_export
+from .reference.hf_folder import assert_clean_load, job, remote_code, run_probe, write_export
 from .reference.nanomoe import NanoMoEShape, forward, greedy, next_token_loss, trainer_state_dict
 
 # layers 1 and 3 are MoE (i >= 1 and (i + 1) % 2 == 0), 0 and 2 dense; SwiGLU experts
@@ -179,7 +178,7 @@ def test_generate_is_greedy_decoding(exports: Exports) -> None:
 def test_save_pretrained_round_trips(exports: Exports) -> None:
     got = job(exports.results, "resaved")["outputs"]["eval"]["logits"]
     assert torch.equal(got, job(exports.results, "mixed")["outputs"]["eval"]["logits"])
-    assert {p.name for p in remote_code_files("nanomoe")} <= {p.name for p in exports.resaved_dir.iterdir()}
+    assert {p.name for p in remote_code("nanomoe")} <= {p.name for p in exports.resaved_dir.iterdir()}
     saved = json.loads((exports.resaved_dir / "config.json").read_text())
     assert saved["auto_map"] == AUTO_MAP and saved["moe_top_k"] == 2 and "top_k" not in saved
 
@@ -224,7 +223,7 @@ def test_fresh_model_initialises_experts_and_ties_the_head(exports: Exports) -> 
 
 
 def test_shipped_files_are_exactly_what_transformers_needs() -> None:
-    files = {f.name: f for f in remote_code_files("nanomoe")}
+    files = {f.name: f for f in remote_code("nanomoe")}
     assert sorted(files) == ["configuration_nanomoe_gpt.py", "manager.py", "modeling_nanomoe_gpt.py"]
     modeling = files["modeling_nanomoe_gpt.py"]
     reached = {Path(p).name for p in get_relative_import_files(str(modeling))}

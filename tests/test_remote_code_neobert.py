@@ -16,16 +16,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from pyconv.errors import ConversionError
-from pyconv.remote_code import remote_code_files
-from pyconv.remote_code.neobert.modeling_neobert import (
+from pyconv.families.neobert.remote_code.modeling_neobert import (
     NeoBERT,
     NeoBERTConfig,
     NeoBERTForSequenceClassification,
     NeoBERTLMHead,
 )
 
-from .reference.hf_folder import assert_clean_load, job, run_probe, write_export
+from .reference.hf_folder import assert_clean_load, job, remote_code, run_probe, write_export
 from .reference.neobert import (
     NeoBERTShape,
     additive_pad_mask,
@@ -263,7 +261,7 @@ def test_loaded_model_saves_and_reloads_identically(exports: Exports) -> None:
     entry = job(exports.results, "resaved")
     assert_clean_load(entry)
     assert torch.equal(entry["outputs"]["int"]["logits"], job(exports.results, "tied")["outputs"]["int"]["logits"])
-    assert {p.name for p in remote_code_files("neobert")} <= {p.name for p in exports.resaved_dir.iterdir()}
+    assert {p.name for p in remote_code("neobert")} <= {p.name for p in exports.resaved_dir.iterdir()}
     saved = json.loads((exports.resaved_dir / "config.json").read_text())
     assert saved["auto_map"] == AUTO_MAP and saved["tie_word_embeddings"] is True
 
@@ -332,12 +330,10 @@ def test_fill_mask_pipeline_end_to_end(exports: Exports) -> None:
 
 
 def test_shipped_files_are_exactly_what_transformers_needs() -> None:
-    files = remote_code_files("neobert")
+    files = remote_code("neobert")
     assert [f.name for f in files] == ["modeling_neobert.py", "rotary.py"]
     reached = {Path(p).name for p in get_relative_import_files(str(files[0]))}
     assert reached | {files[0].name} == {f.name for f in files}
-    with pytest.raises(ConversionError, match="no remote code for architecture 'bert'"):
-        remote_code_files("bert")
 
 
 def small_config(**overrides: Any) -> NeoBERTConfig:

@@ -110,7 +110,7 @@ def test_tied_weights_and_module_state_dict(tmp_path: Path) -> None:
     assert_bitwise_equal(got, loaded(tmp_path / "pytorch_model.bin"))
     assert list(got) == ["steps", "0.weight", "1.weight", "1.bias", "2.weight"]
     ck = open_checkpoint(tmp_path / "pytorch_model.bin")
-    assert ck.kind == "torch" and ck.tensors["0.weight"].segments == ck.tensors["2.weight"].segments
+    assert ck.format_name == "torch" and ck.tensors["0.weight"].segments == ck.tensors["2.weight"].segments
 
 
 def test_nanogpt_checkpoint_extra_and_prefixes(tmp_path: Path, cli: Any) -> None:
@@ -127,8 +127,8 @@ def test_nanogpt_checkpoint_extra_and_prefixes(tmp_path: Path, cli: Any) -> None
     torch.save(ckpt, tmp_path / "ckpt.pt")
     ck = open_checkpoint(tmp_path / "ckpt.pt")
     assert list(ck.tensors) == ["_orig_mod.weight", "_orig_mod.bias"]
-    assert ck.extra == {"model_args": model_args, "iter_num": 250, "config": ckpt["config"]}
-    stripped = open_checkpoint(tmp_path / "ckpt.pt", ConvertOptions(strip_prefixes=("module.", "_orig_mod.")))
+    assert ck.details() == {"model_args": model_args, "iter_num": 250, "config": ckpt["config"]}
+    stripped = open_checkpoint(tmp_path / "ckpt.pt", ConvertOptions.of(strip_prefixes=("module.", "_orig_mod.")))
     assert list(stripped.tensors) == ["weight", "bias"] and stripped.tensors["weight"].name == "weight"
 
     out = tmp_path / "out.safetensors"
@@ -143,7 +143,7 @@ def test_nanogpt_checkpoint_extra_and_prefixes(tmp_path: Path, cli: Any) -> None
 def test_prefix_stripping_refuses_collisions(tmp_path: Path) -> None:
     torch.save({"module.w": torch.ones(2), "w": torch.zeros(2)}, tmp_path / "m.pt")
     with pytest.raises(ConversionError, match="'module.w' and 'w' both become 'w'"):
-        open_checkpoint(tmp_path / "m.pt", ConvertOptions(strip_prefixes=("module.",)))
+        open_checkpoint(tmp_path / "m.pt", ConvertOptions.of(strip_prefixes=("module.",)))
 
 
 def test_sharded_bin_with_index(tmp_path: Path, cli: Any) -> None:

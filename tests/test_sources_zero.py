@@ -24,6 +24,7 @@ import pyconv
 from pyconv import ConversionError
 from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
+from pyconv.sources.zero import ZeroCheckpoint
 from .test_sources_torch import WritesMarker, assert_bitwise_equal
 
 GENERATOR = Path(__file__).parent / "zero_fixtures" / "make_checkpoints.py"
@@ -125,7 +126,7 @@ def test_master_weights_equal_the_trained_state(references: dict[str, Reference]
     assert set(got) == set(expected)
     ck = open_checkpoint(ref.ckpt)
     assert list(ck.tensors) == ref.meta["state_names"]  # the module's own order
-    assert ck.extra["zero_stage"] == RUNS[run]["stage"] and ck.extra["world_size"] == RUNS[run]["ws"]
+    assert isinstance(ck, ZeroCheckpoint) and ck.stage == RUNS[run]["stage"] and ck.world_size == RUNS[run]["ws"]
 
 
 @pytest.mark.parametrize("run", STAGE_12)
@@ -262,4 +263,4 @@ def test_converts_without_torch_or_deepspeed(references: dict[str, Reference], t
 
 def test_options_are_checked(references: dict[str, Reference]) -> None:
     with pytest.raises(ConversionError, match="zero_weights must be one of master, module"):
-        open_checkpoint(references["s1_fp32_ws1"].ckpt, ConvertOptions(zero_weights="fp32"))
+        open_checkpoint(references["s1_fp32_ws1"].ckpt, ConvertOptions.of(zero_weights="fp32"))

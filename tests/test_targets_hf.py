@@ -269,12 +269,14 @@ def test_pyconv_gguf_back_to_hf(models: Models, tmp_path: Path, family: str, tol
 def test_gguf_without_the_qk_unpermute_would_differ(models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from pyconv.archs.base import ARCHS
+    from pyconv import registry
 
     src = models.folder("llama")
     gguf_file = tmp_path / "llama.gguf"
     pyconv.convert(src, gguf_file, outtype="f32", progress=False, fingerprint=False)
-    monkeypatch.setitem(ARCHS, "llama", dataclasses.replace(ARCHS["llama"], permute_qk=False))
+    tables = registry.catalog().tables
+    monkeypatch.setitem(tables, "llama", dataclasses.replace(tables["llama"], gguf=dataclasses.replace(tables["llama"].gguf,
+                                                                                                      permute_qk=False)))
     pyconv.convert(gguf_file, tmp_path / "hf", to="hf", tokenizer=str(src), progress=False)
     assert float((logits(load(tmp_path / "hf")[0]) - logits(load(src)[0])).abs().max()) > 0.01
 

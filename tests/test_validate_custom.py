@@ -12,14 +12,15 @@ import pytest
 
 import pyconv
 import pyconv.validate
-from pyconv.validate import custom
-from pyconv.validate.hf import SAMPLE_TEXTS, SIMILAR, UNRELATED
+from pyconv.families.neobert.checks import PROBE_TEXTS
+from pyconv.validate.hf import SAMPLE_TEXTS
+from pyconv.validate.similarity import SIMILAR, UNRELATED
 
 from .neobert_fixtures import Run, shape, write_step
 from .test_export_nanomoe import save_ckpt
 from .test_remote_code_nanomoe import MIXED
 
-TEXTS = [*SAMPLE_TEXTS, *custom.PROBE_TEXTS, *SIMILAR, *UNRELATED, "The capital of France is [MASK]."]
+TEXTS = [*SAMPLE_TEXTS, *PROBE_TEXTS, *SIMILAR, *UNRELATED, "The capital of France is [MASK]."]
 
 
 def validate(cli: Any, folder: Path) -> tuple[int, dict[str, dict[str, Any]]]:

@@ -30,7 +30,7 @@ def test_zero3_llama_to_gguf_runs_in_llama_cpp(references: dict, tmp_path: Path)
     assert train_sentencepiece(tok, gemma=False, vocab_size=400) <= cfg["vocab_size"]
     out = tmp_path / "zero.gguf"
     result = pyconv.convert(ref.ckpt, out, outtype="f32", tokenizer=str(tok / "tokenizer.model"), progress=False)
-    assert result.checkpoint.kind == "zero" and not any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
+    assert result.checkpoint.format_name == "zero" and not any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
 
     model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version")}))
     model.load_state_dict({k: v.float() for k, v in ref.expected("master").items()})

@@ -1,5 +1,13 @@
-"""Model families as declarative tables (see ``base.Arch``)."""
+"""Model families as declarative tables (see ``arch.Arch``), the types a family's package and a plugin's
+``pyconv.archs`` entry point build them from."""
 
-from .base import ARCHS, Arch, Config, HParam, detect_arch
+from .arch import Arch
+from .config import Config
+from .gguf_layout import ExpertStack, Fuse, GgufLayout, Requires, Split
+from .hf_layout import HfLayout, HfName
+from .hparams import COMMON_HPARAMS, HParam
+from .llama_like import llama_like
+from .native_layout import NativeLayout, Regroup, regroup
 
-__all__ = ["ARCHS", "Arch", "Config", "HParam", "detect_arch"]
+__all__ = ["COMMON_HPARAMS", "Arch", "Config", "ExpertStack", "Fuse", "GgufLayout", "HParam", "HfLayout", "HfName",
+           "NativeLayout", "Regroup", "Requires", "Split", "llama_like", "regroup"]

@@ -1,11 +1,16 @@
-"""What every source reader produces: tensors as byte segments of files, never loaded."""
+"""What every source reader produces: tensors as byte segments of files, never loaded, and the few
+ways of reading those bytes back that need no engine."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+# bytes compared at a time when two tensors' values are compared through their maps
+COMPARE_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -46,33 +51,40 @@ class SourceTensor:
         return tuple(dict.fromkeys(s.path for s in self.segments))
 
 
-@dataclass
-class Checkpoint:
-    """A source opened for conversion: its tensors in source order plus the small things around them."""
+def byte_range(segments: tuple[Segment, ...], start: int, stop: int) -> tuple[Segment, ...]:
+    """Bytes [start, stop) of the concatenation of ``segments``."""
+    out, at = [], 0
+    for s in segments:
+        lo, hi = max(start, at), min(stop, at + s.nbytes)
+        if lo < hi:
+            out.append(Segment(s.path, s.offset + lo - at, hi - lo))
+        at += s.nbytes
+    return tuple(out)
 
-    kind: str                                   # "safetensors", "torch", "zero", "gguf", ...
-    path: Path                                  # what the user named
-    tensors: dict[str, SourceTensor]
-    files: list[Path]                           # every weight file read
-    metadata: dict[str, str] = field(default_factory=dict)   # e.g. safetensors __metadata__
-    config: dict[str, Any] | None = None        # config.json when there is one
-    extra: dict[str, Any] = field(default_factory=dict)      # reader-specific facts (GGUF KVs, ...)
-    # where config.json and the tokenizer are when not beside the weights (a ZeRO tag folder's parent)
-    side_folder: Path | None = None
 
-    @property
-    def folder(self) -> Path:
-        """The folder of the small files around the weights: config, tokenizer, generation config."""
-        if self.side_folder is not None:
-            return self.side_folder
-        return self.path if self.path.is_dir() else self.path.parent
+def same_values(a: SourceTensor, b: SourceTensor) -> bool:
+    """Whether two tensors hold the same bytes, compared through the maps a chunk at a time."""
+    if (a.dtype, a.shape, a.strides, a.offset) != (b.dtype, b.shape, b.strides, b.offset) or a.nbytes != b.nbytes:
+        return False
+    if a.segments == b.segments:
+        return True
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+    def chunks(t: SourceTensor) -> Iterator[bytes]:
+        for seg in t.segments:
+            with seg.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                for at in range(seg.offset, seg.offset + seg.nbytes, COMPARE_BYTES):
+                    yield m[at:min(at + COMPARE_BYTES, seg.offset + seg.nbytes)]
 
-    def tensor_bytes_by_dtype(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tensors.values():
-            out[t.dtype] = out.get(t.dtype, 0) + t.nbytes
-        return out
+    left, right = b"", b""
+    ours, theirs = chunks(a), chunks(b)
+    while True:
+        if not left:
+            left = next(ours, b"")
+        if not right:
+            right = next(theirs, b"")
+        if not left and not right:
+            return True
+        n = min(len(left), len(right))
+        if n == 0 or left[:n] != right[:n]:
+            return False
+        left, right = left[n:], right[n:]

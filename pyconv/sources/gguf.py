@@ -3,6 +3,7 @@
 Every count, length and offset is checked against the file before it is used, so a lying header
 (a tensor count of 2^63, a string longer than the file) ends in one clear error, never in a huge
 allocation. Tensors keep their GGUF names and ggml types; the engine dequantizes on the fly.
+``gguf_checkpoint`` makes a conversion source of a parsed file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ConversionError
-from .base import Checkpoint, Segment, SourceTensor
+from .base import Segment, SourceTensor
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -184,18 +185,3 @@ def split_set(path: Path) -> list[Path]:
     if missing:
         raise ConversionError(f"split set is missing {', '.join(missing)}", file=path)
     return files
-
-
-def open_gguf(path: Path) -> Checkpoint:
-    files = split_set(path)
-    parsed = [read_gguf(f) for f in files]
-    tensors: dict[str, SourceTensor] = {}
-    for g in parsed:
-        for name, t in g.tensors.items():
-            if name in tensors:
-                raise ConversionError("tensor appears in two files of the split set", file=g.path, tensor=name)
-            tensors[name] = t
-    kv = {k: v for k, v in parsed[0].kv.items() if not k.startswith("split.")}
-    arch = kv.get("general.architecture")
-    meta = {"architecture": str(arch.value)} if arch else {}
-    return Checkpoint("gguf", path, tensors, files, meta, None, {"gguf_kv": kv, "gguf_version": parsed[0].version})

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import dtypes
-from ..archs.base import Config, detect_arch
-from ..archs.layouts import row_counts, template_pattern
+from .. import dtypes, registry
+from ..archs.config import Config
+from ..archs.hf_layout import template_pattern
+from ..archs.native_layout import row_counts
 from ..archs.tensor_parallel import sharding
 from ..errors import ConversionError
-from .base import Checkpoint, Segment, SourceTensor
-from .safetensors import read_config, read_file
+from .base import Segment, SourceTensor, byte_range
+from .json_files import read_config
+from .safetensors import read_file
+from .state_dict import StateDictCheckpoint
 
 LATEST = "latest_step.txt"
 NATIVE_KEY = "pyconv_native"
@@ -53,17 +57,6 @@ def recognises(path: Path) -> bool:
     return path.is_dir() and ((path / LATEST).is_file() or (STEP.match(path.name) is not None and _config(path) is not None))
 
 
-def byte_range(segments: tuple[Segment, ...], start: int, stop: int) -> tuple[Segment, ...]:
-    """Bytes [start, stop) of the concatenation of ``segments``."""
-    out, at = [], 0
-    for s in segments:
-        lo, hi = max(start, at), min(stop, at + s.nbytes)
-        if lo < hi:
-            out.append(Segment(s.path, s.offset + lo - at, hi - lo))
-        at += s.nbytes
-    return tuple(out)
-
-
 def _coalesced(segments: list[Segment]) -> tuple[Segment, ...]:
     out: list[Segment] = []
     for s in segments:
@@ -95,11 +88,11 @@ def merge_ranks(name: str, ranks: list[SourceTensor]) -> SourceTensor:
 
 def unfuse(tensors: dict[str, SourceTensor], arch_name: str, config: dict[str, Any]) -> dict[str, SourceTensor]:
     """The fused layout's tensors cut back into HF's, in order."""
-    arch = detect_arch(None, [], arch_name)
+    arch = registry.catalog().named(arch_name)
     cfg = Config(config)
     replaced: dict[str, list[SourceTensor]] = {}
     consumed: set[str] = set()
-    for group in arch.fused:
+    for group in arch.native.fused:
         pattern = template_pattern(group.fused[0].name)
         for name in list(tensors):
             m = pattern.match(name)
@@ -135,7 +128,22 @@ def unfuse(tensors: dict[str, SourceTensor], arch_name: str, config: dict[str, A
     return result
 
 
-def open_native(path: Path) -> Checkpoint:
+@dataclass
+class NativeCheckpoint(StateDictCheckpoint):
+    format_name = "native"
+    step: int = 0
+    layout: str = "fused"        # "fused" (the trainer's projections) or "hf"
+    tp_size: int = 1
+
+    @property
+    def training_step(self) -> int:
+        return self.step
+
+    def details(self) -> dict[str, Any]:
+        return {"step": self.step, "layout": self.layout, "tp_size": self.tp_size}
+
+
+def open_native(path: Path) -> NativeCheckpoint:
     folder = step_dir(path)
     config = _config(folder)
     if config is None:
@@ -157,6 +165,6 @@ def open_native(path: Path) -> Checkpoint:
     merged = {n: merge_ranks(n, [r[n] for r in ranks]) for n in names}
     tensors = unfuse(merged, native["arch"], config) if layout == "fused" else merged
     step = native.get("step")
-    extra = {"step": step if isinstance(step, int) else int(STEP.match(folder.name)[1]) if STEP.match(folder.name) else 0,
-             "layout": layout, "tp_size": tp}
-    return Checkpoint("native", folder, tensors, files, {}, config, extra)
+    named = STEP.match(folder.name)
+    return NativeCheckpoint(folder, tensors, files, {}, config, step=step if isinstance(step, int) else int(named[1]) if named else 0,
+                            layout=layout, tp_size=tp)

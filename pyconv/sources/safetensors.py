@@ -6,31 +6,22 @@ against the byte span, spans inside the file and not overlapping, index entries 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import dtypes
 from ..errors import ConversionError
-from .base import Checkpoint, Segment, SourceTensor
+from .base import Segment, SourceTensor
+from .json_files import load_json, read_config
+from .state_dict import StateDictCheckpoint
 
 # safetensors itself refuses headers over 100 MB; a larger one is a lie or an attack.
 MAX_HEADER_BYTES = 100_000_000
 INDEX_NAME = "model.safetensors.index.json"
-
-
-def load_json(text: bytes, path: Path, failure: str, **options: Any) -> Any:
-    """``text`` (UTF-8 bytes from ``path``) as JSON; however it is broken, one error that starts with ``failure``."""
-    try:
-        return json.loads(text.decode("utf-8"), **options)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConversionError(f"{failure} ({e})", file=path) from None
-    except RecursionError:  # json recurses once per nesting level
-        raise ConversionError(f"{failure} (nested too deeply)", file=path) from None
 
 
 class _DuplicateKey(Exception):
@@ -141,7 +132,7 @@ Side = TypeVar("Side", bound=dict[str, Any])
 
 def read_shards(index: Path, read: Callable[[Path], tuple[dict[str, SourceTensor], Side]]) -> tuple[dict[str, SourceTensor], list[Path], Side]:
     """A sharded folder's tensors, each from the shard its index names, plus the first shard's
-    non-empty side information (metadata, extra values) that ``read`` returns with them."""
+    non-empty side information (metadata, saved values) that ``read`` returns with them."""
     weight_map = read_index(index)
     shards = list(dict.fromkeys(weight_map.values()))
     tensors: dict[str, SourceTensor] = {}
@@ -161,18 +152,22 @@ def read_shards(index: Path, read: Callable[[Path], tuple[dict[str, SourceTensor
     return tensors, shards, side
 
 
-def open_safetensors(path: Path) -> Checkpoint:
+class SafetensorsCheckpoint(StateDictCheckpoint):
+    format_name = "safetensors"
+
+
+def open_safetensors(path: Path) -> SafetensorsCheckpoint:
     """A .safetensors file, a folder with one, or a sharded folder with model.safetensors.index.json."""
     if path.is_file():
         tensors, meta = read_file(path)
-        return Checkpoint("safetensors", path, tensors, [path], meta, read_config(path.parent))
+        return SafetensorsCheckpoint(path, tensors, [path], meta, read_config(path.parent))
     index = path / INDEX_NAME
     if not index.exists():
         indexes = sorted(path.glob("*.safetensors.index.json"))
         index = indexes[0] if len(indexes) == 1 else index
     if index.exists():
         tensors, shards, meta = read_shards(index, read_file)
-        return Checkpoint("safetensors", path, tensors, shards, meta, read_config(path))
+        return SafetensorsCheckpoint(path, tensors, shards, meta, read_config(path))
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ConversionError("no .safetensors file and no index in this folder", file=path)
@@ -185,27 +180,4 @@ def open_safetensors(path: Path) -> Checkpoint:
             if name in tensors:
                 raise ConversionError(f"tensor '{name}' appears in more than one file and there is no index", file=f)
             tensors[name] = t
-    return Checkpoint("safetensors", path, tensors, files, meta, read_config(path))
-
-
-def read_config(folder: Path) -> dict[str, Any] | None:
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        text = cfg.read_bytes()
-    except OSError as e:
-        raise ConversionError(f"cannot read config ({e})", file=cfg) from None
-    doc = load_json(text, cfg, "cannot read config")
-    if not isinstance(doc, dict):
-        raise ConversionError("config is not a JSON object", file=cfg)
-    # the two fields that name the model are read everywhere as transformers writes them
-    names = doc.get("architectures")
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise ConversionError(f"architectures is {names!r}, not a list of class names", file=cfg)
-    if doc.get("model_type") is not None and not isinstance(doc["model_type"], str):
-        raise ConversionError(f"model_type is {doc['model_type']!r}, not a name", file=cfg)
-    for key in ("quantization_config", "rope_scaling", "rope_parameters", "text_config"):  # settings looked up by key
-        if doc.get(key) is not None and not isinstance(doc[key], dict):
-            raise ConversionError(f"{key} is {doc[key]!r}, not a mapping", file=cfg)
-    return doc
+    return SafetensorsCheckpoint(path, tensors, files, meta, read_config(path))

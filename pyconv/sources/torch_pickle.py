@@ -23,8 +23,10 @@ from typing import Any, BinaryIO, ClassVar
 from .. import dtypes
 from ..errors import ConversionError
 from ..options import ConvertOptions
-from .base import Checkpoint, Segment, SourceTensor
-from .safetensors import read_config, read_shards
+from .base import Segment, SourceTensor
+from .json_files import read_config
+from .safetensors import read_shards
+from .state_dict import StateDictCheckpoint
 
 # File names the torch reader claims; a folder needs exactly one, or an index.
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -44,7 +46,7 @@ STATE_DICT_KEYS = ("model", "state_dict", "module", "model_state_dict", "model_s
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then name and extra lengths at byte 26
 _LOCAL_MAGIC = b"PK\x03\x04"
 # Storage classes torch pickles by name (torch.storage's legacy map); the rest have no pyconv type.
-_STORAGE_TYPES = {
+STORAGE_TYPES = {
     "DoubleStorage": "f64", "FloatStorage": "f32", "HalfStorage": "f16", "BFloat16Storage": "bf16",
     "LongStorage": "i64", "IntStorage": "i32", "ShortStorage": "i16", "CharStorage": "i8",
     "ByteStorage": "u8", "BoolStorage": "bool",
@@ -209,7 +211,7 @@ BASE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.nn.parameter", "Parameter"): _TensorType("torch.nn.Parameter"),
     ("torch.storage", "UntypedStorage"): _StorageType(None),
     ("_codecs", "encode"): _latin1,
-    **{("torch", n): _StorageType(d) for n, d in _STORAGE_TYPES.items()},
+    **{("torch", n): _StorageType(d) for n, d in STORAGE_TYPES.items()},
     **{("torch", n): _TorchDType(d, n) for n, d in _TORCH_DTYPES.items()},
     **{("torch", n): _TorchDType(None, n) for n in (
         "complex64", "complex128", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")},
@@ -433,8 +435,8 @@ def state_dict_of(tf: TorchFile) -> tuple[dict[str, PickledTensor], dict[str, An
         keys = ", ".join(map(repr, list(root)[:12]))
         what = "no state dict (a dict of tensors)" if not found else f"several state dicts ({', '.join(map(repr, found))})"
         raise ConversionError(f"holds {what} among its keys {keys}", file=tf.path)
-    extra = {k: v for k, v in root.items() if k != found[0] and isinstance(k, str) and _plain(v)}
-    return dict(root[found[0]]), extra
+    saved = {k: v for k, v in root.items() if k != found[0] and isinstance(k, str) and _plain(v)}
+    return dict(root[found[0]]), saved
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -461,19 +463,29 @@ def recognises(path: Path) -> bool:
 def read_torch_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, Any]]:
     """The state dict of one torch file as SourceTensors, and its small non-tensor values."""
     tf = load(path)
-    found, extra = state_dict_of(tf)
-    return {name: tf.source(name, t) for name, t in found.items()}, extra
+    found, saved = state_dict_of(tf)
+    return {name: tf.source(name, t) for name, t in found.items()}, saved
 
 
-def open_torch(path: Path, opts: ConvertOptions) -> Checkpoint:
+@dataclass
+class TorchCheckpoint(StateDictCheckpoint):
+    format_name = "torch"
+    # the small plain values saved beside the state dict (nanoGPT's model_args, iter_num, config)
+    saved_values: dict[str, Any] = field(default_factory=dict)
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.saved_values)
+
+
+def open_torch(path: Path, opts: ConvertOptions) -> TorchCheckpoint:
     """A torch file, a folder with one, or a sharded folder with ``pytorch_model.bin.index.json``."""
     if path.is_file():
-        tensors, extra = read_torch_file(path)
-        return Checkpoint("torch", path, tensors, [path], config=read_config(path.parent), extra=extra)
+        tensors, saved = read_torch_file(path)
+        return TorchCheckpoint(path, tensors, [path], config=read_config(path.parent), saved_values=saved)
     index = find_index(path)
     if index is not None:
-        tensors, shards, extra = read_shards(index, read_torch_file)
-        return Checkpoint("torch", path, tensors, shards, config=read_config(path), extra=extra)
+        tensors, shards, saved = read_shards(index, read_torch_file)
+        return TorchCheckpoint(path, tensors, shards, config=read_config(path), saved_values=saved)
     single = _single_weight_file(path)
     if single is None:
         raise ConversionError("no index and not exactly one torch file in this folder: name the file", file=path)

@@ -4,8 +4,8 @@ Only the pickles' structure is read. A trainable parameter's fp32 master copy is
 in the ranks' flat optimizer partitions; the reader walks ``param_shapes`` over those partitions
 (stages 1/2: one stream per param group across ranks; stage 3: one partition per parameter and
 rank) and hands the engine the segments, so no group is ever assembled in memory. The rules and
-their consistency checks follow ``specs/zero.md`` §4-§6; ``param_slice_mappings`` is never used
-(it is wrong under ``round_robin_gradients``).
+their consistency checks are in docs/from-zero.md, "How the weights are rebuilt";
+``param_slice_mappings`` is never used (it is wrong under ``round_robin_gradients``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 from .. import dtypes
 from ..errors import ConversionError
 from ..options import ConvertOptions
-from .base import Checkpoint, Segment, SourceTensor
-from .safetensors import read_config
+from .base import Segment, SourceTensor
+from .json_files import read_config
+from .state_dict import StateDictCheckpoint
 from .torch_pickle import PickledTensor, PickleRefused, TorchFile, inert_class, load
 
 _MODEL_FILE = re.compile(r"(?:zero_pp_rank_(\d+)_)?mp_rank_(\d+)_model_states\.pt")
@@ -334,13 +335,37 @@ def _module(zero: _Zero) -> dict[str, PickledTensor]:
     return module  # type: ignore[no-any-return]
 
 
-def open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
+@dataclass
+class ZeroCheckpoint(StateDictCheckpoint):
+    format_name = "zero"
+    stage: int = 0
+    optimizer: str = "ZeRO"          # or "BF16_Optimizer"
+    world_size: int = 1
+    tag: str = ""                    # the checkpoint's folder
+    weights: str = "master"          # the copy read: "master" (fp32) or "module"
+    ds_version: str | int | None = None
+    global_steps: str | int | None = None
+
+    def details(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"zero_stage": self.stage, "zero_optimizer": self.optimizer,
+                                 "world_size": self.world_size, "tag": self.tag, "zero_weights": self.weights}
+        for key, value in (("ds_version", self.ds_version), ("global_steps", self.global_steps)):
+            if value is not None:
+                found[key] = value
+        return found
+
+
+def _saved(value: Any) -> str | int | None:
+    return value if isinstance(value, (str, int)) else None
+
+
+def open_zero(path: Path, opts: ConvertOptions) -> ZeroCheckpoint:
     """A DeepSpeed checkpoint folder (with ``latest``, or one tag folder) as tensors over the rank files."""
-    if opts.zero_weights not in WEIGHTS:
-        raise ConversionError(f"zero_weights must be one of {', '.join(WEIGHTS)}, not {opts.zero_weights!r}")
+    if opts.source.zero_weights not in WEIGHTS:
+        raise ConversionError(f"zero_weights must be one of {', '.join(WEIGHTS)}, not {opts.source.zero_weights!r}")
     folder = tag_folder(path)
     zero = _load_zero(folder)
-    if opts.zero_weights == "module" and zero.stage == 3:
+    if opts.source.zero_weights == "module" and zero.stage == 3:
         raise ConversionError("--zero-weights module: a stage-3 checkpoint keeps no full module copy (its 'module' "
                               "holds empty placeholders); use the fp32 master weights (the default)", file=folder)
     model_tf = zero.models[0]
@@ -355,7 +380,7 @@ def open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
         raise zero.error("shared_params is not a name -> name mapping", model_tf.path)
 
     values: dict[str, SourceTensor] = {}
-    if opts.zero_weights == "master":
+    if opts.source.zero_weights == "master":
         values.update(zero.master_stage3(groups) | zero.frozen_stage3() if zero.stage == 3 else zero.master_stage12(groups))
     else:
         missing = [n for n in trainable_shapes if n not in module]
@@ -381,11 +406,9 @@ def open_zero(path: Path, opts: ConvertOptions) -> Checkpoint:
 
     order = [n for n in module if n in values] + [n for n in values if n not in module]
     tensors = {n: values[n] for n in order}
-    extra = {"zero_stage": zero.stage, "zero_optimizer": zero.optimizer, "world_size": zero.world_size,
-             "tag": folder.name, "zero_weights": opts.zero_weights}
-    for key in ("ds_version", "global_steps"):
-        if isinstance(zero.model.get(key), (str, int)):
-            extra[key] = zero.model[key]
     files = [tf.path for tf in zero.models] + [tf.path for tf in zero.optim]
     # HF's Trainer keeps config.json and the tokenizer beside 'latest', above the tag folder
-    return Checkpoint("zero", path, tensors, files, config=read_config(folder.parent), extra=extra, side_folder=folder.parent)
+    return ZeroCheckpoint(path, tensors, files, config=read_config(folder.parent), side_folder=folder.parent,
+                          stage=zero.stage, optimizer=zero.optimizer, world_size=zero.world_size, tag=folder.name,
+                          weights=opts.source.zero_weights, ds_version=_saved(zero.model.get("ds_version")),
+                          global_steps=_saved(zero.model.get("global_steps")))

@@ -15,12 +15,16 @@ import gguf
 import numpy as np
 
 from .. import _core, dtypes
-from ..archs.base import Arch, Config, detect_arch, head_dim
-from ..archs.layouts import template_pattern
+from ..archs.arch import Arch
+from ..archs.catalog import Catalog
+from ..archs.config import Config
+from ..archs.hf_layout import template_pattern
+from ..archs.hparams import head_dim
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import BitField, Op, OutFile, OutTensor, Part, Plan, View
-from ..sources.base import Checkpoint, SourceTensor
+from ..sources.base import SourceTensor
+from ..sources.checkpoint import Checkpoint
 from .gguf_vocab import add_vocab, load_vocab
 from .sharding import assign_shards, shard_name
 
@@ -38,7 +42,7 @@ T = gguf.MODEL_TENSOR
 ALWAYS_F32 = {T.FFN_GATE_INP, T.POS_EMBD, T.TOKEN_TYPES}
 EMBEDDINGS = {T.TOKEN_EMBD, T.OUTPUT}
 TERNARY_TYPES = ("tq1_0", "tq2_0", "i2_s")
-# the seven projections a BitNet layer ternarizes; nothing else in a ternary file is ternary (specs/i2s.md §10)
+# the seven projections a BitNet layer ternarizes; nothing else in a ternary file is ternary (docs/i2s.md)
 PROJECTIONS = {T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN}
 TERNARIZERS = ("absmean",)
 # transformers' packed BitNet layers (quantization_config.linear_class): BitLinear divides its output by
@@ -71,19 +75,20 @@ class TypeRules:
     def of(cls, opts: ConvertOptions, model: str, model_ternarize: str | None) -> TypeRules:
         """The rules for ``model`` (a table or GGUF architecture name), whose own ternarization is
         ``model_ternarize``."""
-        check_outtype(opts.outtype)
-        if opts.ternarize is not None and opts.ternarize not in TERNARIZERS:
-            raise ConversionError(f"--ternarize {opts.ternarize} is not a ternarization pyconv knows ({', '.join(TERNARIZERS)})")
-        for pattern in opts.keep_float:
+        outtype, wanted = opts.common.outtype, opts.quant
+        check_outtype(outtype)
+        if wanted.ternarize is not None and wanted.ternarize not in TERNARIZERS:
+            raise ConversionError(f"--ternarize {wanted.ternarize} is not a ternarization pyconv knows ({', '.join(TERNARIZERS)})")
+        for pattern in wanted.keep_float:
             try:
                 re.compile(pattern)
             except re.error as e:
                 raise ConversionError(f"--keep-float {pattern!r} is not a regular expression: {e}") from None
-        ternarize = opts.ternarize or model_ternarize
-        if opts.outtype in TERNARY_TYPES and ternarize is None:
-            raise ConversionError(f"--outtype {opts.outtype} stores ternary weights and '{model}' is not a ternary model; "
+        ternarize = wanted.ternarize or model_ternarize
+        if outtype in TERNARY_TYPES and ternarize is None:
+            raise ConversionError(f"--outtype {outtype} stores ternary weights and '{model}' is not a ternary model; "
                                   "pass --ternarize absmean to ternarize its projections")
-        return cls(opts.outtype, ternarize, tuple(opts.keep_float))
+        return cls(outtype, ternarize, tuple(wanted.keep_float))
 
     def kept_float(self, *names: str) -> str | None:
         return next((p for p in self.keep_float if any(re.search(p, n) for n in names if n)), None)
@@ -197,18 +202,19 @@ class GgufMapper:
 
     def __init__(self, ck: Checkpoint, arch: Arch, cfg: Config) -> None:
         self.ck, self.arch, self.cfg = ck, arch, cfg
+        self.layout = arch.gguf
         field = next((f for f in ("num_hidden_layers", "n_layer", "n_layers") if cfg.find(f) is not None), "num_hidden_layers")
         self.n_blocks = int(cfg.require(field))
         # gguf-py's name map holds every block's names: a lying count would be built block by block
         if self.n_blocks > len(ck.tensors):
             raise ConversionError(f"{field} is {self.n_blocks}, more than the {len(ck.tensors)} tensors of the checkpoint "
                                   "could make", file=cfg.file)
-        self.names = gguf.get_tensor_name_map(arch.gguf_arch, self.n_blocks)
-        for template, kind in arch.extra_names.items():
+        self.names = gguf.get_tensor_name_map(self.layout.arch, self.n_blocks)
+        for template, kind in self.layout.extra_names.items():
             for bid in range(self.n_blocks):
                 self.names.mapping[template.format(bid=bid)] = (kind, gguf.TENSOR_NAMES[kind].format(bid=bid))
         self.scales = self._packed_scales()
-        self.fuse_parts = [[template_pattern(part) for part in fuse.parts] for fuse in arch.fuses]
+        self.fuse_parts = [[template_pattern(part) for part in fuse.parts] for fuse in self.layout.fuses]
 
     def _packed_scales(self) -> dict[str, float]:
         """Weights transformers' BitNet quantizer packed (u8, 4 codes a byte, beside a ``weight_scale``),
@@ -234,14 +240,14 @@ class GgufMapper:
     def _gguf_name(self, hf: str, name: str) -> tuple[gguf.MODEL_TENSOR, str]:
         found = self.names.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
         if found is None:
-            raise ConversionError(f"no GGUF tensor for it in llama.cpp's '{self.arch.gguf_name}' architecture", tensor=hf)
+            raise ConversionError(f"no GGUF tensor for it in llama.cpp's '{self.layout.name}' architecture", tensor=hf)
         kind, gguf_name = found
         if not gguf_name.endswith((".weight", ".bias")):  # a bare nn.Parameter (fused experts) is a weight
             gguf_name += ".weight"
         return kind, gguf_name
 
     def _split(self, hf: str, name: str, t: SourceTensor) -> list[MappedTensor] | None:
-        for split in self.arch.splits:
+        for split in self.layout.splits:
             if m := re.match(split.pattern, name):
                 n = len(split.parts)
                 rows = t.shape[split.dim]
@@ -263,10 +269,11 @@ class GgufMapper:
     def tensors(self) -> Iterable[MappedTensor]:
         experts: dict[tuple[int, str], dict[int, SourceTensor]] = {}
         fusing: dict[tuple[int, int, str], dict[int, SourceTensor]] = {}
-        n_experts = int(self.cfg.find(*self.arch.experts.count_fields) or 0) if self.arch.experts else 0
+        stack = self.layout.experts
+        n_experts = int(self.cfg.find(*stack.count_fields) or 0) if stack else 0
         for hf, t in self.ck.tensors.items():
             name = self.arch.base_name(hf)
-            if self.arch.skipped(name) or (hf.endswith(".weight_scale") and hf.removesuffix("_scale") in self.scales):
+            if self.layout.skipped(name) or (hf.endswith(".weight_scale") and hf.removesuffix("_scale") in self.scales):
                 continue
             if hf in self.scales:
                 kind, gguf_name = self._gguf_name(hf, name)
@@ -277,7 +284,7 @@ class GgufMapper:
                 continue
             if (hit := self._fuse_part(name)) is not None:
                 f, bid, suffix, part = hit
-                fuse, group = self.arch.fuses[f], fusing.setdefault(hit[:3], {})
+                fuse, group = self.layout.fuses[f], fusing.setdefault(hit[:3], {})
                 group[part] = t
                 if len(group) == len(fuse.parts):
                     yield MappedTensor(gguf.TENSOR_NAMES[fuse.kind].format(bid=bid) + suffix, fuse.kind, None, None,
@@ -285,12 +292,12 @@ class GgufMapper:
                                        joined=[View.of(group[i]) for i in range(len(group))])
                     del fusing[hit[:3]]
                 continue
-            if self.arch.experts and (m := re.match(self.arch.experts.pattern, name)):
+            if stack and (m := re.match(stack.pattern, name)):
                 layer, expert, part = int(m.group(1)), int(m.group(2)), m.group(3)
                 group = experts.setdefault((layer, part), {})
                 group[expert] = t
                 if len(group) == n_experts:
-                    kind = self.arch.experts.parts[part]
+                    kind = stack.parts[part]
                     views = [View.of(group[e]) for e in range(n_experts)]
                     yield MappedTensor(gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight", kind, None, views,
                                        f"{n_experts} experts of layer {layer} '{part}'")
@@ -303,14 +310,14 @@ class GgufMapper:
             raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
         if fusing:
             (f, layer, suffix), found = next(iter(fusing.items()))
-            fuse, present = self.arch.fuses[f], next(iter(found.values())).name
+            fuse, present = self.layout.fuses[f], next(iter(found.values())).name
             prefix = present[:len(present) - len(self.arch.base_name(present))]
             lacking = next(p for i, p in enumerate(fuse.parts) if i not in found).format(bid=layer) + suffix
             raise ConversionError(f"missing, and llama.cpp's {gguf.TENSOR_NAMES[fuse.kind].format(bid=layer)} needs it "
                                   "fused with the layer's other parts", file=self.ck.path, tensor=prefix + lacking)
 
     def out_tensor(self, m: MappedTensor, rules: TypeRules) -> OutTensor:
-        arch, cfg = self.arch, self.cfg
+        fixes, cfg = self.layout, self.cfg
         if m.stacked is not None:
             first = m.stacked[0]
             shape = (len(m.stacked), *first.shape)
@@ -324,8 +331,8 @@ class GgufMapper:
             t.ops += ops
             return t
         if m.unpacked is not None:
-            if arch.permute_qk or arch.transposed:
-                raise ConversionError(f"packed ternary weights of '{arch.name}' would need their rows reordered, "
+            if fixes.permute_qk or fixes.transposed:
+                raise ConversionError(f"packed ternary weights of '{self.arch.name}' would need their rows reordered, "
                                       "which pyconv does not do", tensor=m.source)
             layout, parts = m.unpacked
             shape = (layout[0] * layout[1], layout[2])
@@ -335,21 +342,21 @@ class GgufMapper:
         assert m.view is not None
         view, layout = m.view, m.view.shape
         hf = m.view.tensor.name
-        if arch.transposed and hf.endswith(arch.transposed):
+        if fixes.transposed and hf.endswith(fixes.transposed):
             view = view.transpose()
             layout = view.shape
         shape = view.shape
-        if arch.permute_qk and m.kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
+        if fixes.permute_qk and m.kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
             n_head = int(cfg.require("num_attention_heads", "n_head"))
             if m.kind == gguf.MODEL_TENSOR.ATTN_K:
                 n_head = int(cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
             view, layout = rope_permuted(view, n_head)
-        if m.kind in arch.head_grouped:
+        if m.kind in fixes.head_grouped:
             view, layout = parts_after_heads(view, int(cfg.require("num_attention_heads", "n_head")), head_dim(cfg))
         dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf)
         t = OutTensor(m.name, shape, dtype, [Part(view, (0,) * len(layout))], layout, note=why)
-        if arch.norm_shift and hf.endswith("norm.weight"):
-            t.ops.append(Op("add", arch.norm_shift))
+        if fixes.norm_shift and hf.endswith("norm.weight"):
+            t.ops.append(Op("add", fixes.norm_shift))
         t.ops += ops
         return t
 
@@ -368,30 +375,31 @@ def file_type(outtype: str | None, tensors: list[OutTensor]) -> int:
 
 def metadata(ck: Checkpoint, arch: Arch, cfg: Config, tensors: list[OutTensor], opts: ConvertOptions) -> gguf.GGUFWriter:
     """All KVs of the (first) file, collected by a gguf-py writer that never writes a file."""
-    w = gguf.GGUFWriter(None, arch.gguf_name_for(opts.outtype))
+    layout = arch.gguf
+    w = gguf.GGUFWriter(None, layout.name_for(opts.common.outtype))
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(opts.model_name or ck.folder.name)
-    for hp in arch.hparams:
+    w.add_name(opts.gguf.model_name or ck.folder.name)
+    for hp in layout.hparams:
         if hp.key and hp.key in w.kv_data[0]:  # another runtime's key that is llama.cpp's own as well
             continue
         value = hp.value(cfg)
         if value is not None:
             getattr(w, hp.method)(*((hp.key,) if hp.key else ()), value)
-    for method, value in arch.constants:
+    for method, value in layout.constants:
         getattr(w, method)(value)
-    w.add_file_type(file_type(opts.outtype, tensors))
+    w.add_file_type(file_type(opts.common.outtype, tensors))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokenizer = Path(opts.tokenizer) if opts.tokenizer else None
-    folder = next((ck.folder / d for d in arch.tokenizer_dirs if (ck.folder / d).is_dir()), ck.folder)
-    vocab, vocab_folder = load_vocab(folder, cfg.find("vocab_size"), tokenizer=tokenizer, pre=opts.tokenizer_pre,
-                                     filler=arch.vocab_filler)
+    tokenizer = Path(opts.source.tokenizer) if opts.source.tokenizer else None
+    folder = next((ck.folder / d for d in layout.tokenizer_dirs if (ck.folder / d).is_dir()), ck.folder)
+    vocab, vocab_folder = load_vocab(folder, cfg.find("vocab_size"), tokenizer=tokenizer, pre=opts.gguf.tokenizer_pre,
+                                     filler=layout.vocab_filler)
     add_vocab(w, vocab, vocab_folder)
     return w
 
 
 def place(tensors: list[OutTensor], kvs: list[tuple[str, int, Any]], stem: str, opts: ConvertOptions) -> list[OutFile]:
     """One GGUF file, or llama.cpp split shards: all KVs in the first, split.* keys in every one."""
-    shard_of = assign_shards([t.nbytes for t in tensors], opts.split_max_size, opts.split_max_tensors)
+    shard_of = assign_shards([t.nbytes for t in tensors], opts.gguf.split_max_size, opts.gguf.split_max_tensors)
     n = (max(shard_of) + 1) if shard_of else 1
     files = [OutFile(shard_name(stem, i, n, ".gguf"), "gguf") for i in range(n)]
     for t, s in zip(tensors, shard_of):
@@ -409,9 +417,10 @@ def place(tensors: list[OutTensor], kvs: list[tuple[str, int, Any]], stem: str, 
 def warn_if_graph_differs(arch: Arch, graph: str, activation: str | None, model: str) -> None:
     """One warning when the runtime graph of GGUF architecture ``graph`` applies another FFN activation
     than the model: the file would then compute a different function."""
-    applies = arch.graph_activations.get(graph)
+    activations = arch.gguf.graph_activations
+    applies = activations.get(graph)
     if applies and activation and activation != applies:
-        fits = [g for g, a in arch.graph_activations.items() if a == activation]
+        fits = [g for g, a in activations.items() if a == activation]
         log.warning("%s uses %s in its FFN but runtimes of GGUF architecture '%s' apply %s, so the file computes "
                     "another function%s", model, activation, graph, applies,
                     f" ({activation} runs as '{fits[0]}')" if fits else "")
@@ -431,17 +440,18 @@ def ternary_decision(report: dict[str, Any]) -> str:
     return "absmean-ternarized" if report["ternarized"] else "signs kept at the tensor's absmax"
 
 
-def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
-    check_outtype(opts.outtype)
-    if ck.config is None and ck.kind != "gguf":
+def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions, catalog: Catalog) -> Plan:
+    """The GGUF of a checkpoint under HF names, through its family's table."""
+    check_outtype(opts.common.outtype)
+    if ck.config is None:
         raise ConversionError("GGUF needs the model's config.json next to the weights", file=ck.folder)
-    cfg = Config(ck.config or {}, ck.folder)
-    arch = detect_arch(cfg, list(ck.tensors), opts.arch)
+    cfg = Config(ck.config, ck.folder)
+    arch = catalog.detect(cfg, list(ck.tensors), opts.source.arch)
     # any checkpoint transformers' BitNet quantizer made is a ternary model
     packed = (cfg.get("quantization_config") or {}).get("quant_method") == "bitnet"
-    rules = TypeRules.of(opts, arch.name, arch.ternarize or ("absmean" if packed else None))
-    graph = arch.gguf_name_for(opts.outtype)
-    for need in arch.requires:
+    rules = TypeRules.of(opts, arch.name, arch.gguf.ternarize or ("absmean" if packed else None))
+    graph = arch.gguf.name_for(opts.common.outtype)
+    for need in arch.gguf.requires:
         if (value := cfg.find(need.field)) != need.value:
             raise ConversionError(f"llama.cpp's '{graph}' graph cannot compute this model: {need.field} is {value!r}, and "
                                   f"{need.why}", file=ck.path)
@@ -455,7 +465,7 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
         seen[t.name] = t.name
     writer = metadata(ck, arch, cfg, tensors, opts)
     files = place(tensors, kv_tuples(writer.kv_data[0]), out.stem if out.suffix == ".gguf" else out.name, opts)
-    plan = Plan(files, tensors)
+    plan = Plan(files, tensors, architecture=arch.name)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
     plan.notes.append(f"architecture {arch.name} → GGUF '{graph}'")
     if note := ternary_note(rules, tensors):
@@ -469,7 +479,7 @@ def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOp
     import datetime
     import json
 
-    from .. import __version__
+    from ..version import __version__
 
     side: dict[str, bytes] = {}
     outputs = []
@@ -480,12 +490,12 @@ def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOp
     types: dict[str, int] = {}
     for t in plan.tensors:
         types[t.dtype] = types.get(t.dtype, 0) + 1
-    options = {k: v for k, v in vars(opts).items() if v is not None and k not in ("progress", "dry_run", "force")}
+    options = {k: v for k, v in opts.flat().items() if v is not None and k not in ("progress", "dry_run", "force")}
     meta = {
         "pyconv_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": options,
-        "architecture": next((n.split()[1] for n in plan.notes if n.startswith("architecture ")), None),
+        "architecture": plan.architecture,
         "sources": [{"file": str(p), "bytes": p.stat().st_size, "sha256": source_hashes.get(p)} for p in ck.files],
         "outputs": outputs,
         "tensor_types": dict(sorted(types.items())),

@@ -17,11 +17,13 @@ from typing import Any
 import gguf
 
 from .. import dtypes
-from ..archs.base import Arch, table_for_gguf
+from ..archs.arch import Arch
+from ..archs.catalog import Catalog
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import BitField, OutTensor, Part, Plan, View
-from ..sources.base import Checkpoint, Segment, SourceTensor
+from ..sources.base import Segment, SourceTensor
+from ..sources.checkpoint import Checkpoint
 from ..sources.gguf import GgufValue
 from .gguf import TypeRules, file_type, place, small_values, tensor_type, ternary_note
 
@@ -44,7 +46,7 @@ def tensor_kind(name: str) -> gguf.MODEL_TENSOR | None:
 
 
 def i2s_parts(t: SourceTensor) -> tuple[tuple[int, ...], list[Part]]:
-    """An I2_S tensor (specs/i2s.md §2) as parts over its packed bytes in a [rows, blocks, 4, 32]
+    """An I2_S tensor (docs/i2s.md) as parts over its packed bytes in a [rows, blocks, 4, 32]
     layout: element 32g + p of a 128-element block is bits 6 - 2g of the block's byte p, code c
     standing for (c - 1) times the f32 scale that follows the codes."""
     rows, cols = t.shape
@@ -66,7 +68,7 @@ def moved_keys(kv: dict[str, GgufValue], source: str, target: str, arch: Arch | 
     """The KVs with llama.cpp's per-architecture keys under the target architecture's name. Keys
     another runtime reads under a literal name (BitNet-rs' ``bitnet.*``) stay; in a "bitnet" file
     some of them are llama.cpp's keys too, and then appear under both names."""
-    literal = {hp.key for hp in arch.hparams if hp.key} if arch else set()
+    literal = set(arch.gguf.literal_keys) if arch else set()
     out: dict[str, tuple[str, int, Any]] = {
         "general.architecture": ("general.architecture", int(gguf.GGUFValueType.STRING), target)}
     for key, value in kv.items():
@@ -85,30 +87,31 @@ def moved_keys(kv: dict[str, GgufValue], source: str, target: str, arch: Arch | 
 def warn_if_graph_changes(arch: Arch, source: str, target: str, outtype: str | None) -> None:
     """One warning when the out type moves the file to a graph with another FFN activation: the
     file no longer suits the models its source suited."""
-    was, now = arch.graph_activations.get(source), arch.graph_activations.get(target)
+    was, now = arch.gguf.graph_activations.get(source), arch.gguf.graph_activations.get(target)
     if was and now and was != now:
         log.warning("GGUF architecture '%s' (FFN %s) becomes '%s' (FFN %s) for %s: right for %s models, "
                     "no longer for %s ones", source, was, target, now, outtype, now, was)
 
 
-def plan_requant(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
-    kv: dict[str, GgufValue] = ck.extra["gguf_kv"]
+def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: ConvertOptions, catalog: Catalog) -> Plan:
+    """``ck``, a GGUF file whose first file holds ``kv``, re-typed into ``out``."""
+    outtype = opts.common.outtype
     source = str(kv["general.architecture"].value) if "general.architecture" in kv else "unknown"
-    arch = table_for_gguf(source)
-    rules = TypeRules.of(opts, source, arch.ternarize if arch else None)
+    arch = catalog.for_gguf(source)
+    rules = TypeRules.of(opts, source, arch.gguf.ternarize if arch else None)
     quantized = [n for n, t in ck.tensors.items() if dtypes.is_quant(t.dtype)]
-    if quantized and not opts.allow_requantize:
+    if quantized and not opts.quant.allow_requantize:
         raise ConversionError(f"holds {ck.tensors[quantized[0]].dtype} tensors ({quantized[0]} and {len(quantized) - 1} more); "
                               "pyconv quantize starts from an F32/F16/BF16 GGUF, as quantizing twice compounds the "
                               "errors (--allow-requantize does it anyway)", file=ck.path)
-    target = arch.gguf_name_for(opts.outtype) if arch and opts.outtype else source
+    target = arch.gguf.name_for(outtype) if arch and outtype else source
     if arch:
-        warn_if_graph_changes(arch, source, target, opts.outtype)
+        warn_if_graph_changes(arch, source, target, outtype)
     tensors = []
     for name, t in ck.tensors.items():
         kind = tensor_kind(name)
         ops = []
-        if kind is None or opts.outtype is None:
+        if kind is None or outtype is None:
             dtype, why = t.dtype, "kept" if kind else "unrecognised GGUF name: kept as it is"
         else:
             dtype, why, ops = tensor_type(rules, "f32" if t.dtype == "i2_s" else t.dtype, kind, name, t.shape)
@@ -122,10 +125,10 @@ def plan_requant(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
         else:
             raise ConversionError(f"cannot re-type {t.dtype} data", tensor=name)
     kvs = moved_keys(kv, source, target, arch)
-    kvs.append(("general.file_type", int(gguf.GGUFValueType.UINT32), file_type(opts.outtype, tensors)))
+    kvs.append(("general.file_type", int(gguf.GGUFValueType.UINT32), file_type(outtype, tensors)))
     kvs.append(("general.quantization_version", int(gguf.GGUFValueType.UINT32), gguf.GGML_QUANT_VERSION))
     files = place(tensors, kvs, out.stem if out.suffix == ".gguf" else out.name, opts)
-    plan = Plan(files, tensors)
+    plan = Plan(files, tensors, architecture=source)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
     plan.notes.append(f"architecture {source} → GGUF '{target}'")
     if note := ternary_note(rules, tensors):

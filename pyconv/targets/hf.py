@@ -8,14 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import registry
 from ..errors import ConversionError
+from ..family import HfExporter
 from ..options import ConvertOptions
 from ..plan import OutFile, OutTensor, Plan
-from ..sources.base import Checkpoint
+from ..sources.checkpoint import Checkpoint
 from . import safetensors as st
 from . import torch_zip
-from .hf_custom import custom_tensors, custom_usage
-from .hf_tensors import hf_tensors, resize_vocab, source_dtype
+from .hf_model import HfTensors
+from .hf_tensors import resize_vocab, source_dtype
 from .hf_tokenizer import TOKENIZER_FILES, tokenizer_files
 from .model_card import render
 from .sharding import assign_shards, shard_name
@@ -59,8 +61,8 @@ def _pytorch_bins(tensors: list[OutTensor], max_shard_size: int | None, first_fi
 
 def generation_config(ck: Checkpoint, config: dict[str, Any]) -> bytes | None:
     """The source's generation_config.json, else one with the config's special ids (causal models)."""
-    source = ck.folder / "generation_config.json"
-    if ck.kind != "gguf" and source.is_file():
+    source = ck.model_folder / "generation_config.json" if ck.model_folder is not None else None
+    if source is not None and source.is_file():
         return source.read_bytes()
     ids = {k: config[k] for k in GENERATION_IDS if config.get(k) is not None}
     arch = (config.get("architectures") or [""])[0]
@@ -81,18 +83,27 @@ def sentence_transformers_files(folder: Path) -> dict[str, bytes]:
     return files
 
 
+def exported(exporter: HfExporter, ck: Checkpoint, opts: ConvertOptions) -> HfTensors:
+    """The export of a family's own checkpoint, its modeling code included."""
+    ht = exporter.tensors(ck, opts)
+    ht.files.update({path.name: path.read_bytes() for path in exporter.remote_code})
+    return ht
+
+
 def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
-    st.check_outtype(opts.outtype)
+    outtype, max_shard_size = opts.common.outtype, opts.common.max_shard_size
+    st.check_outtype(outtype)
     if out.suffix in (".safetensors", ".gguf", ".bin"):
         raise ConversionError("--to hf writes a folder; name one without a file suffix", file=out)
-    ht = custom_tensors(ck, opts) or hf_tensors(ck, opts.arch)
-    if opts.vocab_size is not None:
-        resize_vocab(ht, opts.vocab_size)
+    exporter = registry.hf_exporter(ck)
+    ht = exported(exporter, ck, opts) if exporter else ck.hf_tensors(registry.catalog(), opts.source.arch)
+    if opts.hf.vocab_size is not None:
+        resize_vocab(ht, opts.hf.vocab_size)
     for t in ht.tensors:
-        t.dtype = source_dtype(t.dtype, opts.outtype)
-    plan = st.place_in_files(ht.tensors, stem=st.WEIGHTS_STEM, max_shard_size=opts.max_shard_size, metadata={})
-    if opts.include_pytorch_bin:
-        files, copies, index = _pytorch_bins(ht.tensors, opts.max_shard_size, len(plan.files))
+        t.dtype = source_dtype(t.dtype, outtype)
+    plan = st.place_in_files(ht.tensors, stem=st.WEIGHTS_STEM, max_shard_size=max_shard_size, metadata={})
+    if opts.hf.include_pytorch_bin:
+        files, copies, index = _pytorch_bins(ht.tensors, max_shard_size, len(plan.files))
         plan.files += files
         plan.tensors += copies
         if index is not None:
@@ -104,17 +115,17 @@ def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
         config["dtype"] = dtype
     tokenizer = ht.tokenizer
     if tokenizer is None:
-        tokenizer_source = Path(opts.tokenizer) if opts.tokenizer else ck.folder
-        tokenizer = tokenizer_files(tokenizer_source, ck.path if ck.kind == "gguf" and not opts.tokenizer else None, config)
+        chosen = opts.source.tokenizer
+        tokenizer = tokenizer_files(Path(chosen) if chosen else ck.folder, None if chosen else ck.embedded_tokenizer, config)
     plan.side_files.update(tokenizer)
     plan.side_files.update(ht.files)
-    if ck.kind != "gguf":
-        plan.side_files.update(sentence_transformers_files(ck.folder))
+    if ck.model_folder is not None:
+        plan.side_files.update(sentence_transformers_files(ck.model_folder))
     plan.side_files["config.json"] = _json(config)
     generation = generation_config(ck, config)
     if generation is not None:
         plan.side_files["generation_config.json"] = generation
-    if opts.fingerprint:
+    if opts.common.fingerprint:
         plan.late_files = [CARD]
     else:
         plan.side_files[CARD] = card(plan, ck, opts, None, None).encode()
@@ -124,15 +135,16 @@ def plan_hf(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
 
 def card(plan: Plan, ck: Checkpoint, opts: ConvertOptions, fingerprints: dict[str, str] | None,
          source_hashes: dict[Path, str] | None) -> str:
-    defaults = vars(ConvertOptions())
-    options = {k: v for k, v in vars(opts).items() if v != defaults[k] and k in CARD_OPTIONS}
+    defaults = ConvertOptions().flat()
+    options = {k: v for k, v in opts.flat().items() if v != defaults[k] and k in CARD_OPTIONS}
     weights = [t for t in plan.tensors if plan.files[t.file].container == "safetensors"]
     config = json.loads(plan.side_files["config.json"])
-    return render(config=config, tensors=weights, source=ck.path, source_kind=ck.kind,
+    exporter = registry.hf_exporter_of(config.get("model_type"))
+    return render(config=config, tensors=weights, source=ck.path, source_kind=ck.format_name,
                   options=options, fingerprints=fingerprints,
                   source_hashes={p.name: h for p, h in source_hashes.items()} if source_hashes else None,
                   has_tokenizer=any(n in plan.side_files for n in TOKENIZER_FILES),
-                  usage=custom_usage(config, plan.side_files))
+                  usage=exporter.usage(config, plan.side_files) if exporter else None)
 
 
 def seal_hf(plan: Plan, written: list[Path]) -> list[Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
-from ..sources.safetensors import load_json
+from ..sources.json_files import load_json
 
 log = logging.getLogger("pyconv")
 
@@ -50,7 +50,7 @@ def _content(token: Any) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _vocab(files: dict[str, bytes]) -> dict[str, int]:
+def vocab_ids(files: dict[str, bytes]) -> dict[str, int]:
     """Token → id from tokenizer.json (model vocab and added tokens) or vocab.txt."""
     if "tokenizer.json" in files:
         doc = json.loads(files["tokenizer.json"])
@@ -87,7 +87,7 @@ def normalize(files: dict[str, bytes], config: dict[str, Any], where: Path) -> d
     else:
         tcfg["model_max_length"] = int(length)
     smap = json.loads(files["special_tokens_map.json"]) if "special_tokens_map.json" in files else None
-    vocab = _vocab(files)
+    vocab = vocab_ids(files)
     for key in SPECIAL_KEYS:
         token = _content(tcfg.get(key))
         if smap is not None:

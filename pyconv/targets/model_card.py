@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..plan import OutTensor
+from ..version import __version__
 
 # transformers' Auto class for a head, by the suffix of the architecture's class name
 AUTO_CLASSES = (("ForCausalLM", "AutoModelForCausalLM"), ("LMHeadModel", "AutoModelForCausalLM"),

@@ -21,16 +21,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..archs.base import Arch, Config
-from ..archs.layouts import row_counts, template_pattern
+from .. import registry
+from ..archs.arch import Arch
+from ..archs.config import Config
+from ..archs.hf_layout import template_pattern
+from ..archs.native_layout import row_counts
 from ..archs.tensor_parallel import sharding
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import OutFile, OutTensor, Plan
-from ..sources.base import Checkpoint
+from ..sources.checkpoint import Checkpoint
 from ..sources.native import LATEST, NATIVE_KEY, rank_file
 from . import safetensors as st
-from .hf_tensors import from_hf_source, resize_vocab, source_dtype
+from .hf_tensors import resize_vocab, source_dtype
 from .hf_tokenizer import tokenizer_files
 from .regions import concat, crop, split_rows, transpose
 
@@ -47,7 +50,7 @@ def fuse(tensors: list[OutTensor], arch: Arch, cfg: Config) -> list[OutTensor]:
     by_name = {t.name: t for t in tensors}
     replaced: dict[str, list[OutTensor]] = {}  # first HF piece -> fused tensors
     consumed: set[str] = set()
-    for group in arch.fused:
+    for group in arch.native.fused:
         pattern = template_pattern(group.hf[0].name)
         for name in list(by_name):
             m = pattern.match(name)
@@ -91,40 +94,40 @@ def split_for_rank(t: OutTensor, rank: int, tp_size: int) -> OutTensor:
 
 
 def plan_native(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
-    st.check_outtype(opts.outtype)
-    if opts.layout not in LAYOUTS:
-        raise ConversionError(f"--layout {opts.layout} is not one of {', '.join(LAYOUTS)}")
-    if opts.tp_size < 1:
+    wanted = opts.native
+    st.check_outtype(opts.common.outtype)
+    if wanted.layout not in LAYOUTS:
+        raise ConversionError(f"--layout {wanted.layout} is not one of {', '.join(LAYOUTS)}")
+    if wanted.tp_size < 1:
         raise ConversionError("--tp-size must be 1 or more")
-    if opts.tp_size > 1 and opts.layout != "fused":
+    if wanted.tp_size > 1 and wanted.layout != "fused":
         raise ConversionError("tensor-parallel slices are defined on the fused layout; pass --layout fused")
-    if ck.kind == "gguf":
-        raise ConversionError("a GGUF file becomes a trainer checkpoint through an HF folder: convert it --to hf first", file=ck.path)
-    ht = from_hf_source(ck, opts.arch, need_arch=True)
+    ht = ck.trainer_tensors(registry.catalog(), opts.source.arch)
     assert ht.arch is not None
-    if opts.vocab_size is not None:
-        resize_vocab(ht, opts.vocab_size)
+    if opts.hf.vocab_size is not None:
+        resize_vocab(ht, opts.hf.vocab_size)
     tensors = ht.tensors
-    if opts.layout == "fused":
+    if wanted.layout == "fused":
         tensors = fuse(tensors, ht.arch, Config(ht.config))
     for t in tensors:
-        t.dtype = source_dtype(t.dtype, opts.outtype)
-    step = opts.step if opts.step is not None else int(ck.extra.get("step", 0))
+        t.dtype = source_dtype(t.dtype, opts.common.outtype)
+    step = wanted.step if wanted.step is not None else ck.training_step
     folder = step_folder(step)
-    files = [OutFile(f"{folder}/{rank_file(r, opts.tp_size)}", "safetensors", metadata={"format": "pt"})
-             for r in range(opts.tp_size)]
+    files = [OutFile(f"{folder}/{rank_file(r, wanted.tp_size)}", "safetensors", metadata={"format": "pt"})
+             for r in range(wanted.tp_size)]
     planned: list[OutTensor] = []
-    for r in range(opts.tp_size):
+    for r in range(wanted.tp_size):
         for t in tensors:
-            piece = split_for_rank(t, r, opts.tp_size)
+            piece = split_for_rank(t, r, wanted.tp_size)
             piece.file = r
             planned.append(piece)
     plan = Plan(files, planned)
     config: dict[str, Any] = dict(ht.config)
     config.setdefault("architectures", [ht.arch.hf_architectures[0]])
     config.setdefault("model_type", ht.arch.model_types[0])
-    config[NATIVE_KEY] = {"format": FORMAT, "arch": ht.arch.name, "layout": opts.layout, "tp_size": opts.tp_size, "step": step}
-    tokenizer_source = Path(opts.tokenizer) if opts.tokenizer else ck.folder
+    config[NATIVE_KEY] = {"format": FORMAT, "arch": ht.arch.name, "layout": wanted.layout, "tp_size": wanted.tp_size,
+                          "step": step}
+    tokenizer_source = Path(opts.source.tokenizer) if opts.source.tokenizer else ck.folder
     for name, data in tokenizer_files(tokenizer_source, None, config).items():
         plan.side_files[f"{folder}/{name}"] = data
     plan.side_files[LATEST] = f"{step}\n".encode()
@@ -132,5 +135,5 @@ def plan_native(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     generation = ck.folder / "generation_config.json"
     if generation.is_file():
         plan.side_files[f"{folder}/generation_config.json"] = generation.read_bytes()
-    plan.notes += ht.notes + [f"{ht.arch.name} → native step {step}, layout {opts.layout}, {opts.tp_size} rank(s)"]
+    plan.notes += ht.notes + [f"{ht.arch.name} → native step {step}, layout {wanted.layout}, {wanted.tp_size} rank(s)"]
     return plan

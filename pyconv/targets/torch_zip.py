@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..plan import OutFile, OutTensor
-from ..sources.torch_pickle import _STORAGE_TYPES
+from ..sources.torch_pickle import STORAGE_TYPES
 
 ALIGNMENT = 64                  # where torch.save puts storage bytes (its .storage_alignment record)
 ZIP64_LIMIT = 0xFFFFFFFF        # sizes and offsets from here on need zip64 records
-STORAGE_CLASSES = {dtype: name for name, dtype in _STORAGE_TYPES.items()}
+STORAGE_CLASSES = {dtype: name for name, dtype in STORAGE_TYPES.items()}
 READ_BLOCK = 16 << 20
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")

@@ -8,7 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ..archs.bitnet import BITNET_B158, BITNET_RS_KEYS
+from .. import registry
 from ..errors import ConversionError
 from ..sources.gguf import GgufValue, read_gguf, split_set
 from .report import Report
@@ -18,8 +18,6 @@ from .stats import TensorStats, tensor_stats
 REQUIRED_KEYS = ("general.architecture", "{arch}.block_count", "{arch}.context_length", "{arch}.embedding_length",
                  "{arch}.attention.head_count", "tokenizer.ggml.model", "tokenizer.ggml.tokens")
 DECODER_KEYS = ("{arch}.feed_forward_length",)
-# Extra keys some runtimes need per architecture (BitNet-rs' strict mode reads BitNet files).
-ARCH_KEYS: dict[str, tuple[str, ...]] = {"bitnet": BITNET_RS_KEYS, BITNET_B158: BITNET_RS_KEYS}
 NORM_RMS_BAND = (0.5, 2.0)
 # projections of one layer whose RMS differ by more than this are suspect (SmolLM2-135M: at most 8.5)
 PROJECTION_RMS_RATIO = 30.0
@@ -48,9 +46,17 @@ def _arch(kv: dict[str, GgufValue]) -> str:
     return str(kv["general.architecture"].value) if "general.architecture" in kv else "?"
 
 
+def runtime_keys(arch: str) -> tuple[str, ...]:
+    """Keys another runtime needs in files of GGUF architecture ``arch`` (BitNet-rs' strict mode): those its
+    table writes under literal names, with the general keys that runtime requires beside them."""
+    table = registry.catalog().for_gguf(arch)
+    literal = table.gguf.literal_keys if table else ()
+    return ("general.architecture", *literal, "general.file_type") if literal else ()
+
+
 def _metadata(kv: dict[str, GgufValue], strict: bool, report: Report) -> None:
     arch = _arch(kv)
-    wanted = [k.format(arch=arch) for k in (*REQUIRED_KEYS, *DECODER_KEYS, *ARCH_KEYS.get(arch, ()))]
+    wanted = [k.format(arch=arch) for k in (*REQUIRED_KEYS, *DECODER_KEYS, *runtime_keys(arch))]
     if arch == "bert":
         wanted = [k for k in wanted if not k.endswith("feed_forward_length")]
     missing = [k for k in wanted if k not in kv]

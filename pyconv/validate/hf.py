@@ -15,14 +15,12 @@ from typing import Any
 from ..targets.model_card import auto_class
 from .custom import custom_checks
 from .report import Report
+from .similarity import SIMILAR_ABOVE, UNRELATED_BELOW, similarity_cosines
 
 SAMPLE_TEXTS = ("The capital of France is Paris.", "def add(a, b):\n    return a + b  # 42 ünïcödé")
 # max |Δlogit| allowed against the reference, relative to the largest reference logit, by stored type
 PARITY = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 MASK_TOLERANCE = 1e-5
-SIMILAR = ("A man is playing a guitar.", "Someone plays an acoustic guitar.")
-UNRELATED = ("A man is playing a guitar.", "The stock market fell sharply on Tuesday.")
-SIMILAR_ABOVE, UNRELATED_BELOW = 0.7, 0.5
 
 
 @contextmanager
@@ -162,21 +160,6 @@ def _reference(folder: Path, model: Any, ids: Any, reference: Path, report: Repo
     report.add("reference", "pass" if diff <= limit else "fail",
                f"max |Δ| {diff:.3g} against {reference.name} (limit {limit:.3g} for {stored}); top token agrees at {agree:.0%}",
                max_abs_diff=diff, top1_agreement=agree)
-
-
-def similarity_cosines(encoder: Any, tok: Any) -> tuple[float, float]:
-    """Cosines of the mean-pooled last hidden states (real tokens only) of the paraphrase and the unrelated pair."""
-    import torch
-
-    def cosine(a: str, b: str) -> float:
-        batch = tok([a, b], padding=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        return float(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0))
-
-    return cosine(*SIMILAR), cosine(*UNRELATED)
 
 
 def _similarity(folder: Path, model: Any, report: Report) -> None:

@@ -2,7 +2,7 @@
 
 A folder holds what the HF exporter will write: ``config.json`` from the remote config class,
 ``model.safetensors`` written by the safetensors library, and the modeling files named by
-``pyconv.remote_code.remote_code_files``. The probe (``hf_probe.py``) runs in a new interpreter with the hub
+the family's registered exporter (``remote_code``). The probe (``hf_probe.py``) runs in a new interpreter with the hub
 offline and a private HF_HOME, so nothing cached by another run or another test can stand in for the folder.
 """
 
@@ -20,16 +20,23 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedConfig
 
-from pyconv.remote_code import remote_code_files
+from pyconv import registry
 
 PROBE = Path(__file__).with_name("hf_probe.py")
+
+
+def remote_code(family: str) -> tuple[Path, ...]:
+    """The modeling files HF exports of ``family`` ship, as its registered exporter lists them."""
+    exporter = next(f.hf_exporter for f in registry.families() if f.name == family)
+    assert exporter is not None
+    return exporter.remote_code
 
 
 def write_export(folder: Path, arch: str, config: PreTrainedConfig, tensors: dict[str, torch.Tensor]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config.to_json_file(folder / "config.json")
     save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors", metadata={"format": "pt"})
-    for path in remote_code_files(arch):
+    for path in remote_code(arch):
         shutil.copy2(path, folder / path.name)
     return folder
 

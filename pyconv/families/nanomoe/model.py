@@ -1,9 +1,9 @@
 """nanoMoE's GPT (askerlee/nanoMoE): learned positions, RMSNorm, weightless QK-norm, ReLU² dense MLPs and
 top-k routed experts stored as raw [experts, in, out] parameters, the head tied to the token embedding.
 Its training script saves ``ckpt.pt`` files (``{"model": state_dict, "model_args": {...}, ...}``, names
-with torch.compile's ``_orig_mod.``) or, later, ``save_pretrained`` folders; this table turns either's
-model arguments into the ``config.json`` of our modeling code (``pyconv/remote_code/nanomoe``) and says
-which tensors, of which shapes, that model has. Facts: hf-custom.md §2.
+with torch.compile's ``_orig_mod.``) or, later, ``save_pretrained`` folders; this module turns either's
+model arguments into the ``config.json`` of our modeling code (``remote_code/``) and says which tensors,
+of which shapes, that model has. Facts: docs/custom-models.md, "nanoMoE".
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 
 MODEL_TYPE = "nanomoe_gpt"
 ARCHITECTURE = "GPT"

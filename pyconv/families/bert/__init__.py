@@ -9,8 +9,12 @@ import json
 
 import gguf
 
-from ..errors import ConversionError
-from .base import COMMON_HPARAMS, Arch, Config, HParam, register
+from ...archs.arch import Arch
+from ...archs.config import Config
+from ...archs.gguf_layout import GgufLayout
+from ...archs.hparams import COMMON_HPARAMS, HParam
+from ...errors import ConversionError
+from ...family import Family
 
 # sentence-transformers' Pooling config: flag (or pooling_mode value) → llama.cpp pooling
 POOLING_FLAGS = {
@@ -44,15 +48,17 @@ BERT = Arch(
     name="bert",
     hf_architectures=("BertModel", "BertForMaskedLM"),
     model_types=("bert",),
-    gguf_arch=gguf.MODEL_ARCH.BERT,
-    hparams=(
-        *COMMON_HPARAMS,
-        HParam("add_token_type_count", ("type_vocab_size",)),
-        HParam("add_pooling_type", derive=sentence_transformers_pooling, required=False),
+    gguf=GgufLayout(
+        gguf.MODEL_ARCH.BERT,
+        hparams=(
+            *COMMON_HPARAMS,
+            HParam("add_token_type_count", ("type_vocab_size",)),
+            HParam("add_pooling_type", derive=sentence_transformers_pooling, required=False),
+        ),
+        constants=(("add_causal_attention", False),),
+        skip=(r"^pooler\.", r"^cls\.", r"^embeddings\.position_ids$"),
     ),
-    constants=(("add_causal_attention", False),),
     prefixes=("bert.",),
-    skip=(r"^pooler\.", r"^cls\.", r"^embeddings\.position_ids$"),
 )
 
-register(BERT)
+FAMILY = Family("bert", (BERT,))

@@ -1,9 +1,9 @@
 """NeoBERT (chandar-lab/NeoBERT and its pszemraj fork): a pre-norm encoder with a fused QKV projection
 grouped per head, RoPE on adjacent channel pairs (or a learned position table), a SwiGLU or GELU FFN
 and a masked-LM decoder. Trainer checkpoints keep the whole run's settings in ``config.yaml``; this
-module says which of them make the model and how they become the HF ``config.json`` of the exported
-``NeoBERTLMHead`` (our modeling code in ``pyconv/remote_code/neobert``), and holds the table for
-llama.cpp's ``neo-bert`` encoder. Facts: hf-custom.md §1.
+module says which of them make the model, how they become the HF ``config.json`` of the exported
+``NeoBERTLMHead`` (our modeling code in ``remote_code/``) and which tensors, of which shapes, that
+model has. Facts: docs/custom-models.md, "NeoBERT".
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import gguf
-
-from ..errors import ConversionError
-from .base import Arch, Fuse, HParam, Requires, register
+from ...errors import ConversionError
 
 MODEL_TYPE = "neobert"
 ARCHITECTURE = "NeoBERTLMHead"
@@ -66,8 +63,6 @@ NGPT_REASON = ("ngpt (NormNeoBERT) cannot be exported: its layers keep hidden st
                "neo-bert graph")
 # the names the trainer gives the placeholder tokens it adds to reach the model's vocabulary
 EXTRA_TOKEN = "<|neobert_extra_token_{}|>"
-# NeoBERT's rotary embedding has a fixed base
-ROPE_BASE = 10000.0
 
 
 def swiglu_width(intermediate_size: int) -> int:
@@ -159,43 +154,3 @@ def check_shapes(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
     if extra:
         raise ConversionError("is not part of the NeoBERT masked-LM model config.yaml describes", file=where,
                               tensor=extra[0])
-
-
-NEOBERT = Arch(
-    name="neobert",
-    hf_architectures=(ARCHITECTURE, "NeoBERT"),
-    model_types=(MODEL_TYPE,),
-    gguf_arch=gguf.MODEL_ARCH.NEO_BERT,
-    hparams=(
-        HParam("add_context_length", ("max_position_embeddings",)),
-        HParam("add_embedding_length", ("hidden_size",)),
-        HParam("add_block_count", ("num_hidden_layers",)),
-        # the trainer's rounded I', the width of each half of ffn_up (llama.cpp's converter writes int(2I/3),
-        # which does not load when the rounding changed it)
-        HParam("add_feed_forward_length", derive=ffn_width),
-        HParam("add_head_count", ("num_attention_heads",)),
-        HParam("add_layer_norm_rms_eps", ("norm_eps",)),
-    ),
-    # mean pooling over all tokens, [CLS] and [SEP] included: the sentence embedding the HF export's README
-    # computes and `pyconv validate` scores; llama.cpp's --pooling chooses another per run
-    constants=(("add_causal_attention", False), ("add_rope_freq_base", ROPE_BASE),
-               ("add_pooling_type", gguf.PoolingType.MEAN)),
-    prefixes=("model.",),
-    # the masked-LM decoder (and a legacy bias): llama.cpp's neo-bert gives embeddings only
-    skip=(r"^decoder\.",),
-    # llama.cpp's SwiGLU applies silu to the first half of ffn_up: the gate w1, as in xformers' packed w12
-    fuses=(Fuse(("transformer_encoder.{bid}.ffn.w1", "transformer_encoder.{bid}.ffn.w2"), gguf.MODEL_TENSOR.FFN_UP),),
-    # llama.cpp's graph takes Q, K and V as contiguous thirds of the fused output
-    head_grouped=(gguf.MODEL_TENSOR.ATTN_QKV,),
-    requires=(
-        Requires("hidden_act", "swiglu", "its FFN is SwiGLU only; --to hf exports a GELU NeoBERT"),
-        Requires("rms_norm", True, "its norms are RMSNorm without bias; --to hf exports a LayerNorm NeoBERT"),
-        Requires("rope", True, "it rotates queries and keys and has no position table; --to hf exports a NeoBERT "
-                               "with learned positions"),
-    ),
-    # the trainer saves the run's tokenizer in the checkpoint's tokenizer/ and pads the vocabulary as the HF export does
-    tokenizer_dirs=("tokenizer",),
-    vocab_filler=EXTRA_TOKEN,
-)
-
-register(NEOBERT)

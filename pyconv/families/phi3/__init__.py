@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import gguf
 
-from ..errors import ConversionError
-from .base import COMMON_HPARAMS, Arch, Config, HParam, register
-from .layouts import HfName, regroup
-from .llama import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T
+from ...archs.config import Config
+from ...archs.gguf_layout import GgufLayout
+from ...archs.hf_layout import HfLayout, HfName
+from ...archs.hparams import COMMON_HPARAMS, HParam
+from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T, llama_like
+from ...archs.native_layout import NativeLayout, regroup
+from ...errors import ConversionError
+from ...family import Family
 
 PHI3_HF_NAMES = {
     **{k: v for k, v in LLAMA_HF_NAMES.items() if k not in (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.FFN_GATE, T.FFN_UP)},
@@ -28,21 +32,17 @@ def rotary_dims(cfg: Config) -> int:
     return int(float(cfg.find("partial_rotary_factor") or 1.0) * n_embd) // n_head
 
 
-PHI3 = Arch(
-    name="phi3",
-    hf_architectures=("Phi3ForCausalLM",),
-    model_types=("phi3",),
-    gguf_arch=gguf.MODEL_ARCH.PHI3,
-    hparams=(
+PHI3 = llama_like(
+    "phi3", "Phi3ForCausalLM",
+    GgufLayout(gguf.MODEL_ARCH.PHI3, hparams=(
         *COMMON_HPARAMS,
         HParam("add_rope_dimension_count", derive=rotary_dims),
         HParam("add_rope_scaling_orig_ctx_len", ("original_max_position_embeddings",), required=False),
         HParam("add_sliding_window", ("sliding_window",), required=False),
-    ),
-    hf_names=PHI3_HF_NAMES,
-    fused=PHI3_FUSED,
+    )),
+    hf=HfLayout(PHI3_HF_NAMES, buffers=SKIP_ROTARY),
+    native=NativeLayout(PHI3_FUSED),
     signature=(r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$", r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$"),
-    hf_buffers=SKIP_ROTARY,
 )
 
-register(PHI3)
+FAMILY = Family("phi3", (PHI3,))

@@ -1,5 +1,5 @@
 """BitNet b1.58: llama-shaped decoders whose seven projections are ternary, with an RMS norm before
-the attention output and the down projection (specs/i2s.md §8-§10).
+the attention output and the down projection (docs/i2s.md, "BitNet models in GGUF").
 
 transformers' ``BitNetForCausalLM`` (2B-4T: ``attn_sub_norm``/``ffn_sub_norm``, ReLU²) and the older
 1bitLLM ``BitnetForCausalLM`` (``inner_attn_ln``/``ffn_layernorm``, SiLU) write the same GGUF. Mainline
@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import gguf
 
-from .base import Arch, HParam, register
-from .llama import BLOCK, LLAMA_HPARAMS, LLAMA_SIGNATURE, SKIP_ROTARY
+from ...archs.arch import Arch
+from ...archs.gguf_layout import GgufLayout
+from ...archs.hparams import HParam
+from ...archs.llama_like import BLOCK, LLAMA_HPARAMS, LLAMA_SIGNATURE, SKIP_ROTARY
+from ...family import Family
 
-# BitNet.cpp's name for the 2B-4T graph; gguf-py 0.19 has no MODEL_ARCH for it (specs/i2s.md §8)
+# BitNet.cpp's name for the 2B-4T graph; gguf-py 0.19 has no MODEL_ARCH for it
 BITNET_B158 = "bitnet-b1.58"
 
 # BitNet-rs reads these literal keys, whatever general.architecture says, and its strict mode
@@ -27,22 +30,23 @@ BITNET_RS = (
     HParam("add_uint32", ("vocab_size",), key="bitnet.vocab_size"),
     HParam("add_uint32", ("max_position_embeddings",), key="bitnet.context_length"),
 )
-BITNET_RS_KEYS = ("general.architecture", *(hp.key for hp in BITNET_RS if hp.key), "general.file_type")
 
 BITNET = Arch(
     name="bitnet",
     hf_architectures=("BitNetForCausalLM", "BitnetForCausalLM"),
     model_types=("bitnet",),
-    gguf_arch=gguf.MODEL_ARCH.BITNET,
-    hparams=(*LLAMA_HPARAMS, *BITNET_RS),
-    skip=SKIP_ROTARY,
+    gguf=GgufLayout(
+        gguf.MODEL_ARCH.BITNET,
+        hparams=(*LLAMA_HPARAMS, *BITNET_RS),
+        skip=SKIP_ROTARY,
+        ternarize="absmean",
+        arch_names={"i2_s": BITNET_B158},
+        graph_activations={"bitnet": "silu", BITNET_B158: "relu2"},
+        # gguf-py 0.19 maps only the 1bitLLM sub-norm names
+        extra_names={f"{BLOCK}.self_attn.attn_sub_norm": gguf.MODEL_TENSOR.ATTN_SUB_NORM,
+                     f"{BLOCK}.mlp.ffn_sub_norm": gguf.MODEL_TENSOR.FFN_SUB_NORM},
+    ),
     signature=(*LLAMA_SIGNATURE, r"\.(attn_sub_norm|inner_attn_ln)\.weight$"),
-    ternarize="absmean",
-    gguf_names={"i2_s": BITNET_B158},
-    graph_activations={"bitnet": "silu", BITNET_B158: "relu2"},
-    # gguf-py 0.19 maps only the 1bitLLM sub-norm names
-    extra_names={f"{BLOCK}.self_attn.attn_sub_norm": gguf.MODEL_TENSOR.ATTN_SUB_NORM,
-                 f"{BLOCK}.mlp.ffn_sub_norm": gguf.MODEL_TENSOR.FFN_SUB_NORM},
 )
 
-register(BITNET)
+FAMILY = Family("bitnet", (BITNET,))

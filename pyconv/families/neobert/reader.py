@@ -1,4 +1,5 @@
-"""NeoBERT trainer checkpoints: ``outputs/<run>/checkpoints/<step>/`` as its trainer saves them.
+"""NeoBERT trainer checkpoints: ``outputs/<run>/checkpoints/<step>/`` as its trainer saves them
+(docs/custom-models.md, "NeoBERT").
 
 The folder holds ``config.yaml`` (the whole run's settings; ``model:`` builds the network), the weights
 as ``model.safetensors`` or as a DeepSpeed ZeRO checkpoint (in the folder, or under Accelerate's
@@ -11,19 +12,21 @@ it. Everything is checked against config.yaml before a byte moves.
 from __future__ import annotations
 
 import json
-import mmap
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..archs import neobert
-from ..archs.base import checked_field
-from ..errors import ConversionError
-from ..options import ConvertOptions
-from . import strip_prefixes
-from .base import Checkpoint, SourceTensor
+from ...archs.config import checked_field
+from ...errors import ConversionError
+from ...options import ConvertOptions
+from ...sources.base import SourceTensor, same_values
+from ...sources.safetensors import open_safetensors
+from ...sources.state_dict import StateDictCheckpoint
+from ...sources.zero import open_zero
+from ...sources.zero import recognises as is_zero
+from . import model as neobert
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
@@ -33,7 +36,6 @@ TOKENIZER_INFO = "tokenizer_info.json"
 ACCELERATE = "accelerate"
 RUNTIME_PREFIXES = ("_orig_mod.", "module.")
 LEGACY_DECODER = "model.decoder."
-COMPARE_BYTES = 1 << 22
 # a run's config.yaml holds a few hundred settings
 MAX_YAML_VALUES = 100_000
 
@@ -76,15 +78,12 @@ def default_output(folder: Path) -> Path:
     return run / "hf" / f"{run.name}_{folder.resolve().name}"
 
 
-def _weights(folder: Path, opts: ConvertOptions) -> Checkpoint:
-    from . import zero
-    from .safetensors import open_safetensors
-
+def _weights(folder: Path, opts: ConvertOptions) -> StateDictCheckpoint:
     if (folder / WEIGHTS).is_file():
         return open_safetensors(folder / WEIGHTS)
     for candidate in (folder, folder / ACCELERATE):
-        if candidate.is_dir() and zero.recognises(candidate):
-            return zero.open_zero(candidate, opts)
+        if candidate.is_dir() and is_zero(candidate):
+            return open_zero(candidate, opts)
     raise ConversionError(f"no weights: neither {WEIGHTS} nor a DeepSpeed ZeRO checkpoint (here or in {ACCELERATE}/)",
                           file=folder)
 
@@ -98,34 +97,6 @@ def _legacy_decoder(tensors: dict[str, SourceTensor], where: Path) -> dict[str, 
             raise ConversionError(f"both '{name}' and '{new}' are in the weights", file=where, tensor=name)
         out[new] = t if new == name else replace(t, name=new)
     return out
-
-
-def same_values(a: SourceTensor, b: SourceTensor) -> bool:
-    """Whether two tensors hold the same bytes, compared through the maps a chunk at a time."""
-    if (a.dtype, a.shape, a.strides, a.offset) != (b.dtype, b.shape, b.strides, b.offset) or a.nbytes != b.nbytes:
-        return False
-    if a.segments == b.segments:
-        return True
-
-    def chunks(t: SourceTensor) -> Any:
-        for seg in t.segments:
-            with seg.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                for at in range(seg.offset, seg.offset + seg.nbytes, COMPARE_BYTES):
-                    yield m[at:min(at + COMPARE_BYTES, seg.offset + seg.nbytes)]
-
-    left, right = b"", b""
-    ours, theirs = chunks(a), chunks(b)
-    while True:
-        if not left:
-            left = next(ours, b"")
-        if not right:
-            right = next(theirs, b"")
-        if not left and not right:
-            return True
-        n = min(len(left), len(right))
-        if n == 0 or left[:n] != right[:n]:
-            return False
-        left, right = left[n:], right[n:]
 
 
 def _tied(model: dict[str, Any], tensors: dict[str, SourceTensor], where: Path) -> bool:
@@ -152,9 +123,9 @@ def _tokenizer_info(folder: Path, model: dict[str, Any]) -> dict[str, Any] | Non
         raise ConversionError(f"cannot read it ({e})", file=path) from None
     if not isinstance(info, dict):
         raise ConversionError("is not a JSON object", file=path)
-    for key, field in (("pad_token_id", "pad_token_id"), ("vocab_size", "vocab_size")):
-        if info.get(key) is not None and info[key] != model.get(field):
-            raise ConversionError(f"{key} is {info[key]} but config.yaml's model.{field} is {model.get(field)}: the "
+    for key, setting in (("pad_token_id", "pad_token_id"), ("vocab_size", "vocab_size")):
+        if info.get(key) is not None and info[key] != model.get(setting):
+            raise ConversionError(f"{key} is {info[key]} but config.yaml's model.{setting} is {model.get(setting)}: the "
                                   "tokenizer metadata is from another run", file=path)
     total = info.get("total_vocab_size")
     if isinstance(total, int) and isinstance(model.get("vocab_size"), int) and total > model["vocab_size"]:
@@ -163,7 +134,21 @@ def _tokenizer_info(folder: Path, model: dict[str, Any]) -> dict[str, Any] | Non
     return info
 
 
-def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
+@dataclass
+class NeobertTrainerCheckpoint(StateDictCheckpoint):
+    format_name = "neobert"
+    # the weights as their own format opened them (model.safetensors or a DeepSpeed ZeRO checkpoint)
+    weights: StateDictCheckpoint | None = None
+    tokenizer_info: dict[str, Any] | None = None
+    run_config: dict[str, Any] = field(default_factory=dict)   # the whole config.yaml
+
+    def details(self) -> dict[str, Any]:
+        assert self.weights is not None  # the reader always opens them
+        return {"weights": self.weights.format_name, **self.weights.details(), "tokenizer_info": self.tokenizer_info,
+                "run_config": self.run_config}
+
+
+def open_neobert_trainer(path: Path, opts: ConvertOptions) -> NeobertTrainerCheckpoint:
     run = _run_config(path)
     if run is None:
         raise ConversionError(f"{CONFIG} has no model: section", file=path / CONFIG)
@@ -175,7 +160,8 @@ def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
         raise ConversionError(f"no {TOKENIZER}/ folder: the export ships the run's tokenizer, which the trainer saves "
                               "there", file=path)
     info = _tokenizer_info(path, model)
-    weights = strip_prefixes(_weights(path, opts), RUNTIME_PREFIXES)
+    weights = _weights(path, opts)
+    weights.strip_prefixes(RUNTIME_PREFIXES)
     tensors = _legacy_decoder(weights.tensors, weights.path)
     # the expected shapes are listed layer by layer: a lying count would be walked to the end
     if config["num_hidden_layers"] > len(tensors):
@@ -185,5 +171,5 @@ def open_neobert_trainer(path: Path, opts: ConvertOptions) -> Checkpoint:
     config["tie_word_embeddings"] = _tied(model, tensors, weights.path)
     if path.name.isdigit():
         config["training_info"]["step"] = int(path.name)
-    extra = {"weights": weights.kind, **weights.extra, "tokenizer_info": info, "run_config": run}
-    return Checkpoint("neobert", path, tensors, weights.files, weights.metadata, config, extra)
+    return NeobertTrainerCheckpoint(path, tensors, weights.files, weights.metadata, config, weights=weights,
+                                    tokenizer_info=info, run_config=run)

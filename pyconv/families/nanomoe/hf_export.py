@@ -8,27 +8,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..archs import nanomoe
-from ..errors import ConversionError
-from ..options import ConvertOptions
-from ..plan import OutTensor, View
-from ..sources import strip_prefixes
-from ..sources.base import Checkpoint
-from ..sources.neobert_trainer import same_values
-from .hf_custom import Family
-from .hf_tensors import HfTensors
+from ...errors import ConversionError
+from ...options import ConvertOptions
+from ...plan import OutTensor, View
+from ...sources.base import same_values
+from ...sources.checkpoint import Checkpoint
+from ...sources.torch_pickle import TorchCheckpoint
+from ...targets.hf_model import HfTensors
+from . import model as nanomoe
 
 HEAD, EMBED = "lm_head.weight", "transformer.wte.weight"
 
 
+def model_args(ck: Checkpoint) -> Any:
+    """The model arguments train.py saves beside the state dict in a ckpt.pt, if ``ck`` is one."""
+    return ck.saved_values.get("model_args") if isinstance(ck, TorchCheckpoint) else None
+
+
 def recognises(ck: Checkpoint) -> bool:
-    args = ck.extra.get("model_args")
+    args = model_args(ck)
     return (isinstance(args, dict) and "n_exp" in args) or (ck.config or {}).get("model_type") == nanomoe.MODEL_TYPE
 
 
 def nanomoe_tensors(ck: Checkpoint, opts: ConvertOptions) -> HfTensors:
-    ck = strip_prefixes(ck, nanomoe.RUNTIME_PREFIXES)
-    args = ck.extra.get("model_args")
+    ck.strip_prefixes(nanomoe.RUNTIME_PREFIXES)
+    args = model_args(ck)
     where = ck.path
     if not isinstance(args, dict):
         if ck.config is None:
@@ -43,7 +47,7 @@ def nanomoe_tensors(ck: Checkpoint, opts: ConvertOptions) -> HfTensors:
         tied = False
     config["tie_word_embeddings"] = tied
     tensors = [OutTensor.from_view(n, View.of(t), t.dtype) for n, t in ck.tensors.items() if not (tied and n == HEAD)]
-    notes = [f"nanoMoE {ck.kind} checkpoint → {nanomoe.ARCHITECTURE} ({config['n_exp']} experts), head "
+    notes = [f"nanoMoE {ck.format_name} checkpoint → {nanomoe.ARCHITECTURE} ({config['n_exp']} experts), head "
              + ("tied to the token embedding" if tied else "stored on its own")]
     return HfTensors(tensors, None, config, notes)
 
@@ -69,7 +73,3 @@ def nanomoe_usage(config: dict[str, Any], files: dict[str, bytes]) -> list[str]:
               "print(float(loss), {k: None if v is None else float(v) for k, v in losses.items()})", "```", "",
               "Check it with `pyconv validate path/to/this/folder`.", ""]
     return lines
-
-
-NANOMOE = Family(remote_code="nanomoe", model_type=nanomoe.MODEL_TYPE, recognises=recognises, tensors=nanomoe_tensors,
-                 usage=nanomoe_usage)

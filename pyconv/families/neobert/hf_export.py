@@ -1,4 +1,4 @@
-"""NeoBERT trainer checkpoints as ``NeoBERTLMHead`` folders (``sources/neobert_trainer.py`` reads them).
+"""NeoBERT trainer checkpoints as ``NeoBERTLMHead`` folders (``reader.py`` reads them).
 
 The training names stay (our modeling code keeps the trainer's module tree); the layout fixes are views:
 a packed SwiGLU ``ffn.w12`` [2I', H] is cut into ``w1`` (its first half, the gate) and ``w2``, a tied
@@ -17,19 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
-from ..archs import neobert
-from ..errors import ConversionError
-from ..options import ConvertOptions
-from ..plan import OutTensor, View
-from ..sources.base import Checkpoint, SourceTensor
-from ..sources.native import byte_range
-from ..sources.neobert_trainer import TOKENIZER
-from .gguf import small_values
-from .hf_custom import Family
-from .hf_tensors import HfTensors
-from .hf_tokenizer import _vocab, copied, normalize
-from .regions import split_rows
+from ... import dtypes
+from ...errors import ConversionError
+from ...options import ConvertOptions
+from ...plan import OutTensor, View
+from ...sources.base import SourceTensor, byte_range
+from ...sources.checkpoint import Checkpoint
+from ...targets.gguf import small_values
+from ...targets.hf_model import HfTensors
+from ...targets.hf_tokenizer import copied, normalize, vocab_ids
+from ...targets.regions import split_rows
+from . import model as neobert
+from .reader import TOKENIZER, NeobertTrainerCheckpoint
 
 log = logging.getLogger("pyconv")
 
@@ -49,7 +48,7 @@ def _values(t: SourceTensor) -> np.ndarray:
 
 
 def _drop_bias(t: SourceTensor, opts: ConvertOptions, ck: Checkpoint) -> str:
-    if not opts.allow_decoder_bias_drop:
+    if not opts.hf.allow_decoder_bias_drop:
         raise ConversionError("the masked-LM decoder has a bias (chandar-lab's head), which the export drops only with "
                               "--allow-decoder-bias-drop: without it every logit would change", file=ck.path, tensor=t.name)
     bias = _values(t)
@@ -68,7 +67,7 @@ def _tokenizer(ck: Checkpoint, config: dict[str, Any]) -> dict[str, bytes]:
     files = copied(folder)
     if "tokenizer.json" not in files:
         raise ConversionError("no tokenizer.json: the export needs the run's fast tokenizer", file=folder)
-    size, have = int(config["vocab_size"]), len(set(_vocab(files).values()))
+    size, have = int(config["vocab_size"]), len(set(vocab_ids(files).values()))
     if have > size:
         raise ConversionError(f"the tokenizer has {have} tokens, the model only {size} embeddings", file=folder)
     doc = json.loads(files["tokenizer.json"])
@@ -85,13 +84,17 @@ def _tokenizer(ck: Checkpoint, config: dict[str, Any]) -> dict[str, bytes]:
     return normalize(files, config, folder)
 
 
+def recognises(ck: Checkpoint) -> bool:
+    return isinstance(ck, NeobertTrainerCheckpoint)
+
+
 def neobert_tensors(ck: Checkpoint, opts: ConvertOptions) -> HfTensors:
-    assert ck.config is not None  # the reader always builds it
+    assert isinstance(ck, NeobertTrainerCheckpoint) and ck.config is not None and ck.weights is not None  # the reader builds them
     config = json.loads(json.dumps(ck.config))
     width = neobert.ffn_width(config)
     tied = bool(config["tie_word_embeddings"])
     out: list[OutTensor] = []
-    notes = [f"NeoBERT trainer checkpoint ({ck.extra['weights']}) → {neobert.ARCHITECTURE}, decoder "
+    notes = [f"NeoBERT trainer checkpoint ({ck.weights.format_name}) → {neobert.ARCHITECTURE}, decoder "
              + ("tied to the embedding" if tied else "untied")]
     for name, t in ck.tensors.items():
         if name == "decoder.bias":
@@ -114,7 +117,7 @@ def _metaspace(files: dict[str, bytes]) -> bool:
         return False
     doc = json.loads(files["tokenizer.json"])
     found = '"Metaspace"' in json.dumps([doc.get("pre_tokenizer"), doc.get("normalizer")])
-    return found and SPACE_MARK in _vocab(files)
+    return found and SPACE_MARK in vocab_ids(files)
 
 
 def neobert_usage(config: dict[str, Any], files: dict[str, bytes]) -> list[str]:
@@ -149,7 +152,3 @@ def neobert_usage(config: dict[str, Any], files: dict[str, bytes]) -> list[str]:
         lines += ["## Training", "", "| setting | value |", "|---|---|"]
         lines += [f"| {key} | `{value}` |" for key, value in info.items()]
     return lines
-
-
-NEOBERT = Family(remote_code="neobert", model_type=neobert.MODEL_TYPE, recognises=lambda ck: ck.kind == "neobert",
-                 tensors=neobert_tensors, usage=neobert_usage)

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import gguf
 
-from .base import Arch, Config, HParam, register
-from .layouts import HfName, regroup
+from ...archs.arch import Arch
+from ...archs.config import Config
+from ...archs.gguf_layout import GgufLayout
+from ...archs.hf_layout import HfLayout, HfName
+from ...archs.hparams import HParam
+from ...archs.native_layout import NativeLayout, regroup
+from ...family import Family
 
 T = gguf.MODEL_TENSOR
 BLOCK = "transformer.h.{bid}"
@@ -36,23 +41,23 @@ GPT2 = Arch(
     name="gpt2",
     hf_architectures=("GPT2LMHeadModel",),
     model_types=("gpt2",),
-    gguf_arch=gguf.MODEL_ARCH.GPT2,
-    hparams=(
-        HParam("add_context_length", ("n_positions", "n_ctx")),
-        HParam("add_embedding_length", ("n_embd",)),
-        HParam("add_block_count", ("n_layer",)),
-        HParam("add_feed_forward_length", derive=feed_forward),
-        HParam("add_head_count", ("n_head",)),
-        HParam("add_layer_norm_eps", ("layer_norm_epsilon",)),
+    gguf=GgufLayout(
+        gguf.MODEL_ARCH.GPT2,
+        hparams=(
+            HParam("add_context_length", ("n_positions", "n_ctx")),
+            HParam("add_embedding_length", ("n_embd",)),
+            HParam("add_block_count", ("n_layer",)),
+            HParam("add_feed_forward_length", derive=feed_forward),
+            HParam("add_head_count", ("n_head",)),
+            HParam("add_layer_norm_eps", ("layer_norm_epsilon",)),
+        ),
+        transposed=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),
+        # causal-mask buffers older checkpoints saved with the weights
+        skip=(r"\.attn\.bias$", r"\.attn\.masked_bias$"),
     ),
-    transposed=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),
-    # causal-mask buffers older checkpoints saved with the weights
-    skip=(r"\.attn\.bias$", r"\.attn\.masked_bias$"),
-    hf_names=GPT2_HF_NAMES,
-    fused=GPT2_FUSED,
+    hf=HfLayout(GPT2_HF_NAMES, tied_default=True, buffers=(r"\.attn\.bias$", r"\.attn\.masked_bias$")),
+    native=NativeLayout(GPT2_FUSED),
     signature=(r"^transformer\.h\.\d+\.attn\.c_attn\.weight$", r"^transformer\.wpe\.weight$"),
-    tied_default=True,
-    hf_buffers=(r"\.attn\.bias$", r"\.attn\.masked_bias$"),
 )
 
-register(GPT2)
+FAMILY = Family("gpt2", (GPT2,))

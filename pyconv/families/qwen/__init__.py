@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import gguf
 
-from .base import Arch, register
-from .layouts import HfName, regroup
-from .llama import BLOCK, LLAMA_FUSED, LLAMA_HF_NAMES, LLAMA_SIGNATURE, SKIP_ROTARY, T
+from ...archs.arch import Arch
+from ...archs.gguf_layout import GgufLayout
+from ...archs.hf_layout import HfLayout, HfName
+from ...archs.llama_like import (
+                  BLOCK,
+                  LLAMA_HF_NAMES,
+                  LLAMA_SIGNATURE,
+                  SKIP_ROTARY,
+                  T,
+                  llama_like,
+)
+from ...archs.native_layout import NativeLayout, regroup
+from ...family import Family
 
 QWEN3_HF_NAMES = {**LLAMA_HF_NAMES, T.ATTN_Q_NORM: HfName(f"{BLOCK}.self_attn.q_norm"),
                   T.ATTN_K_NORM: HfName(f"{BLOCK}.self_attn.k_norm")}
@@ -23,7 +33,6 @@ QWEN_FUSED = (
     regroup((f"{QWEN_BLOCK}.attn.c_proj",), (f"{QWEN_BLOCK}.attn.o_proj",)),
     regroup((f"{QWEN_BLOCK}.mlp.c_proj",), (f"{QWEN_BLOCK}.mlp.down_proj",)),
 )
-
 QWEN_HF_NAMES = {
     T.TOKEN_EMBD: HfName("transformer.wte"), T.OUTPUT_NORM: HfName("transformer.ln_f"), T.OUTPUT: HfName("lm_head"),
     T.ATTN_NORM: HfName(f"{QWEN_BLOCK}.ln_1"), T.ATTN_QKV: HfName(f"{QWEN_BLOCK}.attn.c_attn"),
@@ -36,33 +45,17 @@ QWEN = Arch(
     name="qwen",
     hf_architectures=("QWenLMHeadModel",),
     model_types=("qwen",),
-    gguf_arch=gguf.MODEL_ARCH.QWEN,
-    hf_names=QWEN_HF_NAMES,
-    fused=QWEN_FUSED,
+    gguf=GgufLayout(gguf.MODEL_ARCH.QWEN),
+    hf=HfLayout(QWEN_HF_NAMES, buffers=SKIP_ROTARY),
+    native=NativeLayout(QWEN_FUSED),
     signature=(r"^transformer\.h\.\d+\.attn\.c_attn\.weight$", r"^transformer\.h\.\d+\.mlp\.w2\.weight$"),
-    hf_buffers=SKIP_ROTARY,
 )
 
-QWEN2 = Arch(
-    name="qwen2",
-    hf_architectures=("Qwen2ForCausalLM",),
-    model_types=("qwen2",),
-    gguf_arch=gguf.MODEL_ARCH.QWEN2,
-    hf_names=LLAMA_HF_NAMES,
-    fused=LLAMA_FUSED,
-    signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_proj\.bias$"),
-    hf_buffers=SKIP_ROTARY,
-)
+QWEN2 = llama_like("qwen2", "Qwen2ForCausalLM", GgufLayout(gguf.MODEL_ARCH.QWEN2),
+                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_proj\.bias$"))
 
-QWEN3 = Arch(
-    name="qwen3",
-    hf_architectures=("Qwen3ForCausalLM",),
-    model_types=("qwen3",),
-    gguf_arch=gguf.MODEL_ARCH.QWEN3,
-    hf_names=QWEN3_HF_NAMES,
-    fused=LLAMA_FUSED,
-    signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_norm\.weight$"),
-    hf_buffers=SKIP_ROTARY,
-)
+QWEN3 = llama_like("qwen3", "Qwen3ForCausalLM", GgufLayout(gguf.MODEL_ARCH.QWEN3),
+                   hf=HfLayout(QWEN3_HF_NAMES, buffers=SKIP_ROTARY),
+                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_norm\.weight$"))
 
-register(QWEN, QWEN2, QWEN3)
+FAMILY = Family("qwen", (QWEN, QWEN2, QWEN3))
