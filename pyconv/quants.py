@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from . import _core, dtypes
 from .errors import ConversionError
 
-# I2_S packs 128 elements into 32 bytes and keeps one f32 scale per 2-D tensor (specs/i2s.md).
+# I2_S packs 128 elements into 32 bytes and keeps one f32 scale per 2-D tensor (docs/i2s.md).
 I2S_BLOCK = 128
 I2S_TAIL_BYTES = 32
 

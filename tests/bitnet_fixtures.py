@@ -103,7 +103,7 @@ def to_packed(src: Path, out: Path, linear_class: str) -> dict[str, torch.Tensor
 
 
 def decode_i2s(raw: bytes, shape: tuple[int, int]) -> tuple[np.ndarray, np.float32]:
-    """An I2_S tensor's values and scale, read per specs/i2s.md §2 (not through pyconv or gguf-py):
+    """An I2_S tensor's values and scale, read per docs/i2s.md (not through pyconv or gguf-py):
     element 32g + p of each 128-element block is bits 6 - 2g of the block's byte p, code c means
     (c - 1)·scale (3 reads as 0), the f32 scale follows the codes and 28 zero bytes end the tensor."""
     rows, cols = shape
@@ -116,7 +116,7 @@ def decode_i2s(raw: bytes, shape: tuple[int, int]) -> tuple[np.ndarray, np.float
 
 
 def absmean_reference(w: np.ndarray, round_to: torch.dtype) -> np.ndarray:
-    """specs/i2s.md §6 in numpy: mean |W| summed in double and rounded once to f32 (what pyconv's
+    """docs/i2s.md's absmean in numpy: mean |W| summed in double and rounded once to f32 (what pyconv's
     engine promises; torch's f32 reduction can differ by an ulp), s = 1/max(mean, 1e-5),
     clamp(rint(W s), -1, 1)/s, rounded to the weights' dtype as the model's forward does."""
     f32 = np.float32

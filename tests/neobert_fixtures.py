@@ -1,4 +1,4 @@
-"""NeoBERT trainer checkpoints laid out the way its trainer saves them (hf-custom.md §1.1), with random
+"""NeoBERT trainer checkpoints laid out the way its trainer saves them (docs/custom-models.md), with random
 weights from ``tests/reference/neobert.py``:
 
     outputs/<run>/checkpoints/<step>/config.yaml          the run's settings, model: builds the network

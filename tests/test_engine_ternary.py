@@ -1,7 +1,7 @@
 """The engine's ternary path. Sources are safetensors files written by the safetensors library, the
 outputs raw files laid out by the test. I2_S/TQ1_0/TQ2_0/Q8_0 bytes are compared with
 ``pyconv.quantize`` (itself checked against gguf-py and BitNet's vectors) and with gguf-py; BitNet's
-absmean ternarization (specs/i2s.md §6) with numpy and with torch computing it as the model does."""
+absmean ternarization (docs/i2s.md, "Ternarizing") with numpy and with torch computing it as the model does."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def run(tmp_path: Path, make: Callable[[], list[OutTensor]]) -> tuple[dict[str, 
 
 
 def ternarize(w: np.ndarray, mean: F32) -> np.ndarray:
-    """specs/i2s.md §6 in float32 with numpy: s = 1 / max(mean, 1e-5), clamp(rint(W s), -1, 1) / s."""
+    """docs/i2s.md's absmean in float32 with numpy: s = 1 / max(mean, 1e-5), clamp(rint(W s), -1, 1) / s."""
     s = F32(1) / np.maximum(mean, F32(1e-5))
     return (np.clip(np.rint(w * s), F32(-1), F32(1)) / s).astype(F32)
 
@@ -159,7 +159,7 @@ def test_absmean_matches_the_double_precision_reference(tmp_path: Path) -> None:
 def test_absmean_bf16_matches_the_models_forward_in_torch(tmp_path: Path) -> None:
     """bf16 checkpoints as BitNet ships them; where torch's f32 mean equals the engine's (double
     accumulation rounded to f32), the bf16 weights must equal torch's bit for bit. The others are
-    compared with the double-precision reference (i2s.md §6 expects rare 1-ulp mean differences)."""
+    compared with the double-precision reference (docs/i2s.md expects rare 1-ulp mean differences)."""
     rng = np.random.default_rng(9)
     ws = [torch.from_numpy(w).to(torch.bfloat16) for w in weight_like(rng, 30)]
     save_file({f"w{i}": w for i, w in enumerate(ws)}, str(tmp_path / "bf16.safetensors"))

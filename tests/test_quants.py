@@ -152,7 +152,7 @@ def test_i2s_matches_bitnet_vectors(case: str, kernel_path: str) -> None:
 
 
 def test_i2s_decodes_as_bitnets_reader() -> None:
-    """Codes 0, 1, 2, 3 read as -1, 0, +1, 0 times the scale after the packed bytes (specs/i2s.md §2),
+    """Codes 0, 1, 2, 3 read as -1, 0, +1, 0 times the scale after the packed bytes (docs/i2s.md),
     four 32-element groups per 32-byte block, most significant bits first."""
     rng = np.random.default_rng(4)
     packed = rng.integers(0, 256, 3 * 256 // 4, np.uint8)

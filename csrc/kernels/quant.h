@@ -1,6 +1,6 @@
 // Block quantizers and dequantizers for ggml types. Quantizers are bit-exact with gguf-py's numpy
 // reference (gguf.quants), which is itself tested bit for bit against ggml's C code; I2_S follows
-// BitNet's C quantizer (specs/i2s.md). Dequantizers repeat gguf-py's f32 operations in its order.
+// BitNet's C quantizer (docs/i2s.md). Dequantizers repeat gguf-py's f32 operations in its order.
 #pragma once
 #include <cmath>
 #include <cstddef>

@@ -189,7 +189,7 @@ class _Zero:
         return [_shapes(self.models[0], g, f"param_shapes[{i}]") for i, g in enumerate(groups)]
 
     def master_stage12(self, groups: list[dict[str, tuple[int, ...]]]) -> dict[str, SourceTensor]:
-        """§4: per group, the ranks' fp32 slices form one stream ``param, pad, param, ...``."""
+        """Stages 1/2: per group, the ranks' fp32 slices form one stream ``param, pad, param, ...``."""
         ws = self.world_size
         parts = [_field(tf, osd, "single_partition_of_fp32_groups", list, "optimizer_state_dict")
                  for tf, osd in zip(self.optim, self.osds)]
@@ -225,7 +225,7 @@ class _Zero:
         return out
 
     def master_stage3(self, groups: list[dict[str, tuple[int, ...]]]) -> dict[str, SourceTensor]:
-        """§5: each parameter is split on its own into ceil(n / ws) elements per rank."""
+        """Stage 3: each parameter is split on its own into ceil(n / ws) elements per rank."""
         ws = self.world_size
         streams = []
         for tf, osd in zip(self.optim, self.osds):
@@ -253,7 +253,7 @@ class _Zero:
         return out
 
     def frozen_stage3(self) -> dict[str, SourceTensor]:
-        """§6: each rank's model file holds ceil(n / ws) elements of every frozen parameter."""
+        """Stage 3: each rank's model file holds ceil(n / ws) elements of every frozen parameter."""
         shapes = self.model.get("frozen_param_shapes")
         if shapes is None:
             return {}

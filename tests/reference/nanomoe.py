@@ -1,6 +1,6 @@
 """nanoMoE's GPT as a functional forward pass over a trainer-layout state dict.
 
-Written from hf-custom.md §2: learned absolute positions, RMSNorm (eps 1e-6) before attention and MLP, a
+Written from docs/custom-models.md, "nanoMoE": learned absolute positions, RMSNorm (eps 1e-6) before attention and MLP, a
 contiguous [Q; K; V] ``c_attn``, weightless RMS QK-norm, causal softmax attention, ReLU² dense MLPs and MoE
 layers where layer i is MoE iff n_exp > 1, i >= moe_start_layer and (i + 1) % stride == 0. The router takes
 the top-k ``w_g`` logits and softmaxes them; experts are [E, in, out] matrices (Qwen3-style SwiGLU, or ReLU²).

@@ -1,7 +1,7 @@
 """NeoBERT's training model as a functional forward pass over a trainer-layout state dict.
 
-Written from hf-custom.md §1: fused QKV grouped per head, RoPE on adjacent pairs through complex
-multiplication (base 10000), SwiGLU with w1 gate / w2 up / w3 down at width 8*ceil(int(2I/3)/8) or an exact
+Written from docs/custom-models.md, "NeoBERT": fused QKV grouped per head, RoPE on adjacent pairs through
+complex multiplication (base 10000), SwiGLU with w1 gate / w2 up / w3 down at width 8*ceil(int(2I/3)/8) or an exact
 GELU FFN, RMSNorm (float32 statistics) or LayerNorm, an additive key mask. The naive readings (Q/K/V as
 contiguous thirds, ``rotate_half`` RoPE) can be selected so that tests can show they give other numbers.
 """
