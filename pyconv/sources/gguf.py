@@ -9,6 +9,7 @@ allocation. Tensors keep their GGUF names and ggml types; the engine dequantizes
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class GgufValue:
 
 
 class _Reader:
-    def __init__(self, path: Path, data: bytes | memoryview, size: int) -> None:
+    def __init__(self, path: Path, data: bytes | memoryview | mmap.mmap, size: int) -> None:
         self.path, self.data, self.size, self.pos = path, data, size, 0
 
     def fail(self, message: str) -> ConversionError:
@@ -110,8 +111,6 @@ class GgufFile:
 
 
 def read_gguf(path: Path) -> GgufFile:
-    import mmap
-
     size = path.stat().st_size
     if size < 24:
         raise ConversionError(f"not a GGUF file: {size} bytes", file=path)

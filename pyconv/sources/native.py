@@ -123,8 +123,8 @@ def unfuse(tensors: dict[str, SourceTensor], arch_name: str, config: dict[str, A
             consumed.update(names)
     result: dict[str, SourceTensor] = {}
     for name, t in tensors.items():
-        for hf in replaced.get(name, [t] if name not in consumed else []):
-            result[hf.name] = hf
+        for kept in replaced.get(name, [t] if name not in consumed else []):
+            result[kept.name] = kept
     return result
 
 

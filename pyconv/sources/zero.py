@@ -289,7 +289,7 @@ def _load_zero(folder: Path) -> _Zero:
                               "holds the module under 'module'", file=folder)
     optim = [load(p, DEEPSPEED_GLOBALS) for p in optim_files]
     osds = [_field(tf, tf.root, "optimizer_state_dict", dict) for tf in optim]
-    stages = set()
+    stages: set[int | str] = set()  # a ZeRO stage, or "bf16" for BF16_Optimizer
     for tf, osd in zip(optim, osds):
         if "zero_stage" in osd:
             stage = osd["zero_stage"]  # an int, or ZeroStageEnum read as one

@@ -293,21 +293,21 @@ class GgufMapper:
                     del fusing[hit[:3]]
                 continue
             if stack and (m := re.match(stack.pattern, name)):
-                layer, expert, part = int(m.group(1)), int(m.group(2)), m.group(3)
-                group = experts.setdefault((layer, part), {})
-                group[expert] = t
-                if len(group) == n_experts:
-                    kind = stack.parts[part]
-                    views = [View.of(group[e]) for e in range(n_experts)]
+                layer, expert, projection = int(m.group(1)), int(m.group(2)), m.group(3)
+                members = experts.setdefault((layer, projection), {})
+                members[expert] = t
+                if len(members) == n_experts:
+                    kind = stack.parts[projection]
+                    views = [View.of(members[e]) for e in range(n_experts)]
                     yield MappedTensor(gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight", kind, None, views,
-                                       f"{n_experts} experts of layer {layer} '{part}'")
-                    del experts[(layer, part)]
+                                       f"{n_experts} experts of layer {layer} '{projection}'")
+                    del experts[(layer, projection)]
                 continue
             kind, gguf_name = self._gguf_name(hf, name)
             yield MappedTensor(gguf_name, kind, View.of(t), None, hf)
         if experts:
-            (layer, part), group = next(iter(experts.items()))
-            raise ConversionError(f"layer {layer} '{part}' has {len(group)} of {n_experts} experts")
+            (layer, projection), members = next(iter(experts.items()))
+            raise ConversionError(f"layer {layer} '{projection}' has {len(members)} of {n_experts} experts")
         if fusing:
             (f, layer, suffix), found = next(iter(fusing.items()))
             fuse, present = self.layout.fuses[f], next(iter(found.values())).name

@@ -40,8 +40,9 @@ def nanomoe_checks(_folder: Path, model: Any, ids: Any, report: Report) -> None:
     # saving imports optional integrations (DeepSpeed) that print to stdout, which --json keeps for the report
     with tempfile.TemporaryDirectory(prefix="pyconv-resave-") as tmp, contextlib.redirect_stdout(sys.stderr):
         model.save_pretrained(tmp)
-        again = AutoModelForCausalLM.from_pretrained(tmp, trust_remote_code=True, local_files_only=True,
-                                                     dtype=torch.float32).eval()
+        loaded: Any = AutoModelForCausalLM.from_pretrained(tmp, trust_remote_code=True, local_files_only=True,
+                                                           dtype=torch.float32)
+        again = loaded.eval()
         with torch.no_grad():
             same = torch.equal(again(input_ids=ids).logits, out.logits)
     report.add("save_pretrained", "pass" if same else "fail",

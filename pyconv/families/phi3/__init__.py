@@ -14,7 +14,7 @@ from ...archs.native_layout import NativeLayout, regroup
 from ...errors import ConversionError
 from ...family import Family
 
-PHI3_HF_NAMES = {
+PHI3_HF_NAMES: dict[gguf.MODEL_TENSOR, HfName] = {
     **{k: v for k, v in LLAMA_HF_NAMES.items() if k not in (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.FFN_GATE, T.FFN_UP)},
     T.ATTN_QKV: HfName(f"{BLOCK}.self_attn.qkv_proj"), T.FFN_UP: HfName(f"{BLOCK}.mlp.gate_up_proj"),
 }
