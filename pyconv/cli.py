@@ -130,7 +130,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     output = args.output
     if output is None:
-        from .sources.formats import default_output
+        from .sources.opening import default_output
 
         output = default_output(args.source)
         if not args.dry_run:

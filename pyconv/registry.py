@@ -1,5 +1,6 @@
-"""Every model family pyconv knows, loaded once, and the lookups over them: the architecture tables, the
-readers of trainer layouts, the HF exporter for a checkpoint and the checks for a model type.
+"""Every model family and source format pyconv knows, loaded once, and the lookups over them: the
+architecture tables, the readers in the order they are asked, the HF exporter for a checkpoint and the
+checks for a model type.
 
 Families come from the ``pyconv.families`` entry points: pyconv's own first (its one entry point walks
 ``pyconv/families``; from a source tree without pyconv's installed metadata, the same function is called
@@ -17,6 +18,7 @@ from .archs.catalog import Catalog
 from .errors import ConversionError
 from .families import builtin
 from .family import Family, HfExporter, ModelChecks
+from .sources import gguf_checkpoint, native, safetensors, torch_pickle, zero
 from .sources.checkpoint import Checkpoint, Reader
 
 
@@ -52,10 +54,23 @@ def catalog() -> Catalog:
     return Catalog(tables)
 
 
+# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
+FORMATS: tuple[Reader, ...] = (
+    Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
+    Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),
+    Reader("gguf", gguf_checkpoint.recognises, lambda path, _opts: gguf_checkpoint.open_gguf(path)),
+    Reader("zero", zero.recognises, zero.open_zero),
+    Reader("torch", torch_pickle.recognises, torch_pickle.open_torch),
+)
+
+
 @functools.cache
 def readers() -> tuple[Reader, ...]:
-    """Readers asked before pyconv's own formats: other packages' formats, then the families' trainer layouts."""
-    return (*plugins.readers(), *(reader for family in families() for reader in family.readers))
+    """Every reader, in the order they are asked: other packages' formats, then the families' trainer
+    layouts, then pyconv's own formats. A plugin's format or a trainer's folder holds files a generic
+    format would misread (a step folder's safetensors only make sense merged and regrouped, or with the
+    run's config.yaml), so those come first."""
+    return (*plugins.readers(), *(reader for family in families() for reader in family.readers), *FORMATS)
 
 
 def hf_exporter(ck: Checkpoint) -> HfExporter | None:

@@ -1,5 +1,6 @@
-"""Source readers. ``open_checkpoint`` picks the reader that recognises a path (``formats.py``); a
-plugin's reader gives a ``Checkpoint`` of its own subclass (usually of ``StateDictCheckpoint``).
+"""Source readers, one module per format. ``open_checkpoint`` picks the reader that recognises a path
+(``opening.py``); a plugin's reader gives a ``Checkpoint`` of its own subclass (usually of
+``StateDictCheckpoint``).
 
 Only ``base`` (the tensor types the plan and engine are built on) is imported with the package; the
 names below come from their modules when first used, so that importing ``pyconv.sources.base`` never
@@ -14,7 +15,7 @@ from .base import Segment, SourceTensor
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, Reader
-    from .formats import default_output, open_checkpoint
+    from .opening import default_output, open_checkpoint
     from .state_dict import StateDictCheckpoint
 
 __all__ = ["Checkpoint", "Reader", "Segment", "SourceTensor", "StateDictCheckpoint", "default_output", "open_checkpoint"]
@@ -26,9 +27,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(checkpoint, name)
     if name in ("default_output", "open_checkpoint"):
-        from . import formats
+        from . import opening
 
-        return getattr(formats, name)
+        return getattr(opening, name)
     if name == "StateDictCheckpoint":
         from .state_dict import StateDictCheckpoint
 

@@ -62,6 +62,10 @@ class GgufCheckpoint(Checkpoint):
         return plan_requant(self, self.kv, out, opts, catalog)
 
 
+def recognises(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".gguf"
+
+
 def open_gguf(path: Path) -> GgufCheckpoint:
     files = split_set(path)
     parsed = [read_gguf(f) for f in files]

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import dtypes, registry
+from .. import dtypes
+from ..archs.arch import Arch
+from ..archs.catalog import Catalog
 from ..archs.config import Config
 from ..archs.hf_layout import template_pattern
 from ..archs.native_layout import row_counts
@@ -86,9 +88,8 @@ def merge_ranks(name: str, ranks: list[SourceTensor]) -> SourceTensor:
     return SourceTensor(name, first.dtype, shape, _coalesced(segments))
 
 
-def unfuse(tensors: dict[str, SourceTensor], arch_name: str, config: dict[str, Any]) -> dict[str, SourceTensor]:
-    """The fused layout's tensors cut back into HF's, in order."""
-    arch = registry.catalog().named(arch_name)
+def unfuse(tensors: dict[str, SourceTensor], arch: Arch, config: dict[str, Any]) -> dict[str, SourceTensor]:
+    """The fused layout's tensors cut back into HF's by ``arch``'s native layout, in order."""
     cfg = Config(config)
     replaced: dict[str, list[SourceTensor]] = {}
     consumed: set[str] = set()
@@ -143,7 +144,8 @@ class NativeCheckpoint(StateDictCheckpoint):
         return {"step": self.step, "layout": self.layout, "tp_size": self.tp_size}
 
 
-def open_native(path: Path) -> NativeCheckpoint:
+def open_native(path: Path, catalog: Catalog) -> NativeCheckpoint:
+    """A step folder (or the folder whose latest_step.txt names one), the family's table from ``catalog``."""
     folder = step_dir(path)
     config = _config(folder)
     if config is None:
@@ -163,7 +165,7 @@ def open_native(path: Path) -> NativeCheckpoint:
         if list(r) != names:
             raise ConversionError("holds other tensors than rank 0", file=f)
     merged = {n: merge_ranks(n, [r[n] for r in ranks]) for n in names}
-    tensors = unfuse(merged, native["arch"], config) if layout == "fused" else merged
+    tensors = unfuse(merged, catalog.named(native["arch"]), config) if layout == "fused" else merged
     step = native.get("step")
     named = STEP.match(folder.name)
     return NativeCheckpoint(folder, tensors, files, {}, config, step=step if isinstance(step, int) else int(named[1]) if named else 0,

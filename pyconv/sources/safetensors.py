@@ -152,6 +152,12 @@ def read_shards(index: Path, read: Callable[[Path], tuple[dict[str, SourceTensor
     return tensors, shards, side
 
 
+def recognises(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix == ".safetensors"
+    return path.is_dir() and (any(path.glob("*.safetensors.index.json")) or any(path.glob("*.safetensors")))
+
+
 class SafetensorsCheckpoint(StateDictCheckpoint):
     format_name = "safetensors"
 
