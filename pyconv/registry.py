@@ -39,6 +39,7 @@ def _loaded() -> tuple[tuple[Family, EntryPoint | None], ...]:
 
 
 def families() -> tuple[Family, ...]:
+    """Every family, pyconv's first."""
     return tuple(family for family, _ep in _loaded())
 
 
