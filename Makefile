@@ -13,14 +13,17 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=O
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 
-.PHONY: install build demo test fuzz bench clean
+.PHONY: install build native demo test fuzz bench clean
 
 install: $(BUILT)
 
-# GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests).
+# GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests);
+# doctest is the native tests' framework.
 $(DEPS): requirements/test.txt
 	test -x /usr/bin/time || { apt-get update -q && apt-get install -y -q time; } \
 	  || { echo "GNU time is needed: install the Debian package 'time' (as root)"; exit 1; }
+	test -f /usr/include/doctest/doctest.h || { apt-get update -q && apt-get install -y -q doctest-dev; } \
+	  || { echo "doctest is needed: install the Debian package 'doctest-dev' (as root)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
@@ -41,7 +44,23 @@ build: $(BUILT)
 demo: $(BUILT)
 	$(PY) -m pyconv demo
 
-test: $(BUILT)
+# The C++ tests, built on their own (build/native) and with AddressSanitizer + UndefinedBehaviorSanitizer
+# (build/native-asan); both build dirs persist, so a rerun only rebuilds what changed.
+# cmake and ninja come with the venv's build requirements (evaluated when used, once the venv exists).
+CMAKE = $(firstword $(wildcard $(VENV)/bin/cmake) cmake)
+NINJA = $(firstword $(abspath $(wildcard $(VENV)/bin/ninja)) $(shell command -v ninja))
+NATIVE_CMAKE = $(CMAKE) -S . -G Ninja -DCMAKE_MAKE_PROGRAM=$(NINJA) -DCMAKE_BUILD_TYPE=Release -DPYCONV_NATIVE_TESTS=ON
+NATIVE_DIRS := build/native build/native-asan
+build/native/build.ninja: CMakeLists.txt $(DEPS)
+	$(NATIVE_CMAKE) -B build/native > /dev/null
+build/native-asan/build.ninja: CMakeLists.txt $(DEPS)
+	$(NATIVE_CMAKE) -B build/native-asan -DPYCONV_SANITIZE=ON > /dev/null
+
+native: $(addsuffix /build.ninja,$(NATIVE_DIRS))
+	for d in $(NATIVE_DIRS); do $(CMAKE) --build $$d || exit 1; done
+	for d in $(NATIVE_DIRS); do echo "native tests ($$d)"; $$d/native_tests --minimal || exit 1; done
+
+test: $(BUILT) native
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The readers fuzzed for longer than the suite's bounded run (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.

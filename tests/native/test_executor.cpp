@@ -1,0 +1,131 @@
+// The executor: plans run on real files, bytes checked against index arithmetic and the kernels.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "core/error.h"
+#include "engine/executor.h"
+#include "helpers.h"
+#include "kernels/cast.h"
+#include "kernels/quant.h"
+
+using namespace pyconv;
+using namespace pyconv::testing;
+
+namespace {
+
+std::vector<float> iota_floats(size_t n, float start = 0.0f) {
+  std::vector<float> v(n);
+  std::iota(v.begin(), v.end(), start);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("a transposed, re-typed and concatenated tensor lands where index arithmetic says") {
+  ScratchDir dir;
+  const int64_t rows = 33, cols = 70;
+  const std::vector<float> a = iota_floats(static_cast<size_t>(rows * cols));
+  std::vector<uint8_t> file(16, 0xab);
+  file.insert(file.end(), reinterpret_cast<const uint8_t*>(a.data()), reinterpret_cast<const uint8_t*>(a.data() + a.size()));
+  write_file(dir.file("in.bin"), file);
+
+  Plan p;
+  p.inputs = {dir.file("in.bin")};
+  p.sources.push_back(one_segment(DType::F32, 0, 16, a.size() * 4));
+  Part t;  // the transpose: layout [cols, rows], source strides swapped
+  t.source = 0;
+  t.src_strides = {1, cols};
+  t.dst_start = {0, 0};
+  t.shape = {cols, rows};
+  Part first = whole(0, {rows, cols}), second = whole(0, {rows, cols});
+  second.dst_start = {rows, 0};
+  p.tensors.push_back(tensor("t", {cols, rows}, DType::F16, {t}));
+  p.tensors.push_back(tensor("cat", {2 * rows, cols}, DType::F32, {first, second}));
+  p.tensors.push_back(tensor("pad", {rows + 2, cols}, DType::BF16, {whole(0, {rows, cols})}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+
+  for (uint64_t chunk : {uint64_t{256}, uint64_t{4096}, uint64_t{4} << 20}) {
+    remove_file(dir.file("out.raw"));
+    Plan run = p;
+    execute(run, ExecOptions{2, chunk}, nullptr);
+    const std::vector<uint8_t> out = read_file(dir.file("out.raw"));
+    REQUIRE(out.size() == run.files[0].size);
+    const std::vector<uint16_t> tr = as<uint16_t>(out);
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t r = 0; r < rows; ++r)
+        REQUIRE(tr[static_cast<size_t>(c * rows + r)] == f32_to_f16(a[static_cast<size_t>(r * cols + c)]));
+    const std::vector<float> cat = as<float>(out, run.tensors[1].offset);
+    for (size_t i = 0; i < a.size(); ++i) REQUIRE((cat[i] == a[i] && cat[i + a.size()] == a[i]));
+    const std::vector<uint16_t> pad = as<uint16_t>(out, run.tensors[2].offset);
+    for (size_t i = 0; i < a.size(); ++i) REQUIRE(pad[i] == f32_to_bf16(a[i]));
+    for (size_t i = a.size(); i < a.size() + 2 * cols; ++i) REQUIRE(pad[i] == 0);
+  }
+}
+
+TEST_CASE("a source spread over several files, cut mid-row, reads as one array") {
+  ScratchDir dir;
+  const std::vector<float> a = iota_floats(40 * 64, 0.25f);
+  const uint64_t cuts[] = {0, 4 * 64 * 7 + 12, 4 * 64 * 30, a.size() * 4};
+  Plan p;
+  Source s;
+  s.dtype = DType::F32;
+  for (uint32_t i = 0; i < 3; ++i) {
+    const std::string path = dir.file("seg" + std::to_string(i));
+    std::vector<uint8_t> bytes(5, 0xcd);
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(a.data());
+    bytes.insert(bytes.end(), base + cuts[i], base + cuts[i + 1]);
+    write_file(path, bytes);
+    p.inputs.push_back(path);
+    s.segments.push_back({i, 5, cuts[i + 1] - cuts[i]});
+  }
+  p.sources.push_back(s);
+  Part tr;
+  tr.source = 0;
+  tr.src_strides = {1, 64};
+  tr.dst_start = {0, 0};
+  tr.shape = {64, 40};
+  p.tensors.push_back(tensor("same", {40, 64}, DType::F32, {whole(0, {40, 64})}));
+  p.tensors.push_back(tensor("tr", {64, 40}, DType::F32, {tr}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  execute(p, ExecOptions{3, 1024}, nullptr);
+  const std::vector<float> out = as<float>(read_file(dir.file("out.raw")));
+  for (size_t i = 0; i < a.size(); ++i) REQUIRE(out[i] == a[i]);
+  for (size_t c = 0; c < 64; ++c)
+    for (size_t r = 0; r < 40; ++r) REQUIRE(out[a.size() + c * 40 + r] == a[r * 64 + c]);
+}
+
+TEST_CASE("quantized outputs equal the kernel's bytes whatever the threads and chunks") {
+  ScratchDir dir;
+  std::vector<float> a(48 * 256);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 2654435761u) % 1000) / 37.0f - 13.0f;
+  write_file(dir.file("in.bin"), a);
+  std::vector<uint8_t> want(48 * 256 / 32 * 34);
+  quantize(DType::Q8_0, a.data(), want.data(), a.size(), QuantParams{});
+  Plan p;
+  p.inputs = {dir.file("in.bin")};
+  p.sources.push_back(one_segment(DType::F32, 0, 0, a.size() * 4));
+  p.tensors.push_back(tensor("q", {48, 256}, DType::Q8_0, {whole(0, {48, 256})}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  for (int threads : {1, 2, 3})
+    for (uint64_t chunk : {uint64_t{512}, uint64_t{65536}}) {
+      remove_file(dir.file("out.raw"));
+      Plan run = p;
+      execute(run, ExecOptions{threads, chunk}, nullptr);
+      REQUIRE(read_file(dir.file("out.raw")) == want);
+    }
+}
+
+TEST_CASE("a failed run leaves no output file and names the input") {
+  ScratchDir dir;
+  write_file(dir.file("short.bin"), std::vector<float>(10));
+  Plan p;
+  p.inputs = {dir.file("short.bin")};
+  p.sources.push_back(one_segment(DType::F32, 0, 0, 400));  // the file holds 40 bytes
+  p.tensors.push_back(tensor("w", {100}, DType::F16, {whole(0, {100})}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  CHECK_THROWS_WITH_AS(execute(p, ExecOptions{}, nullptr), doctest::Contains("outside the file"), Error);
+  CHECK_FALSE(file_exists(dir.file("out.raw")));
+}
