@@ -89,32 +89,41 @@ void append_gguf_value(std::string& s, const std::string& key, const GgufValue& 
   }
 }
 
+// Plan values are untrusted: a bound summed in wrapping arithmetic would pass a part whose reads
+// reach far outside the maps. These report whether the exact result overflows 64 bits.
+bool add_overflows(uint64_t a, uint64_t b, uint64_t* sum) { return __builtin_add_overflow(a, b, sum); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* product) { return __builtin_mul_overflow(a, b, product); }
+
 void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
   const size_t nd = t.layout.size();
+  const std::string part = where(t) + ": part " + std::to_string(pi);
   if (p.shape.size() != nd || p.dst_start.size() != nd || p.src_strides.size() != nd)
-    throw Error(where(t) + ": part " + std::to_string(pi) + " has " + std::to_string(p.shape.size()) +
-                " dims, the layout has " + std::to_string(nd));
-  uint64_t max_src = static_cast<uint64_t>(p.src_offset);
+    throw Error(part + " has " + std::to_string(p.shape.size()) + " dims, the layout has " + std::to_string(nd));
+  if (p.src_offset < 0) throw Error(part + " has a negative source offset");
   bool empty = false;
+  bool wraps = false;
+  uint64_t max_src = static_cast<uint64_t>(p.src_offset);
   for (size_t d = 0; d < nd; ++d) {
     if (p.shape[d] < 0 || p.dst_start[d] < 0 || p.src_strides[d] < 0)
-      throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative extent, start or stride");
-    if (p.dst_start[d] + p.shape[d] > t.layout[d])
-      throw Error(where(t) + ": part " + std::to_string(pi) + " reaches past the tensor along dim " + std::to_string(d));
+      throw Error(part + " has a negative extent, start or stride");
+    if (p.dst_start[d] > t.layout[d] || p.shape[d] > t.layout[d] - p.dst_start[d])
+      throw Error(part + " reaches past the tensor along dim " + std::to_string(d));
+    uint64_t reach = 0;
     if (p.shape[d] == 0) empty = true;
-    else max_src += static_cast<uint64_t>(p.shape[d] - 1) * static_cast<uint64_t>(p.src_strides[d]);
+    else wraps = wraps || mul_overflows(static_cast<uint64_t>(p.shape[d] - 1), static_cast<uint64_t>(p.src_strides[d]), &reach) ||
+                 add_overflows(max_src, reach, &max_src);
   }
-  if (p.src_offset < 0) throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative source offset");
   uint64_t src_elems = 0;
   const DTypeTraits& tr = traits(src.dtype);
   for (const Segment& s : src.segments) {
     if (s.nbytes % tr.block_bytes != 0)
       throw Error(where(t) + ": a source segment is not a whole number of " + tr.name + " blocks");
-    src_elems += s.nbytes / tr.block_bytes * tr.block_elems;
+    if (add_overflows(src_elems, s.nbytes / tr.block_bytes * tr.block_elems, &src_elems))
+      throw Error(where(t) + ": its source's segments add up to more than 2^64 elements");
   }
+  if (!empty && wraps) throw Error(part + " reads past its source: its strides reach beyond 2^64 elements");
   if (!empty && max_src >= src_elems)
-    throw Error(where(t) + ": part " + std::to_string(pi) + " reads element " + std::to_string(max_src) +
-                " of a source with " + std::to_string(src_elems));
+    throw Error(part + " reads element " + std::to_string(max_src) + " of a source with " + std::to_string(src_elems));
   if (tr.is_quant && !empty) {
     // Quantized sources move whole blocks along contiguous runs.
     const uint64_t b = tr.block_elems;
@@ -258,9 +267,10 @@ void layout(Plan& plan) {
       if (t.file == fi) mine.push_back(&t);
     if (f.container == Container::Raw) {
       for (const Tensor* t : mine)
-        if (t->offset + t->nbytes > f.size) throw Error(f.path + ": " + where(*t) + " ends past the file size");
+        if (t->offset > f.size || t->nbytes > f.size - t->offset) throw Error(f.path + ": " + where(*t) + " ends past the file size");
       for (const auto& blob : f.blobs)
-        if (blob.first + blob.second.size() > f.size) throw Error(f.path + ": a header blob ends past the file size");
+        if (blob.first > f.size || blob.second.size() > f.size - blob.first)
+          throw Error(f.path + ": a header blob ends past the file size");
       continue;
     }
     if (f.container == Container::Safetensors) {

@@ -118,3 +118,38 @@ TEST_CASE("invalid plans are refused with the tensor named") {
     CHECK(layout_error(p).find("can only be copied as it is") != std::string::npos);
   }
 }
+
+TEST_CASE("a part whose reach overflows 64 bits is refused, not wrapped around") {
+  SUBCASE("a source stride whose extent wraps to zero") {
+    Plan p = one_source_plan(10);
+    Part part = whole(0, {5, 10});
+    part.src_strides = {int64_t{1} << 62, 1};  // 4 * 2^62 = 2^64: a wrapping sum would read element 9
+    p.tensors.push_back(tensor("huge", {5, 10}, DType::F32, {part}));
+    CHECK(layout_error(p).find("reads past its source") != std::string::npos);
+  }
+  SUBCASE("a source offset that wraps with the extent") {
+    Plan p = one_source_plan(10);
+    Part part = whole(0, {2, 5});
+    part.src_offset = INT64_MAX;
+    part.src_strides = {INT64_MAX, 1};
+    p.tensors.push_back(tensor("huge", {2, 5}, DType::F32, {part}));
+    CHECK(layout_error(p).find("reads past its source") != std::string::npos);
+  }
+  SUBCASE("a destination start at the end of int64") {
+    Plan p = one_source_plan(10);
+    Part part = whole(0, {1, 10});
+    part.dst_start = {INT64_MAX - 1, 0};
+    part.shape = {4, 10};
+    part.src_strides = {0, 1};
+    p.tensors.push_back(tensor("huge", {2, 10}, DType::F32, {part}));
+    CHECK(layout_error(p).find("reaches past the tensor") != std::string::npos);
+  }
+  SUBCASE("a raw file offset that wraps with the tensor's size") {
+    Plan p = one_source_plan(10);
+    p.tensors.push_back(tensor("huge", {10}, DType::F32, {whole(0, {10})}));
+    p.tensors[0].offset = UINT64_MAX - 8;
+    p.files[0].container = Container::Raw;
+    p.files[0].size = 100;
+    CHECK(layout_error(p).find("ends past the file size") != std::string::npos);
+  }
+}
