@@ -98,10 +98,24 @@ GgufValue gguf_value(uint32_t type, const py::handle& value) {
   return v;
 }
 
-py::bytes buffer_bytes(const py::buffer& b, size_t* n_bytes) {
+// The bytes of a buffer that holds its elements in one C-contiguous run (size x itemsize bytes from
+// its pointer); any other buffer has gaps or another order, and is refused.
+struct ContiguousBytes {
+  py::buffer_info info;
+  const uint8_t* data;
+  size_t size;
+};
+ContiguousBytes contiguous_bytes(const py::buffer& b, const char* api) {
   py::buffer_info info = b.request();
-  *n_bytes = static_cast<size_t>(info.size * info.itemsize);
-  return py::bytes(static_cast<const char*>(info.ptr), *n_bytes);
+  py::ssize_t expect = info.itemsize;
+  for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+    if (info.shape[d] > 1 && info.strides[d] != expect)
+      throw Error(std::string(api) + ": the data must be one contiguous buffer");
+    expect *= info.shape[d];
+  }
+  const auto* data = static_cast<const uint8_t*>(info.ptr);
+  const size_t size = static_cast<size_t>(info.size * info.itemsize);
+  return {std::move(info), data, size};
 }
 
 class PyPlan {
@@ -255,14 +269,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("default_threads", &default_threads);
 
   m.def("cast", [](const py::buffer& src, const std::string& from, const std::string& to) {
-    size_t nbytes = 0;
-    py::bytes in = buffer_bytes(src, &nbytes);
+    const ContiguousBytes in = contiguous_bytes(src, "cast");
     const DType f = dtype_from_name(from), t = dtype_from_name(to);
-    const size_t n = nbytes / traits(f).block_bytes;
-    std::string out(n * traits(t).block_bytes, '\0');
-    const std::string raw(in);
-    cast(f, raw.data(), t, out.data(), n);
-    return py::bytes(out);
+    const size_t elem = traits(f).block_bytes;
+    if (in.size % elem != 0) throw Error("cast: " + std::to_string(in.size) + " bytes are not a whole number of " + from + " elements");
+    const size_t n = in.size / elem;
+    py::bytes out(nullptr, n * traits(t).block_bytes);  // filled in place
+    cast(f, in.data, t, PyBytes_AsString(out.ptr()), n);
+    return out;
   }, py::arg("data"), py::arg("from_dtype"), py::arg("to_dtype"), "Convert raw elements between f64/f32/f16/bf16.");
 
   m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, const std::string& type, float scale) {
@@ -282,21 +296,15 @@ PYBIND11_MODULE(_core, m) {
      "Quantize f32 elements (a whole number of blocks) into the blocks of a ggml type.");
   m.def("dequantize", [](const py::buffer& src, const std::string& type, size_t n, float scale) {
     const DType t = dtype_from_name(type);
-    const py::buffer_info info = src.request();
-    py::ssize_t expect = info.itemsize;
-    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
-      if (info.shape[d] > 1 && info.strides[d] != expect) throw Error("dequantize: the data must be one contiguous buffer");
-      expect *= info.shape[d];
-    }
-    if (static_cast<uint64_t>(info.size * info.itemsize) < row_nbytes(t, n))
-      throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
+    const ContiguousBytes in = contiguous_bytes(src, "dequantize");
+    if (in.size < row_nbytes(t, n)) throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
     py::array_t<float> out(static_cast<py::ssize_t>(n));
     float* dst = out.mutable_data();
     QuantParams p;
     p.tensor_scale = scale;
     {
       py::gil_scoped_release release;
-      dequantize(t, info.ptr, dst, n, p);
+      dequantize(t, in.data, dst, n, p);
     }
     return out;
   }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("tensor_scale") = 0.0f,
