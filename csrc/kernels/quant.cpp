@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cast.h"
+#include "kernels/reference.h"
 #include "kernels/simd.h"
 
 namespace pyconv {
@@ -17,6 +18,9 @@ constexpr size_t kQK = 256;        // elements of a K-quant or TQ block
 constexpr size_t kI2SBlock = 128;  // elements packed into 32 I2_S bytes
 constexpr size_t kTQ1Bytes = 54, kTQ2Bytes = 66;
 constexpr uint16_t kNanScaleF16 = 0x7e00;  // gguf-py stores f16(NaN) for a block holding a NaN
+
+// BitNet's zero test for I2_S codes, made in double as its C quantizer does.
+bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
 
 void store_f16_bits(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
 float load_f16(const uint8_t* p) {
@@ -301,21 +305,13 @@ float i2s_smallest_nonzero() {
   return smallest;
 }
 
-double join_lanes(const double lanes[8]) {
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-}
-
-AbsStats abs_stats(const float* x, size_t n) {
-  double lanes[8] = {};
-  AbsStats st;
+void accumulate_abs(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   for (size_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
     lanes[i % 8] += a;
-    st.max_abs = std::max(st.max_abs, a);
-    if (!i2s_is_zero(a)) st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
+    *max_abs = std::max(*max_abs, a);
+    if (!i2s_is_zero(a)) *min_nonzero_abs = std::min(*min_nonzero_abs, a);
   }
-  st.sum_abs = join_lanes(lanes);
-  return st;
 }
 
 void ternarize(float* x, size_t n, float s, float magnitude) {
@@ -328,11 +324,12 @@ void ternarize(float* x, size_t n, float s, float magnitude) {
 }  // namespace quant_ref
 
 AbsStats abs_stats(const float* x, size_t n) {
-  if (!simd_enabled()) return quant_ref::abs_stats(x, n);
-  double lanes[8];
+  double lanes[8] = {};
   AbsStats st;
-  simd::abs_stats_avx2(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
-  st.sum_abs = quant_ref::join_lanes(lanes);
+  if (simd_enabled()) simd::abs_stats_avx2(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
+  else quant_ref::accumulate_abs(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
+  // the lanes joined as ((0+1)+(2+3))+((4+5)+(6+7)), whichever path filled them
+  st.sum_abs = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
   return st;
 }
 

@@ -31,9 +31,6 @@ void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32
 // The 32 bytes that follow an I2_S tensor's packed codes: f32 scale, then 28 zero bytes.
 void i2s_tail(float scale, uint8_t out[32]);
 
-// BitNet's zero test for I2_S codes, made in double as its C quantizer does.
-inline bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
-
 // What absmean ternarization needs to know of a tensor, over n floats: the sum of |x| in double,
 // accumulated in eight lanes (lane j takes elements j, j + 8, ...) joined as ((0+1)+(2+3))+((4+5)+(6+7))
 // so that every ISA gives the same sum; the largest |x| and the smallest one I2_S does not read as
@@ -48,32 +45,5 @@ AbsStats abs_stats(const float* x, size_t n);
 // Absmean ternarization in place: x = clamp(round_half_even(x * s), -1, 1) * magnitude, with
 // magnitude = 1/s as the model rounds it. Zeros keep their sign; NaN becomes -magnitude.
 void ternarize(float* x, size_t n, float s, float magnitude);
-
-// The scalar reference kernels. The SIMD kernels hand them the blocks they do not take themselves
-// (those holding Inf or NaN; Q8_0 blocks short of a group of eight), so both paths share one
-// definition of every edge case.
-namespace quant_ref {
-
-// A gguf block scale d = absmax / divisor as stored (f16 bits) and the multiplier 1/d its codes
-// use; 1/d that is not finite (d == 0, or d so small that f16(d) is 0 anyway) becomes 0, which
-// makes every code zero, as gguf-py's numpy gives.
-struct BlockScale {
-  uint16_t d_f16;
-  float id;
-};
-BlockScale block_scale(float absmax, float divisor);
-
-void q8_0(const float* x, uint8_t* y, size_t n);
-void tq2_0(const float* x, uint8_t* y, size_t n);
-void i2_s(const float* x, uint8_t* y, size_t n);
-AbsStats abs_stats(const float* x, size_t n);
-void ternarize(float* x, size_t n, float s, float magnitude);
-
-// The smallest float I2_S does not read as zero (|x| < 1e-6 compared in double).
-float i2s_smallest_nonzero();
-// The eight lanes of abs_stats' sum joined in its order.
-double join_lanes(const double lanes[8]);
-
-}  // namespace quant_ref
 
 }  // namespace pyconv

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -140,3 +141,40 @@ TEST_CASE("abs_stats sums in the same order with and without SIMD") {
   });
   CHECK(std::memcmp(scalar.data(), simd.data(), 3 * sizeof(double)) == 0);
 }
+
+#ifdef PYCONV_AVX2_OBJECTS
+// Symbols a linker merges across objects (inline functions, template instantiations: weak or unique
+// definitions) must not come from code compiled for AVX2: the linker may keep that copy for baseline
+// callers too, which then fault on CPUs without AVX2. The objects are the library's and the same
+// sources at -O0, where nothing is inlined away.
+TEST_CASE("the AVX2 objects define their entry points and nothing a linker could share with baseline code") {
+  const std::string objects = PYCONV_AVX2_OBJECTS;
+  size_t start = 0;
+  int checked = 0;
+  while (start < objects.size()) {
+    size_t end = objects.find(':', start);
+    if (end == std::string::npos) end = objects.size();
+    const std::string object = objects.substr(start, end - start);
+    start = end + 1;
+    FILE* nm = ::popen(("nm -C --defined-only --extern-only '" + object + "'").c_str(), "r");
+    REQUIRE(nm != nullptr);
+    char line[4096];
+    int entry_points = 0;
+    while (std::fgets(line, sizeof line, nm)) {
+      std::string l(line);
+      if (!l.empty() && l.back() == '\n') l.pop_back();
+      // "<address> <type> <name>"
+      const size_t type_at = l.find(' ');
+      REQUIRE(type_at != std::string::npos);
+      const char type = l[type_at + 1];
+      const std::string name = l.substr(type_at + 3);
+      CHECK_MESSAGE((type == 'T' && name.rfind("pyconv::simd::", 0) == 0), object << ": " << l);
+      ++entry_points;
+    }
+    CHECK(::pclose(nm) == 0);
+    CHECK_MESSAGE(entry_points > 0, object << " defines no entry point");
+    ++checked;
+  }
+  CHECK(checked == 4);
+}
+#endif
