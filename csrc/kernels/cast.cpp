@@ -24,11 +24,18 @@ bool use_avx2() {
   return v == 1;
 }
 
+// Elements are loaded and stored through memcpy: a source may sit at any offset of a map, and a
+// memcpy of one element compiles to one load or store.
 template <typename From, typename To, typename Fn>
 void each(const void* src, void* dst, size_t n, Fn fn) {
-  const From* s = static_cast<const From*>(src);
-  To* d = static_cast<To*>(dst);
-  for (size_t i = 0; i < n; ++i) d[i] = fn(s[i]);
+  const auto* s = static_cast<const uint8_t*>(src);
+  auto* d = static_cast<uint8_t*>(dst);
+  for (size_t i = 0; i < n; ++i) {
+    From x;
+    std::memcpy(&x, s + i * sizeof(From), sizeof(From));
+    const To y = fn(x);
+    std::memcpy(d + i * sizeof(To), &y, sizeof(To));
+  }
 }
 
 }  // namespace
