@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <cstring>
 
 #include "core/dtype.h"
@@ -250,70 +251,114 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("dtype_info", [](const std::string& name) {
-    const DTypeTraits& t = traits(dtype_from_name(name));
-    py::dict d;
-    d["id"] = static_cast<uint32_t>(dtype_from_name(name));
-    d["block_elems"] = t.block_elems;
-    d["block_bytes"] = t.block_bytes;
-    d["is_float"] = t.is_float;
-    d["is_quant"] = t.is_quant;
-    return d;
-  }, py::arg("name"), "Block size, bytes per block and kind of a dtype given by its lower-case name.");
-  m.def("tensor_nbytes", [](const std::string& name, uint64_t n) { return tensor_nbytes(dtype_from_name(name), n); },
-        py::arg("dtype"), py::arg("numel"), "Bytes a tensor of `numel` elements takes when stored as `dtype`.");
-  m.def("can_quantize", [](const std::string& name) { return can_quantize(dtype_from_name(name)); });
-  m.def("can_dequantize", [](const std::string& name) { return can_dequantize(dtype_from_name(name)); });
+  py::enum_<DType> dtype(m, "DType", "Element and block type ids (ggml's ids for ggml types).");
+  for (const DTypeTraits* row : all_types()) {
+    std::string upper = row->name;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    dtype.value(upper.c_str(), row->id);
+  }
+  // Python code names types by their lower-case names; where a DType is expected, a name will do.
+  dtype.def(py::init([](const std::string& name) { return dtype_from_name(name); }), py::arg("name"));
+  py::implicitly_convertible<py::str, DType>();
+
+  py::enum_<TypeKind>(m, "TypeKind", "How a type's elements are stored: converted floats, plain values, or blocks.")
+      .value("FLOAT", TypeKind::Float)
+      .value("PLAIN", TypeKind::Plain)
+      .value("BLOCK", TypeKind::Block);
+
+  const auto optional_int = [](int32_t v) { return v < 0 ? py::object(py::none()) : py::object(py::int_(v)); };
+  const auto optional_str = [](const char* s) { return s ? py::object(py::str(s)) : py::object(py::none()); };
+  py::class_<DTypeTraits>(m, "TypeInfo", "One row of the type table (csrc/core/dtype.h says what each field means).")
+      .def_readonly("id", &DTypeTraits::id)
+      .def_property_readonly("name", [](const DTypeTraits& t) { return std::string(t.name); })
+      .def_readonly("kind", &DTypeTraits::kind)
+      .def_property_readonly("ggml_id", [=](const DTypeTraits& t) { return optional_int(t.ggml_id); })
+      .def_readonly("block_elems", &DTypeTraits::block_elems)
+      .def_readonly("block_bytes", &DTypeTraits::block_bytes)
+      .def_readonly("row_elems", &DTypeTraits::row_elems)
+      .def_readonly("tail_bytes", &DTypeTraits::tail_bytes)
+      .def_readonly("dims", &DTypeTraits::dims)
+      .def_property_readonly("can_quantize", [](const DTypeTraits& t) { return t.quantize != nullptr; })
+      .def_property_readonly("can_dequantize", [](const DTypeTraits& t) { return t.dequantize != nullptr; })
+      .def_property_readonly("needs_stats", &DTypeTraits::needs_stats)
+      .def_property_readonly("safetensors_name", [=](const DTypeTraits& t) { return optional_str(t.safetensors_name); })
+      .def_property_readonly("buffer_format", [=](const DTypeTraits& t) { return optional_str(t.buffer_format); })
+      .def_readonly("ternary", &DTypeTraits::ternary)
+      .def_readonly("mainline", &DTypeTraits::mainline)
+      .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })
+      .def("__repr__", [](const DTypeTraits& t) { return std::string("<TypeInfo ") + t.name + ">"; });
+  m.def("types", &all_types, py::return_value_policy::reference,
+        "Every row of the type table: the built-in ones, then those registered from C++.");
+  m.def("tensor_nbytes", &tensor_nbytes, py::arg("dtype"), py::arg("numel"),
+        "Bytes a tensor of `numel` elements takes when stored as `dtype` (its blocks and its tail).");
+
   m.def("simd_level", &simd_level, "The kernel set in use: 'avx2' or 'scalar'.");
   m.def("set_simd_enabled", &set_simd_enabled, py::arg("enabled"), "Force the scalar kernels (False) or allow SIMD.");
   m.def("default_threads", &default_threads);
 
-  m.def("cast", [](const py::buffer& src, const std::string& from, const std::string& to) {
+  m.def("cast", [](const py::buffer& src, DType from, DType to) {
     const ContiguousBytes in = contiguous_bytes(src, "cast");
-    const DType f = dtype_from_name(from), t = dtype_from_name(to);
-    const size_t elem = traits(f).block_bytes;
-    if (in.size % elem != 0) throw Error("cast: " + std::to_string(in.size) + " bytes are not a whole number of " + from + " elements");
+    const size_t elem = traits(from).block_bytes;
+    if (in.size % elem != 0)
+      throw Error("cast: " + std::to_string(in.size) + " bytes are not a whole number of " + traits(from).name + " elements");
     const size_t n = in.size / elem;
-    py::bytes out(nullptr, n * traits(t).block_bytes);  // filled in place
-    cast(f, in.data, t, PyBytes_AsString(out.ptr()), n);
+    py::bytes out(nullptr, n * traits(to).block_bytes);  // filled in place
+    cast(from, in.data, to, PyBytes_AsString(out.ptr()), n);
     return out;
   }, py::arg("data"), py::arg("from_dtype"), py::arg("to_dtype"), "Convert raw elements between f64/f32/f16/bf16.");
 
-  m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, const std::string& type, float scale) {
-    const DType t = dtype_from_name(type);
+  py::class_<QuantParams>(m, "QuantParams", "Per-tensor values a type's kernels use (a tensor's scale).")
+      .def(py::init<>())
+      .def_readwrite("tensor_scale", &QuantParams::tensor_scale);
+
+  m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, DType type) {
     const size_t n = static_cast<size_t>(src.size());
-    const size_t nbytes = static_cast<size_t>(row_nbytes(t, n));
-    py::bytes out(nullptr, nbytes);  // filled in place: no zeroing, no copy
-    char* dst = PyBytes_AsString(out.ptr());
-    QuantParams p;
-    p.tensor_scale = scale;
+    const size_t per_row = src.ndim() ? static_cast<size_t>(src.shape(src.ndim() - 1)) : n;
+    py::bytes out(nullptr, static_cast<size_t>(tensor_nbytes(type, n)));  // filled in place: no zeroing, no copy
+    auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AsString(out.ptr()));
     {
       py::gil_scoped_release release;
-      quantize(t, src.data(), dst, n, p);
+      quantize_tensor(type, src.data(), dst, per_row ? n / per_row : 0, per_row);
     }
     return out;
-  }, py::arg("data"), py::arg("dtype"), py::arg("tensor_scale") = 0.0f,
-     "Quantize f32 elements (a whole number of blocks) into the blocks of a ggml type.");
-  m.def("dequantize", [](const py::buffer& src, const std::string& type, size_t n, float scale) {
-    const DType t = dtype_from_name(type);
+  }, py::arg("data"), py::arg("dtype"),
+     "A whole tensor (rows along its last dimension) as `dtype` stores it: its blocks, then the type's tail.");
+  m.def("dequantize", [](const py::buffer& src, DType type, size_t n) {
     const ContiguousBytes in = contiguous_bytes(src, "dequantize");
-    if (in.size < row_nbytes(t, n)) throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
+    if (in.size < tensor_nbytes(type, n)) throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
     py::array_t<float> out(static_cast<py::ssize_t>(n));
     float* dst = out.mutable_data();
-    QuantParams p;
-    p.tensor_scale = scale;
     {
       py::gil_scoped_release release;
-      dequantize(t, in.data, dst, n, p);
+      dequantize_tensor(type, in.data, dst, n);
     }
     return out;
-  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("tensor_scale") = 0.0f,
-     "Decode `numel` elements of a ggml type (any contiguous buffer) into f32.");
-  m.def("i2s_tail", [](float scale) {
-    uint8_t tail[32];
-    i2s_tail(scale, tail);
-    return py::bytes(reinterpret_cast<const char*>(tail), 32);
-  }, py::arg("scale"), "The 32 bytes after an I2_S tensor's packed codes: the f32 scale, then 28 zero bytes.");
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"),
+     "Decode a whole tensor of `numel` elements, stored as `dtype` (blocks, then the tail), into f32.");
+  m.def("dequantize_blocks", [](const py::buffer& src, DType type, size_t n, const QuantParams& params) {
+    const ContiguousBytes in = contiguous_bytes(src, "dequantize_blocks");
+    if (in.size < row_nbytes(type, n)) throw Error("dequantize_blocks: not enough bytes for " + std::to_string(n) + " elements");
+    py::array_t<float> out(static_cast<py::ssize_t>(n));
+    float* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      dequantize(type, in.data, dst, n, params);
+    }
+    return out;
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("params") = QuantParams{},
+     "Decode `numel` elements of a tensor's blocks (a part of them: the tensor's parameters are given) into f32.");
+  m.def("tensor_params", [](const py::buffer& src, DType type, size_t n) {
+    const ContiguousBytes in = contiguous_bytes(src, "tensor_params");
+    if (in.size < tensor_nbytes(type, n)) throw Error("tensor_params: not enough bytes for " + std::to_string(n) + " elements");
+    return tensor_params_from_tail(type, in.data, n);
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), "The parameters in the tail of a whole tensor (defaults without a tail).");
+  m.def("invalid_codes", [](const py::buffer& src, DType type, size_t n) {
+    const ContiguousBytes in = contiguous_bytes(src, "invalid_codes");
+    if (in.size < row_nbytes(type, n)) throw Error("invalid_codes: not enough bytes for " + std::to_string(n) + " elements");
+    py::gil_scoped_release release;
+    return invalid_codes(type, in.data, n);
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"),
+     "How many codes in `numel` elements of blocks the type's quantizer never writes (0 for types without such codes).");
 
   py::class_<PyPlan>(m, "Plan", "A conversion plan in the engine's terms; built by pyconv.engine.")
       .def(py::init<>())

@@ -103,7 +103,7 @@ TEST_CASE("quantized outputs equal the kernel's bytes whatever the threads and c
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 2654435761u) % 1000) / 37.0f - 13.0f;
   write_file(dir.file("in.bin"), a);
   std::vector<uint8_t> want(48 * 256 / 32 * 34);
-  quantize(DType::Q8_0, a.data(), want.data(), a.size(), QuantParams{});
+  quantize(DType::Q8_0, a.data(), want.data(), 48, 256, QuantParams{});
   Plan p;
   p.inputs = {dir.file("in.bin")};
   p.sources.push_back(one_segment(DType::F32, 0, 0, a.size() * 4));

@@ -107,7 +107,7 @@ TEST_CASE("q8_0: SIMD and scalar quantizers write the same blocks, and decoding 
     x[i] = std::ldexp(static_cast<float>(rng() % 2001) - 1000.0f, static_cast<int>(i / 32) * 27 / 19 - 17);
   const auto [scalar, simd] = scalar_and_simd([&] {
     std::vector<uint8_t> out(19 * 34);
-    quantize(DType::Q8_0, x.data(), out.data(), x.size(), QuantParams{});
+    quantize(DType::Q8_0, x.data(), out.data(), 1, x.size(), QuantParams{});
     return out;
   });
   CHECK(scalar == simd);
@@ -126,7 +126,7 @@ TEST_CASE("tq2_0 and i2_s: SIMD and scalar quantizers agree on Inf, NaN and valu
   for (DType t : {DType::TQ2_0, DType::I2_S}) {
     const auto [scalar, simd] = scalar_and_simd([&] {
       std::vector<uint8_t> out(static_cast<size_t>(row_nbytes(t, x.size())));
-      quantize(t, x.data(), out.data(), x.size(), QuantParams{});
+      quantize(t, x.data(), out.data(), 1, x.size(), QuantParams{});
       return out;
     });
     CHECK(scalar == simd);
