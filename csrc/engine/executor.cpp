@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -600,7 +601,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
   std::atomic<uint64_t> done{0};
   std::atomic<bool> stop{false};
   std::mutex err_mu;
-  std::string error;
+  std::optional<Error> error;  // the first one, with the tensor it happened in
 
   auto run_phase = [&](const std::vector<Task>& tasks, bool stats_phase) {
     std::atomic<size_t> next{0};
@@ -634,11 +635,13 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
             }
           }
           done.fetch_add(r.tensor->nbytes * (b.flat_count) / std::max<uint64_t>(1, numel(r.tensor->shape)));
-        } catch (const std::exception& e) {
+        } catch (const Error& e) {
           std::lock_guard<std::mutex> lock(err_mu);
-          if (error.empty()) error = std::string(e.what()).find(r.tensor->name) == std::string::npos
-                                         ? "tensor '" + r.tensor->name + "': " + e.what()
-                                         : e.what();
+          if (!error) error = Error(e).in_tensor(tasks[i].tensor);
+          stop = true;
+        } catch (const std::exception& e) {  // std::bad_alloc and the like
+          std::lock_guard<std::mutex> lock(err_mu);
+          if (!error) error = Error(e.what()).in_tensor(tasks[i].tensor);
           stop = true;
         }
       }
@@ -674,7 +677,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
       for (const AbsStats& c : r.chunk_stats) merge(st, c);
       const uint64_t n = numel(r.tensor->shape);
       TensorReport rep;
-      rep.name = r.tensor->name;
+      rep.tensor = static_cast<uint32_t>(r.tensor - plan.tensors.data());
       rep.mean_abs = n ? st.sum_abs / static_cast<double>(n) : 0.0;
       const bool single_magnitude = st.min_nonzero_abs == INFINITY || st.min_nonzero_abs == st.max_abs;
       float scale = st.max_abs;
@@ -710,7 +713,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     for (auto& rp : runs) rp->chunks_left = rp->geo.count;  // the write pass counts chunks again
     run_phase(write_tasks, false);
   }
-  if (!error.empty()) throw Error(error);
+  if (error) throw *error;
   if (stop) throw Cancelled();
   if (progress) progress(total, total, prefix.prefixes());
   for (auto& o : outs) o->commit();

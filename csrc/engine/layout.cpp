@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint64_t kMaxElements = uint64_t{1} << 48;
 
-std::string where(const Tensor& t) { return "tensor '" + t.name + "'"; }
+uint32_t index_of(const Plan& plan, const Tensor& t) { return static_cast<uint32_t>(&t - plan.tensors.data()); }
 
 void append_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
 void append_u64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
@@ -115,15 +115,15 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-std::string safetensors_name(const Tensor& t) {
+std::string safetensors_name(const Plan& plan, const Tensor& t) {
   const DTypeTraits& tr = traits(t.out);
-  if (!tr.safetensors_name) throw Error(where(t) + ": safetensors cannot store " + tr.name);
+  if (!tr.safetensors_name) throw Error(std::string("safetensors cannot store ") + tr.name).in_tensor(index_of(plan, t));
   return tr.safetensors_name;
 }
 
 void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
   const size_t nd = t.layout.size();
-  const std::string part = where(t) + ": part " + std::to_string(pi);
+  const std::string part = "part " + std::to_string(pi);
   if (p.shape.size() != nd || p.dst_start.size() != nd || p.src_strides.size() != nd)
     throw Error(part + " has " + std::to_string(p.shape.size()) + " dims, the layout has " + std::to_string(nd));
   if (p.src_offset < 0) throw Error(part + " has a negative source offset");
@@ -150,11 +150,74 @@ void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
     // Block sources move and decode whole rows of blocks along contiguous runs.
     const int64_t row = tr.row_elems;
     if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % row != 0 || p.src_offset % row != 0)
-      throw Error(where(t) + ": a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
+      throw Error("a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
     for (size_t d = 0; d + 1 < nd; ++d)
-      if (p.src_strides[d] % row != 0) throw Error(where(t) + ": a " + std::string(tr.name) + " source row does not start on a block");
+      if (p.src_strides[d] % row != 0) throw Error("a " + std::string(tr.name) + " source row does not start on a block");
   }
 }
+
+
+// Every rule one output tensor must follow; throws Error (the caller adds the tensor's index).
+void check_tensor(const Plan& plan, const Tensor& t) {
+  if (t.file >= plan.files.size()) throw Error("output file index out of range");
+  if (t.layout.empty() || t.layout.size() > static_cast<size_t>(kMaxDims))
+    throw Error("layout needs 1 to " + std::to_string(kMaxDims) + " dims");
+  if (numel(t.shape) != numel(t.layout)) throw Error("layout and shape hold different element counts");
+  const DTypeTraits& out = traits(t.out);
+  const uint64_t ne0 = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
+  if (ne0 % out.row_elems != 0)
+    throw Error("rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
+  if (out.dims != 0 && t.shape.size() != out.dims)
+    throw Error(std::string(out.name) + " needs a " + std::to_string(out.dims) + "-d tensor");
+  // Blocks of the output type copied as they are need no kernel; anything else is decoded and
+  // quantized. A type with a tail is always re-quantized: its per-tensor state is made afresh.
+  bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;
+  for (const Part& p : t.parts)
+    raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
+  if (out.is_block() && !raw_copy && !out.quantize) throw Error(std::string("pyconv cannot quantize to ") + out.name);
+  bool float_like_sources = true;
+  for (size_t i = 0; i < t.parts.size(); ++i) {
+    const Part& p = t.parts[i];
+    if (p.source >= plan.sources.size()) throw Error("part names a missing source");
+    const Source& src = plan.sources[p.source];
+    check_box(t, p, i, src);
+    const DTypeTraits& st = traits(src.dtype);
+    if (st.is_block() && !raw_copy && !st.dequantize) throw Error(std::string("pyconv cannot decode ") + st.name + " data");
+    if (p.field.bits != 0) {  // decoded to floats
+      if (src.dtype != DType::U8 || p.field.bits > 8 || p.field.shift + p.field.bits > 8)
+        throw Error("part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
+                    std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
+      if (out.kind == TypeKind::Plain) throw Error(std::string("bit fields decode to floats, not ") + out.name);
+    } else if (st.kind == TypeKind::Plain) {
+      float_like_sources = false;
+      if (src.dtype != t.out || !t.ops.empty())
+        throw Error(std::string(st.name) + " data can only be copied as it is, not turned into " + out.name);
+    }
+  }
+  if (!float_like_sources) {
+    for (const Part& p : t.parts)
+      if (p.field.bits != 0 || plan.sources[p.source].dtype != t.out)
+        throw Error("parts of different integer types cannot be combined");
+  }
+  for (const Op& op : t.ops) {
+    if (op.kind == OpKind::TernarizeAbsmean && &op != &t.ops.back())
+      throw Error("absmean ternarization must be the last operation");
+    if (op.kind == OpKind::TernarizeAbsmean && !traits(op.round_to).is_float())
+      throw Error(std::string("absmean ternarization rounds to a float type, not ") + traits(op.round_to).name);
+  }
+  // Parts of a tensor must not overlap: each output element has one writer.
+  for (size_t a = 0; a < t.parts.size(); ++a)
+    for (size_t b = a + 1; b < t.parts.size(); ++b) {
+      bool overlap = true;
+      for (size_t d = 0; d < t.layout.size() && overlap; ++d) {
+        const int64_t lo = std::max(t.parts[a].dst_start[d], t.parts[b].dst_start[d]);
+        const int64_t hi = std::min(t.parts[a].dst_start[d] + t.parts[a].shape[d], t.parts[b].dst_start[d] + t.parts[b].shape[d]);
+        overlap = lo < hi;
+      }
+      if (overlap) throw Error("parts " + std::to_string(a) + " and " + std::to_string(b) + " overlap");
+    }
+}
+
 
 }  // namespace
 
@@ -192,66 +255,13 @@ void validate(const Plan& plan) {
   for (const Source& s : plan.sources)
     for (const Segment& seg : s.segments)
       if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
-  for (const Tensor& t : plan.tensors) {
-    if (t.file >= plan.files.size()) throw Error(where(t) + ": output file index out of range");
-    if (t.layout.empty() || t.layout.size() > static_cast<size_t>(kMaxDims))
-      throw Error(where(t) + ": layout needs 1 to " + std::to_string(kMaxDims) + " dims");
-    if (numel(t.shape) != numel(t.layout)) throw Error(where(t) + ": layout and shape hold different element counts");
-    const DTypeTraits& out = traits(t.out);
-    const uint64_t ne0 = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
-    if (ne0 % out.row_elems != 0)
-      throw Error(where(t) + ": rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
-    if (out.dims != 0 && t.shape.size() != out.dims)
-      throw Error(where(t) + ": " + out.name + " needs a " + std::to_string(out.dims) + "-d tensor");
-    // Blocks of the output type copied as they are need no kernel; anything else is decoded and
-    // quantized. A type with a tail is always re-quantized: its per-tensor state is made afresh.
-    bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;
-    for (const Part& p : t.parts)
-      raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
-    if (out.is_block() && !raw_copy && !out.quantize) throw Error(where(t) + ": pyconv cannot quantize to " + out.name);
-    bool float_like_sources = true;
-    for (size_t i = 0; i < t.parts.size(); ++i) {
-      const Part& p = t.parts[i];
-      if (p.source >= plan.sources.size()) throw Error(where(t) + ": part names a missing source");
-      const Source& src = plan.sources[p.source];
-      check_box(t, p, i, src);
-      const DTypeTraits& st = traits(src.dtype);
-      if (st.is_block() && !raw_copy && !st.dequantize) throw Error(where(t) + ": pyconv cannot decode " + st.name + " data");
-      if (p.field.bits != 0) {  // decoded to floats
-        if (src.dtype != DType::U8 || p.field.bits > 8 || p.field.shift + p.field.bits > 8)
-          throw Error(where(t) + ": part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
-                      std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
-        if (out.kind == TypeKind::Plain) throw Error(where(t) + ": bit fields decode to floats, not " + out.name);
-      } else if (st.kind == TypeKind::Plain) {
-        float_like_sources = false;
-        if (src.dtype != t.out || !t.ops.empty())
-          throw Error(where(t) + ": " + st.name + " data can only be copied as it is, not turned into " + out.name);
-      }
+  for (uint32_t i = 0; i < plan.tensors.size(); ++i) {
+    try {
+      check_tensor(plan, plan.tensors[i]);
+    } catch (Error& e) {
+      e.in_tensor(i);
+      throw;
     }
-    if (!float_like_sources) {
-      for (const Part& p : t.parts)
-        if (p.field.bits != 0 || plan.sources[p.source].dtype != t.out)
-          throw Error(where(t) + ": parts of different integer types cannot be combined");
-    }
-    for (const Op& op : t.ops) {
-      if (op.kind == OpKind::TernarizeAbsmean && &op != &t.ops.back())
-        throw Error(where(t) + ": absmean ternarization must be the last operation");
-      if (op.kind == OpKind::TernarizeAbsmean && !traits(op.round_to).is_float())
-        throw Error(where(t) + ": absmean ternarization rounds to a float type, not " + traits(op.round_to).name);
-    }
-  }
-  // Parts of a tensor must not overlap: each output element has one writer.
-  for (const Tensor& t : plan.tensors) {
-    for (size_t a = 0; a < t.parts.size(); ++a)
-      for (size_t b = a + 1; b < t.parts.size(); ++b) {
-        bool overlap = true;
-        for (size_t d = 0; d < t.layout.size() && overlap; ++d) {
-          const int64_t lo = std::max(t.parts[a].dst_start[d], t.parts[b].dst_start[d]);
-          const int64_t hi = std::min(t.parts[a].dst_start[d] + t.parts[a].shape[d], t.parts[b].dst_start[d] + t.parts[b].shape[d]);
-          overlap = lo < hi;
-        }
-        if (overlap) throw Error(where(t) + ": parts " + std::to_string(a) + " and " + std::to_string(b) + " overlap");
-      }
   }
 }
 
@@ -260,81 +270,89 @@ void layout(Plan& plan) {
   for (Tensor& t : plan.tensors) t.nbytes = tensor_nbytes(t.out, numel(t.shape));
   for (size_t fi = 0; fi < plan.files.size(); ++fi) {
     OutputFileSpec& f = plan.files[fi];
-    std::vector<Tensor*> mine;
-    for (Tensor& t : plan.tensors)
-      if (t.file == fi) mine.push_back(&t);
-    if (f.container == Container::Raw) {
-      for (const Tensor* t : mine)
-        if (t->offset > f.size || t->nbytes > f.size - t->offset) throw Error(f.path + ": " + where(*t) + " ends past the file size");
-      for (const auto& blob : f.blobs)
-        if (blob.first > f.size || blob.second.size() > f.size - blob.first)
-          throw Error(f.path + ": a header blob ends past the file size");
-      continue;
-    }
-    if (f.container == Container::Safetensors) {
-      std::string json = "{";
-      bool first = true;
-      if (!f.metadata.empty()) {
-        json += "\"__metadata__\":{";
-        for (size_t i = 0; i < f.metadata.size(); ++i) {
-          if (i) json += ",";
-          json += "\"" + json_escape(f.metadata[i].first) + "\":\"" + json_escape(f.metadata[i].second) + "\"";
+    // Errors here concern this file (and maybe one of its tensors).
+    try {
+      std::vector<Tensor*> mine;
+      for (Tensor& t : plan.tensors)
+        if (t.file == fi) mine.push_back(&t);
+      if (f.container == Container::Raw) {
+        for (const Tensor* t : mine)
+          if (t->offset > f.size || t->nbytes > f.size - t->offset)
+            throw Error("it ends past the file size").in_tensor(index_of(plan, *t));
+        for (const auto& blob : f.blobs)
+          if (blob.first > f.size || blob.second.size() > f.size - blob.first)
+            throw Error("a header blob ends past the file size");
+        continue;
+      }
+      if (f.container == Container::Safetensors) {
+        std::string json = "{";
+        bool first = true;
+        if (!f.metadata.empty()) {
+          json += "\"__metadata__\":{";
+          for (size_t i = 0; i < f.metadata.size(); ++i) {
+            if (i) json += ",";
+            json += "\"" + json_escape(f.metadata[i].first) + "\":\"" + json_escape(f.metadata[i].second) + "\"";
+          }
+          json += "}";
+          first = false;
+        }
+        uint64_t pos = 0;
+        for (const Tensor* t : mine) {
+          if (!first) json += ",";
+          first = false;
+          json += "\"" + json_escape(t->name) + "\":{\"dtype\":\"" + safetensors_name(plan, *t) + "\",\"shape\":[";
+          for (size_t d = 0; d < t->shape.size(); ++d) json += (d ? "," : "") + std::to_string(t->shape[d]);
+          json += "],\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(pos + t->nbytes) + "]}";
+          pos += t->nbytes;
         }
         json += "}";
-        first = false;
+        json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+        std::string header;
+        append_u64(header, json.size());
+        header += json;
+        uint64_t data = header.size();
+        for (Tensor* t : mine) {
+          t->offset = data;
+          data += t->nbytes;
+        }
+        f.blobs = {{0, header}};
+        f.size = data;
+        continue;
       }
-      uint64_t pos = 0;
-      for (const Tensor* t : mine) {
-        if (!first) json += ",";
-        first = false;
-        json += "\"" + json_escape(t->name) + "\":{\"dtype\":\"" + safetensors_name(*t) + "\",\"shape\":[";
-        for (size_t d = 0; d < t->shape.size(); ++d) json += (d ? "," : "") + std::to_string(t->shape[d]);
-        json += "],\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(pos + t->nbytes) + "]}";
-        pos += t->nbytes;
+      // GGUF v3: magic, version, counts, KVs, tensor infos, padding to the alignment, data.
+      if (f.alignment == 0 || (f.alignment & (f.alignment - 1)) != 0)
+        throw Error("gguf alignment must be a power of two");
+      std::string h = "GGUF";
+      append_u32(h, 3);
+      append_u64(h, mine.size());
+      append_u64(h, f.kvs.size());
+      for (const GgufKV& kv : f.kvs) {
+        append_gguf_string(h, kv.key);
+        append_gguf_value(h, kv.key, kv.value);
       }
-      json += "}";
-      json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-      std::string header;
-      append_u64(header, json.size());
-      header += json;
-      uint64_t data = header.size();
+      uint64_t rel = 0;
       for (Tensor* t : mine) {
-        t->offset = data;
-        data += t->nbytes;
+        append_gguf_string(h, t->name);
+        append_u32(h, static_cast<uint32_t>(t->shape.empty() ? 1 : t->shape.size()));
+        if (t->shape.empty()) append_u64(h, 1);
+        for (size_t d = t->shape.size(); d-- > 0;) append_u64(h, static_cast<uint64_t>(t->shape[d]));
+        const int32_t ggml_id = traits(t->out).ggml_id;
+        if (ggml_id < 0)
+          throw Error(std::string("gguf cannot store ") + traits(t->out).name).in_tensor(index_of(plan, *t));
+        append_u32(h, static_cast<uint32_t>(ggml_id));
+        append_u64(h, rel);
+        t->offset = rel;  // made absolute below
+        rel = align_up(rel + t->nbytes, f.alignment);
       }
-      f.blobs = {{0, header}};
-      f.size = data;
-      continue;
+      const uint64_t data = align_up(h.size(), f.alignment);
+      h.append(data - h.size(), '\0');
+      for (Tensor* t : mine) t->offset += data;
+      f.blobs = {{0, h}};
+      f.size = data + rel;
+    } catch (Error& e) {
+      e.in_file(f.path);
+      throw;
     }
-    // GGUF v3: magic, version, counts, KVs, tensor infos, padding to the alignment, data.
-    if (f.alignment == 0 || (f.alignment & (f.alignment - 1)) != 0)
-      throw Error(f.path + ": gguf alignment must be a power of two");
-    std::string h = "GGUF";
-    append_u32(h, 3);
-    append_u64(h, mine.size());
-    append_u64(h, f.kvs.size());
-    for (const GgufKV& kv : f.kvs) {
-      append_gguf_string(h, kv.key);
-      append_gguf_value(h, kv.key, kv.value);
-    }
-    uint64_t rel = 0;
-    for (Tensor* t : mine) {
-      append_gguf_string(h, t->name);
-      append_u32(h, static_cast<uint32_t>(t->shape.empty() ? 1 : t->shape.size()));
-      if (t->shape.empty()) append_u64(h, 1);
-      for (size_t d = t->shape.size(); d-- > 0;) append_u64(h, static_cast<uint64_t>(t->shape[d]));
-      const int32_t ggml_id = traits(t->out).ggml_id;
-      if (ggml_id < 0) throw Error(f.path + ": " + where(*t) + ": gguf cannot store " + traits(t->out).name);
-      append_u32(h, static_cast<uint32_t>(ggml_id));
-      append_u64(h, rel);
-      t->offset = rel;  // made absolute below
-      rel = align_up(rel + t->nbytes, f.alignment);
-    }
-    const uint64_t data = align_up(h.size(), f.alignment);
-    h.append(data - h.size(), '\0');
-    for (Tensor* t : mine) t->offset += data;
-    f.blobs = {{0, h}};
-    f.size = data + rel;
   }
 }
 
