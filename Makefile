@@ -56,16 +56,31 @@ build/native/build.ninja: CMakeLists.txt $(DEPS)
 build/native-asan/build.ninja: CMakeLists.txt $(DEPS)
 	$(NATIVE_CMAKE) -B build/native-asan -DPYCONV_SANITIZE=ON > /dev/null
 
+# The plan fuzzer's scratch files go to memory when there is a tmpfs: executed plans fsync their outputs.
+FUZZ_TMP := $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+NATIVE_FUZZ_RUNS ?= 3000
 native: $(addsuffix /build.ninja,$(NATIVE_DIRS))
 	for d in $(NATIVE_DIRS); do $(CMAKE) --build $$d || exit 1; done
 	for d in $(NATIVE_DIRS); do echo "native tests ($$d)"; $$d/native_tests --minimal || exit 1; done
+	TMPDIR=$(FUZZ_TMP) build/native-asan/plan_fuzz -runs=$(NATIVE_FUZZ_RUNS)
 
 test: $(BUILT) native
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The readers fuzzed for longer than the suite's bounded run (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
+# Longer than the suite's bounded runs: the engine's plans under libFuzzer (Debian's clang, with
+# AddressSanitizer + UndefinedBehaviorSanitizer; corpus kept in build/fuzz/corpus) for FUZZ_SECONDS,
+# then the readers (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
+FUZZ_SECONDS ?= 300
 FUZZ_EXAMPLES ?= 20000
-fuzz: $(BUILT)
+build/fuzz/build.ninja: CMakeLists.txt $(DEPS)
+	command -v clang++ > /dev/null || { apt-get update -q && apt-get install -y -q clang; } \
+	  || { echo "libFuzzer comes with clang: install the Debian package 'clang' (as root)"; exit 1; }
+	$(CMAKE) -S . -G Ninja -DCMAKE_MAKE_PROGRAM=$(NINJA) -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+	  -DPYCONV_LIBFUZZER=ON -DPYCONV_SANITIZE=ON -B build/fuzz > /dev/null
+fuzz: $(BUILT) build/fuzz/build.ninja
+	$(CMAKE) --build build/fuzz --target plan_libfuzzer
+	mkdir -p build/fuzz/corpus
+	TMPDIR=$(FUZZ_TMP) build/fuzz/plan_libfuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <thread>
 
@@ -360,7 +361,7 @@ class Worker {
       if (b.ndim == 1 && b.src_strides[0] == 1) released_.push_back({&sv, u0, u0 + static_cast<uint64_t>(b.shape[0])});
       return;
     }
-    if (b.ndim == 1 && b.src_strides[0] == 1) {  // a run crossing segment boundaries
+    if (b.ndim == 1 && b.src_strides[0] == 1 && b.dst_strides[0] == 1) {  // a run crossing segment boundaries
       uint64_t done = 0;
       const uint64_t len = static_cast<uint64_t>(b.shape[0]);
       while (done < len) {
@@ -562,8 +563,10 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     for (int d = static_cast<int>(t.layout.size()) - 2; d >= 0; --d)
       r->layout_strides[d] = r->layout_strides[d + 1] * t.layout[d + 1];
     const uint64_t eb = std::max<uint64_t>(4, traits(r->work).block_bytes / traits(r->work).block_elems);
-    // Raw quantized work buffers hold whole blocks of the source type as well.
-    const uint64_t block = std::max(block_for_chunking(t.out), traits(r->work).is_block() ? uint64_t{traits(r->work).block_elems} : 1);
+    // Chunks start on whole rows of blocks: the output's, and every block source's (decoded or
+    // copied as it is, a source moves in whole blocks of its rows).
+    uint64_t block = block_for_chunking(t.out);
+    for (const Part& p : t.parts) block = std::lcm(block, block_for_chunking(plan.sources[p.source].dtype));
     if (numel(t.layout) == 0) r->geo.count = 0;
     else r->geo = plan_chunks(t.layout, std::max<uint64_t>(1, options.chunk_bytes / eb), block);
     r->chunks_left = r->geo.count;

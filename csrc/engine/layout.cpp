@@ -149,7 +149,7 @@ void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
   if (tr.is_block() && !empty) {
     // Block sources move and decode whole rows of blocks along contiguous runs.
     const int64_t row = tr.row_elems;
-    if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % row != 0 || p.src_offset % row != 0)
+    if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % row != 0 || p.src_offset % row != 0 || p.dst_start[nd - 1] % row != 0)
       throw Error("a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
     for (size_t d = 0; d + 1 < nd; ++d)
       if (p.src_strides[d] % row != 0) throw Error("a " + std::string(tr.name) + " source row does not start on a block");
@@ -175,6 +175,12 @@ void check_tensor(const Plan& plan, const Tensor& t) {
   for (const Part& p : t.parts)
     raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
   if (out.is_block() && !raw_copy && !out.quantize) throw Error(std::string("pyconv cannot quantize to ") + out.name);
+  if (out.kind == TypeKind::Plain) {  // integers, bools and f8 are never converted
+    if (!t.ops.empty()) throw Error(std::string("a ") + out.name + " tensor takes no operations");
+    for (const Part& p : t.parts)
+      if (p.field.bits != 0 || p.source >= plan.sources.size() || plan.sources[p.source].dtype != t.out)
+        throw Error(std::string("a ") + out.name + " tensor is copied from " + out.name + " data only");
+  }
   bool float_like_sources = true;
   for (size_t i = 0; i < t.parts.size(); ++i) {
     const Part& p = t.parts[i];
@@ -240,10 +246,12 @@ std::vector<uint64_t> block_bytes_per_segment(const Source& s) {
     throw Error("a " + std::string(tr.name) + " source of " + std::to_string(total) + " bytes is shorter than its " +
                 std::to_string(tr.tail_bytes) + "-byte tail");
   uint64_t left = total - tr.tail_bytes;
+  // Block types are decoded a row of blocks at a time, so segments end on rows of blocks.
+  const uint64_t unit = tr.row_elems / tr.block_elems * tr.block_bytes;
   std::vector<uint64_t> out;
   for (const Segment& seg : s.segments) {
     const uint64_t mine = std::min(seg.nbytes, left);
-    if (mine % tr.block_bytes != 0) throw Error("a source segment is not a whole number of " + std::string(tr.name) + " blocks");
+    if (mine % unit != 0) throw Error("a source segment is not a whole number of " + std::string(tr.name) + " blocks");
     out.push_back(mine);
     left -= mine;
   }
@@ -252,9 +260,11 @@ std::vector<uint64_t> block_bytes_per_segment(const Source& s) {
 
 
 void validate(const Plan& plan) {
-  for (const Source& s : plan.sources)
+  for (const Source& s : plan.sources) {
     for (const Segment& seg : s.segments)
       if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
+    block_bytes_per_segment(s);
+  }
   for (uint32_t i = 0; i < plan.tensors.size(); ++i) {
     try {
       check_tensor(plan, plan.tensors[i]);

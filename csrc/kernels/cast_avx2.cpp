@@ -1,6 +1,7 @@
 // AVX2 + F16C conversions. Hardware rounding is IEEE round-to-nearest-even, which is the scalar
 // reference for every finite and infinite value; vectors holding a NaN go through the scalar code
 // so NaN payload rules stay identical.
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "kernels/reference.h"
@@ -32,7 +33,10 @@ inline __m256i widen_bf16(__m128i b) { return _mm256_slli_epi32(_mm256_cvtepu16_
 }  // namespace
 
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c"
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n) {

@@ -57,7 +57,9 @@ void remove_file(const std::string& path) { ::unlink(path.c_str()); }
 
 std::vector<int64_t> row_major(const std::vector<int64_t>& shape) {
   std::vector<int64_t> strides(shape.size(), 1);
-  for (size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
+  // in unsigned arithmetic, which wraps: the fuzzer's extreme shapes get strides the engine refuses
+  for (size_t d = shape.size(); d-- > 1;)
+    strides[d - 1] = static_cast<int64_t>(static_cast<uint64_t>(strides[d]) * static_cast<uint64_t>(shape[d]));
   return strides;
 }
 

@@ -39,7 +39,7 @@ std::vector<T> as(const std::vector<uint8_t>& bytes, size_t offset = 0) {
   return out;
 }
 
-// Row-major strides of a shape, in elements.
+// Row-major strides of a shape, in elements (wrapping around 2^64 for extreme shapes).
 std::vector<int64_t> row_major(const std::vector<int64_t>& shape);
 
 // A source of one segment: `nbytes` bytes of input `file` at `offset`.

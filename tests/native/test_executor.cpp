@@ -195,3 +195,55 @@ TEST_CASE("sources at odd offsets of their files are read element by element wit
   }
   set_simd_enabled(true);
 }
+
+TEST_CASE("a contiguous source run across segments lands in a strided destination (found by the plan fuzzer)") {
+  // Column 0 of a [40, 2] tensor read from a source cut into two files at element 17: after the box
+  // is simplified the copy is one run of 40 source elements written 2 apart, which must not be
+  // written as one contiguous block.
+  ScratchDir dir;
+  const std::vector<float> a = iota_floats(40, 1.0f);
+  write_file(dir.file("s0"), a.data(), 17 * 4);
+  write_file(dir.file("s1"), a.data() + 17, 23 * 4);
+  Plan p;
+  p.inputs = {dir.file("s0"), dir.file("s1")};
+  Source s;
+  s.dtype = DType::F32;
+  s.segments = {{0, 0, 17 * 4}, {1, 0, 23 * 4}};
+  p.sources.push_back(s);
+  Part column;
+  column.source = 0;
+  column.src_strides = {1, 1};
+  column.dst_start = {0, 0};
+  column.shape = {40, 1};
+  p.tensors.push_back(tensor("w", {40, 2}, DType::F32, {column}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  execute(p, ExecOptions{1, 4 << 20}, nullptr);
+  const std::vector<float> out = as<float>(read_file(dir.file("out.raw")));
+  for (size_t i = 0; i < 40; ++i) {
+    REQUIRE(out[2 * i] == a[i]);
+    REQUIRE(out[2 * i + 1] == 0.0f);
+  }
+}
+
+TEST_CASE("chunks start on whole blocks of every block source, not only of the output (found by the plan fuzzer)") {
+  // An f32 tensor whose second half is decoded from q8_0: cut into 16-element chunks for the f32
+  // output alone, the q8_0 part would be decoded 16 elements at a time, half a block.
+  ScratchDir dir;
+  std::vector<float> a = iota_floats(64, -20.0f);
+  std::vector<uint8_t> q(2 * 34);
+  quantize(DType::Q8_0, a.data(), q.data(), 1, 64, QuantParams{});
+  std::vector<float> decoded(64);
+  dequantize(DType::Q8_0, q.data(), decoded.data(), 64, QuantParams{});
+  write_file(dir.file("f.bin"), a);
+  write_file(dir.file("q.bin"), q);
+  Plan p;
+  p.inputs = {dir.file("f.bin"), dir.file("q.bin")};
+  p.sources = {one_segment(DType::F32, 0, 0, 64 * 4), one_segment(DType::Q8_0, 1, 0, 2 * 34)};
+  Part second = whole(1, {64});
+  second.dst_start = {64};
+  p.tensors.push_back(tensor("w", {128}, DType::F32, {whole(0, {64}), second}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  execute(p, ExecOptions{1, 64}, nullptr);
+  const std::vector<float> out = as<float>(read_file(dir.file("out.raw")));
+  for (size_t i = 0; i < 64; ++i) REQUIRE((out[i] == a[i] && out[64 + i] == decoded[i]));
+}

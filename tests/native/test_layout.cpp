@@ -153,3 +153,38 @@ TEST_CASE("a part whose reach overflows 64 bits is refused, not wrapped around")
     CHECK(layout_error(p).find("ends past the file size") != std::string::npos);
   }
 }
+
+TEST_CASE("plans that could only fail while running are refused up front (found by the plan fuzzer)") {
+  SUBCASE("an integer tensor made from floats") {
+    Plan p = one_source_plan(8);
+    p.tensors.push_back(tensor("i", {8}, DType::I32, {whole(0, {8})}));
+    CHECK(layout_error(p).find("a i32 tensor is copied from i32 data only") != std::string::npos);
+  }
+  SUBCASE("an integer tensor with an operation") {
+    Plan p = one_source_plan(8);
+    p.tensors.push_back(tensor("i", {8}, DType::I32, {}));
+    p.tensors[0].ops.push_back(Op{OpKind::AddScalar, 1.0, true, DType::F32});
+    CHECK(layout_error(p).find("a i32 tensor takes no operations") != std::string::npos);
+  }
+  SUBCASE("a source no tensor reads, with a segment that is not whole blocks") {
+    Plan p = one_source_plan(8);
+    p.sources.push_back(one_segment(DType::Q8_0, 0, 0, 35));
+    CHECK(layout_error(p).find("not a whole number of q8_0 blocks") != std::string::npos);
+  }
+  SUBCASE("an I2_S source cut inside a 128-element block") {
+    Plan p = one_source_plan(8);
+    Source s;
+    s.dtype = DType::I2_S;
+    s.segments = {{0, 0, 16}, {0, 16, 48}};  // 64 + 192 elements, then the 32-byte tail
+    p.sources.push_back(s);
+    CHECK(layout_error(p).find("not a whole number of i2_s blocks") != std::string::npos);
+  }
+  SUBCASE("a block source placed off its blocks along the last dim") {
+    Plan p = one_source_plan(8);
+    p.sources.push_back(one_segment(DType::Q8_0, 0, 0, 34));
+    Part off = whole(1, {32});
+    off.dst_start = {16};
+    p.tensors.push_back(tensor("w", {64}, DType::F32, {off}));
+    CHECK(layout_error(p).find("can only be read in whole contiguous blocks") != std::string::npos);
+  }
+}
