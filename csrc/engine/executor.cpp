@@ -91,7 +91,6 @@ struct TensorRun {
   std::vector<int64_t> layout_strides;
   std::vector<AbsStats> chunk_stats;
   std::atomic<uint64_t> chunks_left{0};
-  uint64_t out_bytes_per_chunk_hint = 0;
 };
 
 struct Task {

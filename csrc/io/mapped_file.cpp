@@ -54,13 +54,6 @@ const uint8_t* MappedFile::data(uint64_t offset, uint64_t n) const {
   return base_ + offset;
 }
 
-void MappedFile::prefetch(uint64_t offset, uint64_t n) const {
-  if (!base_ || offset >= size_) return;
-  if (n > size_ - offset) n = size_ - offset;
-  const uint64_t start = offset / page_size() * page_size();
-  ::madvise(base_ + start, offset + n - start, MADV_WILLNEED);
-}
-
 void MappedFile::release(uint64_t offset, uint64_t n) const {
   if (!base_ || offset >= size_) return;
   if (n > size_ - offset) n = size_ - offset;
