@@ -15,15 +15,15 @@ PYTEST_ARGS ?=
 
 .PHONY: install build native demo test fuzz bench clean
 
-install: $(BUILT)
+# doctest (Debian's doctest-dev) is the native tests' framework; its header is the target, so a
+# machine set up before it was needed gets it too.
+DOCTEST := /usr/include/doctest/doctest.h
+install: $(BUILT) $(DOCTEST)
 
-# GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests);
-# doctest is the native tests' framework.
+# GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests).
 $(DEPS): requirements/test.txt
 	test -x /usr/bin/time || { apt-get update -q && apt-get install -y -q time; } \
 	  || { echo "GNU time is needed: install the Debian package 'time' (as root)"; exit 1; }
-	test -f /usr/include/doctest/doctest.h || { apt-get update -q && apt-get install -y -q doctest-dev; } \
-	  || { echo "doctest is needed: install the Debian package 'doctest-dev' (as root)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
@@ -51,9 +51,12 @@ CMAKE = $(firstword $(wildcard $(VENV)/bin/cmake) cmake)
 NINJA = $(firstword $(abspath $(wildcard $(VENV)/bin/ninja)) $(shell command -v ninja))
 NATIVE_CMAKE = $(CMAKE) -S . -G Ninja -DCMAKE_MAKE_PROGRAM=$(NINJA) -DCMAKE_BUILD_TYPE=Release -DPYCONV_NATIVE_TESTS=ON
 NATIVE_DIRS := build/native build/native-asan
-build/native/build.ninja: CMakeLists.txt $(DEPS)
+$(DOCTEST):
+	apt-get update -q && apt-get install -y -q doctest-dev \
+	  || { echo "doctest is needed: install the Debian package 'doctest-dev' (as root)"; exit 1; }
+build/native/build.ninja: CMakeLists.txt $(DEPS) $(DOCTEST)
 	$(NATIVE_CMAKE) -B build/native > /dev/null
-build/native-asan/build.ninja: CMakeLists.txt $(DEPS)
+build/native-asan/build.ninja: CMakeLists.txt $(DEPS) $(DOCTEST)
 	$(NATIVE_CMAKE) -B build/native-asan -DPYCONV_SANITIZE=ON > /dev/null
 
 # The plan fuzzer's scratch files go to memory when there is a tmpfs: executed plans fsync their outputs.
