@@ -13,9 +13,12 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=O
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 
-.PHONY: install build demo test fuzz bench clean
+.PHONY: install build native demo test fuzz bench clean
 
-install: $(BUILT)
+# doctest (Debian's doctest-dev) is the native tests' framework; its header is the target, so a
+# machine set up before it was needed gets it too.
+DOCTEST := /usr/include/doctest/doctest.h
+install: $(BUILT) $(DOCTEST)
 
 # GNU time measures each benchmarked command's own CPU time and peak RSS (pyconv bench and its tests).
 $(DEPS): requirements/test.txt
@@ -41,12 +44,46 @@ build: $(BUILT)
 demo: $(BUILT)
 	$(PY) -m pyconv demo
 
-test: $(BUILT)
+# The C++ tests, built on their own (build/native) and with AddressSanitizer + UndefinedBehaviorSanitizer
+# (build/native-asan); both build dirs persist, so a rerun only rebuilds what changed.
+# cmake and ninja come with the venv's build requirements (evaluated when used, once the venv exists).
+CMAKE = $(firstword $(wildcard $(VENV)/bin/cmake) cmake)
+NINJA = $(firstword $(abspath $(wildcard $(VENV)/bin/ninja)) $(shell command -v ninja))
+NATIVE_CMAKE = $(CMAKE) -S . -G Ninja -DCMAKE_MAKE_PROGRAM=$(NINJA) -DCMAKE_BUILD_TYPE=Release -DPYCONV_NATIVE_TESTS=ON
+NATIVE_DIRS := build/native build/native-asan
+$(DOCTEST):
+	apt-get update -q && apt-get install -y -q doctest-dev \
+	  || { echo "doctest is needed: install the Debian package 'doctest-dev' (as root)"; exit 1; }
+build/native/build.ninja: CMakeLists.txt $(DEPS) $(DOCTEST)
+	$(NATIVE_CMAKE) -B build/native > /dev/null
+build/native-asan/build.ninja: CMakeLists.txt $(DEPS) $(DOCTEST)
+	$(NATIVE_CMAKE) -B build/native-asan -DPYCONV_SANITIZE=ON > /dev/null
+
+# The plan fuzzer's scratch files go to memory when there is a tmpfs: executed plans fsync their outputs.
+FUZZ_TMP := $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+NATIVE_FUZZ_RUNS ?= 3000
+native: $(addsuffix /build.ninja,$(NATIVE_DIRS))
+	for d in $(NATIVE_DIRS); do $(CMAKE) --build $$d || exit 1; done
+	for d in $(NATIVE_DIRS); do echo "native tests ($$d)"; $$d/native_tests --minimal || exit 1; done
+	TMPDIR=$(FUZZ_TMP) build/native-asan/plan_fuzz -runs=$(NATIVE_FUZZ_RUNS)
+
+test: $(BUILT) native
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The readers fuzzed for longer than the suite's bounded run (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
+# Longer than the suite's bounded runs: the engine's plans under libFuzzer (Debian's clang, with
+# AddressSanitizer + UndefinedBehaviorSanitizer; corpus kept in build/fuzz/corpus) for FUZZ_SECONDS,
+# then the readers (tests/test_fuzz.py), FUZZ_EXAMPLES per reader.
+FUZZ_SECONDS ?= 300
 FUZZ_EXAMPLES ?= 20000
-fuzz: $(BUILT)
+build/fuzz/build.ninja: CMakeLists.txt $(DEPS)
+	command -v clang++ > /dev/null || { apt-get update -q && apt-get install -y -q clang; } \
+	  || { echo "libFuzzer comes with clang: install the Debian package 'clang' (as root)"; exit 1; }
+	$(CMAKE) -S . -G Ninja -DCMAKE_MAKE_PROGRAM=$(NINJA) -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+	  -DPYCONV_LIBFUZZER=ON -DPYCONV_SANITIZE=ON -B build/fuzz > /dev/null
+fuzz: $(BUILT) build/fuzz/build.ninja
+	$(CMAKE) --build build/fuzz --target plan_libfuzzer
+	mkdir -p build/fuzz/corpus
+	TMPDIR=$(FUZZ_TMP) build/fuzz/plan_libfuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)

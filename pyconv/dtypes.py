@@ -1,6 +1,8 @@
 """Element types: pyconv's lower-case names and how each container spells them.
 
-The C++ core owns block sizes (``_core.dtype_info``); this module maps names between formats.
+The C++ type table (``_core.types()``) is the only table of types: sizes, row and tensor rules,
+kernels, per-tensor tails, container names and file types are fields of its rows. This module
+indexes the rows by name and by the ids containers use, and answers questions about them.
 """
 
 from __future__ import annotations
@@ -11,56 +13,67 @@ import numpy as np
 
 from . import _core
 
-FLOAT_TYPES = ("f64", "f32", "f16", "bf16")
+TYPES: dict[str, _core.TypeInfo] = {t.name: t for t in _core.types()}
 
-SAFETENSORS_NAMES = {
-    "F64": "f64", "F32": "f32", "F16": "f16", "BF16": "bf16",
-    "I64": "i64", "I32": "i32", "I16": "i16", "I8": "i8", "U8": "u8", "BOOL": "bool",
-    "U16": "u16", "U32": "u32", "U64": "u64", "F8_E4M3": "f8_e4m3", "F8_E5M2": "f8_e5m2",
-}
-
-NUMPY_TYPES: dict[str, type[np.generic]] = {
-    "f64": np.float64, "f32": np.float32, "f16": np.float16,
-    "i64": np.int64, "i32": np.int32, "i16": np.int16, "i8": np.int8, "u8": np.uint8, "bool": np.bool_,
-    "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
-}
+FLOAT_TYPES = tuple(n for n, t in TYPES.items() if t.kind == _core.TypeKind.FLOAT)
+SAFETENSORS_NAMES = {t.safetensors_name: n for n, t in TYPES.items() if t.safetensors_name}
+NUMPY_TYPES: dict[str, type[np.generic]] = {n: np.dtype(t.buffer_format).type for n, t in TYPES.items() if t.buffer_format}
+# every type a GGUF file can hold, by its GGUF type id
+GGML_NAMES: dict[int, str] = {t.ggml_id: n for n, t in TYPES.items() if t.ggml_id is not None}
 
 
-# every ggml type the core knows, by GGUF type id
-GGML_TYPES = ("f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
-              "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl",
-              "iq3_s", "iq2_s", "iq4_xs", "iq1_m", "tq1_0", "tq2_0", "i2_s", "mxfp4", "nvfp4", "q1_0")
+def row(name: str) -> _core.TypeInfo:
+    """The type table's row for ``name``; KeyError for a name it does not have."""
+    return TYPES[name]
 
 
 @cache
 def info(name: str) -> dict[str, int | bool]:
-    return dict(_core.dtype_info(name))
+    r = row(name)
+    return {"id": int(r.id), "block_elems": r.block_elems, "block_bytes": r.block_bytes,
+            "is_float": r.kind == _core.TypeKind.FLOAT, "is_quant": r.kind == _core.TypeKind.BLOCK}
 
 
 def is_float(name: str) -> bool:
-    return bool(info(name)["is_float"])
+    return row(name).kind == _core.TypeKind.FLOAT
 
 
 def is_quant(name: str) -> bool:
-    return bool(info(name)["is_quant"])
+    return row(name).kind == _core.TypeKind.BLOCK
+
+
+def is_ternary(name: str | None) -> bool:
+    """Whether a type keeps signs and a scale only (every weight -s, 0 or +s)."""
+    return name is not None and row(name).ternary
 
 
 def block_elems(name: str) -> int:
-    return int(info(name)["block_elems"])
+    return row(name).block_elems
+
+
+def row_elems(name: str) -> int:
+    """Elements a row (the last dimension) of ``name`` must be a multiple of."""
+    return row(name).row_elems
 
 
 def nbytes(name: str, numel: int) -> int:
-    return int(_core.tensor_nbytes(name, numel))
+    """Bytes of a whole tensor as stored: its blocks, then the type's tail."""
+    return int(_core.tensor_nbytes(row(name).id, numel))
 
 
 def nbytes_of_elements(name: str, numel: int) -> int:
-    """Bytes of the first ``numel`` elements (whole blocks), without I2_S's tensor tail."""
-    i = info(name)
-    return numel // int(i["block_elems"]) * int(i["block_bytes"])
+    """Bytes of the first ``numel`` elements (whole blocks), without the tensor's tail."""
+    r = row(name)
+    return numel // r.block_elems * r.block_bytes
 
 
-def ggml_id(name: str) -> int:
-    return int(info(name)["id"])
+def gguf_outtypes() -> tuple[str, ...]:
+    """The types pyconv writes into GGUF files as weights: those with a llama.cpp file type that are
+    floats or have a quantizer."""
+    return tuple(n for n, t in TYPES.items() if t.file_type is not None and (t.kind == _core.TypeKind.FLOAT or t.can_quantize))
 
 
-GGML_NAMES: dict[int, str] = {ggml_id(n): n for n in GGML_TYPES}
+def file_type(name: str) -> int | None:
+    """llama.cpp's general.file_type for a file mostly of ``name``, for the types pyconv writes."""
+    ft = row(name).file_type
+    return None if ft is None else int(ft)

@@ -1,4 +1,6 @@
-"""Bridge from a ``Plan`` to the C++ engine: builds ``_core.Plan``, lays it out, runs it."""
+"""Bridge from a ``Plan`` to the C++ engine: builds ``_core.Plan`` from the engine's own typed
+objects (sources, parts, ops, tensors, files), lays it out, runs it, and turns an engine error into
+a ``ConversionError`` from the tensor index and file the error carries."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _core
+from . import _core, dtypes
 from .errors import ConversionError
-from .plan import BitField, OutTensor, Plan
+from .options import DEFAULT_CHUNK_BYTES
+from .plan import BitField, OutFile, OutTensor, Plan
 from .sources.base import SourceTensor
 
-from .options import DEFAULT_CHUNK_BYTES
+_OP_KINDS = {"add": _core.OpKind.ADD_SCALAR, "ternarize_absmean": _core.OpKind.TERNARIZE_ABSMEAN}
+_CONTAINERS = {"safetensors": _core.Container.SAFETENSORS, "gguf": _core.Container.GGUF, "raw": _core.Container.RAW}
 
 
 @dataclass
@@ -34,38 +38,39 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
 
     def source_id(t: SourceTensor) -> int:
         if id(t) not in sources:
-            segs = []
+            segments = []
             for s in t.segments:
                 if s.path not in inputs:
                     inputs[s.path] = core.add_input(str(s.path))
-                segs.append((inputs[s.path], s.offset, s.nbytes))
-            sources[id(t)] = core.add_source(t.dtype, segs)
+                segments.append(_core.Segment(inputs[s.path], s.offset, s.nbytes))
+            sources[id(t)] = core.add_source(_core.Source(dtypes.row(t.dtype).id, segments))
         return sources[id(t)]
 
     for f, path in zip(plan.files, paths):
-        if f.container == "safetensors":
-            core.add_safetensors_file(str(path), sorted(f.metadata.items()))
-        elif f.container == "gguf":
-            core.add_gguf_file(str(path), f.kvs, f.alignment)
-        else:
-            core.add_raw_file(str(path), f.size, f.blobs)
+        core.add_file(_file(f, path))
     for t in plan.tensors:
         # the engine places parts in at least one dim; a scalar is a 1-element box
-        parts = [(source_id(p.view.tensor), p.view.offset, list(p.view.strides) or [1], list(p.at) or [0],
-                  list(p.view.shape) or [1], _field(p.field)) for p in t.parts]
-        ops = [(op.kind, op.value, op.keep_if_ternary, op.round_to) for op in t.ops]
-        core.add_tensor(t.name, list(t.shape), list(t.layout) or [1], t.dtype, t.file, parts, ops, t.offset)
+        parts = [_core.Part(source_id(p.view.tensor), p.view.offset, list(p.view.strides) or [1], list(p.at) or [0],
+                            list(p.view.shape) or [1], _field(p.field)) for p in t.parts]
+        ops = [_core.Op(_OP_KINDS[op.kind], op.value, op.keep_if_ternary, dtypes.row(op.round_to).id) for op in t.ops]
+        core.add_tensor(_core.Tensor(t.name, list(t.shape), list(t.layout) or [1], dtypes.row(t.dtype).id, t.file,
+                                     parts, ops, t.offset))
     return core
 
 
-def _field(f: BitField | None) -> tuple[int, int, float, float]:
-    return (f.bits, f.shift, f.offset, f.scale) if f else (0, 0, 0.0, 1.0)
+def _file(f: OutFile, path: Path) -> _core.OutputFile:
+    kvs = [_core.GgufKV(key, _core.GgufType(value_type), value) for key, value_type, value in f.kvs]
+    return _core.OutputFile(str(path), _CONTAINERS[f.container], metadata=sorted(f.metadata.items()), kvs=kvs,
+                            alignment=f.alignment, blobs=f.blobs, size=f.size)
 
 
-def _raise_core(e: Exception, plan_tensors: list[OutTensor]) -> ConversionError:
-    text = str(e)
-    tensor = next((t.name for t in plan_tensors if f"'{t.name}'" in text), None)
-    return ConversionError(text.replace(f"tensor '{tensor}': ", "") if tensor else text, tensor=tensor)
+def _field(f: BitField | None) -> _core.BitField:
+    return _core.BitField(f.bits, f.shift, f.offset, f.scale) if f else _core.BitField()
+
+
+def _conversion_error(e: _core.CoreError, plan: Plan) -> ConversionError:
+    tensor = plan.tensors[e.tensor].name if e.tensor is not None else None
+    return ConversionError(e.message, tensor=tensor, file=e.file)
 
 
 def layout(plan: Plan) -> Layout:
@@ -74,7 +79,7 @@ def layout(plan: Plan) -> Layout:
     try:
         core.layout()
     except _core.CoreError as e:
-        raise _raise_core(e, plan.tensors) from None
+        raise _conversion_error(e, plan) from None
     return Layout(list(core.file_sizes()), list(core.tensor_spans()))
 
 
@@ -88,9 +93,11 @@ def execute(plan: Plan, paths: list[Path], *, threads: int = 0, chunk_bytes: int
     reports (ternarization decisions). Files are removed again if anything fails."""
     core = _core_plan(plan, paths)
     try:
-        return list(core.execute(threads, chunk_bytes, progress))
+        reports = core.execute(threads, chunk_bytes, progress)
     except _core.CoreError as e:
-        raise _raise_core(e, plan.tensors) from None
+        raise _conversion_error(e, plan) from None
+    return [{"name": plan.tensors[r.tensor].name, "ternarized": r.ternarized, "already_ternary": r.already_ternary,
+             "scale": r.scale, "mean_abs": r.mean_abs} for r in reports]
 
 
 class ProgressBar:

@@ -218,8 +218,8 @@ def test_quantize_requantizes_a_clean_gguf_only(shop: Shop, tmp_path: Path) -> N
 
 
 def test_i2s_files_read_back_through_the_spec_layout(shop: Shop, tmp_path: Path) -> None:
-    """An I2_S file as a source (its codes decoded as bit fields, its scale from the tail) gives the
-    TQ2_0 file made from the checkpoint, byte for byte, which llama.cpp runs above."""
+    """An I2_S file as a source (its codes decoded by the I2_S kernel with the scale from its tail)
+    gives the TQ2_0 file made from the checkpoint, byte for byte, which llama.cpp runs above."""
     out = tmp_path / "from-i2s.gguf"
     pyconv.convert(shop.gguf("parity", "i2_s"), out, outtype="tq2_0", progress=False)
     assert tensor_bytes(out) == tensor_bytes(shop.gguf("parity", "tq2_0"))

@@ -205,3 +205,39 @@ def test_a_failed_run_leaves_no_file(tmp_path: Path, arrays: dict[str, np.ndarra
     with pytest.raises(ConversionError, match="outside the file"):
         engine.execute(Plan([OutFile(out.name, "safetensors")], [big]), [out])
     assert not out.exists()
+
+
+def test_errors_carry_the_tensor_and_file_they_came_from(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The engine says which plan tensor (by index) and which file an error belongs to; nothing is
+    read back from the message, so a tensor whose name holds another's quoted name is still the
+    one named."""
+    src = write_source(tmp_path, arrays)
+    a = View.of(src["a"])
+    fine = OutTensor.from_view("x", a, "f32")
+    bad = OutTensor("x'y", (10, 130), "f32", [Part(a.slice(0, 0, 10), (5, 0))])
+    with pytest.raises(ConversionError) as e:
+        engine.layout(Plan([OutFile("o.safetensors", "safetensors")], [fine, bad]))
+    assert (e.value.tensor, e.value.file) == ("x'y", None) and e.value.message.startswith("part 0 reaches past the tensor")
+
+    past_end = OutTensor.from_view("r", View.of(src["b"]), "f32")
+    past_end.offset = 100
+    with pytest.raises(ConversionError) as e:
+        engine.layout(Plan([OutFile("o.raw", "raw", size=50)], [past_end]))
+    assert (e.value.tensor, e.value.file) == ("r", "o.raw")
+
+    shrunk = tmp_path / "shrunk.safetensors"
+    shrunk.write_bytes(src["a"].segments[0].path.read_bytes())
+    short = read_file(shrunk)[0]["a"]
+    shrunk.write_bytes(b"short")
+    with pytest.raises(ConversionError) as e:
+        engine.execute(Plan([OutFile("o.safetensors", "safetensors")], [OutTensor.from_view("a", View.of(short), "f16")]),
+                       [tmp_path / "o.safetensors"])
+    assert e.value.file == str(shrunk) and "outside the file" in e.value.message
+
+    with pytest.raises(_core.CoreError) as core_error:
+        core = _core.Plan()
+        core.add_file(_core.OutputFile("o.raw", _core.Container.RAW, size=4))
+        core.add_tensor(_core.Tensor("t", [2], [2], _core.DType.F32, 0, []))
+        core.add_tensor(_core.Tensor("u", [2], [2], _core.DType.F32, 0, [], offset=8))
+        core.layout()
+    assert (core_error.value.tensor, core_error.value.file) == (0, "o.raw")

@@ -112,3 +112,20 @@ def test_f64_to_f32_and_bf16_as_torch() -> None:
 def test_unsupported_pair_is_a_clear_error() -> None:
     with pytest.raises(_core.CoreError, match="cannot cast i32 to f16"):
         _core.cast(np.zeros(4, np.int32), "i32", "f16")
+
+
+def test_a_strided_buffer_is_refused_not_read_as_if_contiguous() -> None:
+    """A view with gaps holds size × itemsize bytes of elements spread further apart; copying that
+    many bytes from its start would cast the wrong elements, and past the end for long strides."""
+    x = np.arange(16, dtype=np.float32)
+    with pytest.raises(_core.CoreError, match="contiguous"):
+        _core.cast(x[::2], "f32", "f16")
+    with pytest.raises(_core.CoreError, match="contiguous"):
+        _core.cast(x.reshape(4, 4).T, "f32", "f16")
+    # a contiguous view that does not start at its base's start is fine
+    assert np.array_equal(ours(x[3:11], "f32", "f16", np.float16), x[3:11].astype(np.float16))
+
+
+def test_bytes_that_are_not_whole_elements_are_refused() -> None:
+    with pytest.raises(_core.CoreError, match="whole number of f32 elements"):
+        _core.cast(b"\0" * 6, "f32", "f16")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import pyconv
-from pyconv import _core
+from pyconv import _core, dtypes
 from pyconv.errors import ConversionError
 from pyconv.quants import describe_difference
 
@@ -123,18 +123,10 @@ def test_round_trip_matches_gguf(name: str) -> None:
     assert np.array_equal(pyconv.dequantize(data, name, x.shape), gguf_dequantize(data, name, x.shape))
 
 
-def known_to_core(name: str) -> bool:
-    try:
-        _core.dtype_info(name)
-    except _core.CoreError:
-        return False
-    return True
-
-
 def test_every_decoder_is_tested() -> None:
-    known = [n for n in [t.name.lower() for t in gguf.GGMLQuantizationType] + ["i2_s"] if known_to_core(n)]
-    assert {n for n in known if _core.can_dequantize(n)} == set(DECODED) | {"i2_s"}
-    assert {n for n in known if _core.can_quantize(n)} == set(GGUF_QUANTIZED) | {"i2_s"}
+    known = [n for n in [t.name.lower() for t in gguf.GGMLQuantizationType] + ["i2_s"] if n in dtypes.TYPES]
+    assert {n for n in known if dtypes.row(n).can_dequantize} == set(DECODED) | {"i2_s"}
+    assert {n for n in known if dtypes.row(n).can_quantize} == set(GGUF_QUANTIZED) | {"i2_s"}
 
 
 def i2s_cases() -> list[str]:

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <numeric>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -23,14 +25,17 @@
 namespace pyconv {
 namespace {
 
-// Elements converted to f32 at a time when ops or quantization need floats: a multiple of every
-// block size (32, 128, 256) and small enough to stay in L1/L2.
+// Elements converted to f32 at a time when ops, statistics or quantization need floats: small
+// enough to stay in L1/L2. Quantizers take it rounded down to whole rows of their blocks (all of
+// 4096 for the built-in types). The statistics pass always sums runs of exactly this length: its
+// double sums, and so the ternary scales, depend on where runs start.
 constexpr size_t kSubBlock = 4096;
 
 // A source with its segments indexed by their first element (in units: elements, or blocks for
-// quantized types).
+// block types), and the parameters its tail holds.
 struct SourceView {
   DType dtype = DType::F32;
+  QuantParams params;
   uint64_t unit_elems = 1;   // elements per unit
   uint64_t unit_bytes = 4;   // bytes per unit
   std::vector<uint64_t> starts;  // first unit of each segment, plus the total at the end
@@ -81,11 +86,11 @@ struct TensorRun {
   float s = 0.0f;
   float magnitude = 0.0f;  // 1/s rounded as the model rounds its weights
   QuantParams quant;
+  size_t quant_run = kSubBlock;  // elements per quantizer call
   ChunkGeometry geo;
   std::vector<int64_t> layout_strides;
   std::vector<AbsStats> chunk_stats;
   std::atomic<uint64_t> chunks_left{0};
-  uint64_t out_bytes_per_chunk_hint = 0;
 };
 
 struct Task {
@@ -100,8 +105,8 @@ int64_t prod(const std::vector<int64_t>& v, size_t from) {
 }
 
 uint64_t block_for_chunking(DType out) {
-  if (out == DType::I2_S) return 128;
-  return traits(out).is_quant ? traits(out).block_elems : 1;
+  const DTypeTraits& tr = traits(out);
+  return tr.is_block() ? tr.row_elems : 1;
 }
 
 ChunkGeometry plan_chunks(const std::vector<int64_t>& L, uint64_t target_elems, uint64_t block) {
@@ -158,15 +163,16 @@ ChunkBox chunk_box(const TensorRun& r, uint64_t c) {
   return b;
 }
 
-void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t n, const BitField& field) {
+void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t n, const BitField& field,
+                 const QuantParams& params) {
   if (field.bits != 0) {
     if (to != DType::F32) throw Error("internal: bit fields decode to f32");
     unpack_bits(src, reinterpret_cast<float*>(dst), n, field.bits, field.shift, field.offset, field.scale);
   } else if (from == to) {
     std::memcpy(dst, src, static_cast<size_t>(row_nbytes(from, n)));
-  } else if (traits(from).is_quant) {
+  } else if (traits(from).is_block()) {
     if (to != DType::F32) throw Error("internal: dequantization goes to f32");
-    dequantize(from, src, reinterpret_cast<float*>(dst), n, QuantParams{});
+    dequantize(from, src, reinterpret_cast<float*>(dst), n, params);
   } else {
     cast(from, src, to, dst, n);
   }
@@ -243,7 +249,7 @@ class Worker {
     const uint64_t out_off = t.offset + row_nbytes(t.out, flat_begin);
     const uint8_t* out = nullptr;
     // Ops and quantizers work on f32; a raw copy (same type, no ops) and plain casts skip that.
-    const bool need_floats = !t.ops.empty() || (r.work != t.out && traits(t.out).is_quant);
+    const bool need_floats = !t.ops.empty() || (r.work != t.out && traits(t.out).is_block());
     if (r.work == t.out && !need_floats) {
       out = w;
     } else {
@@ -251,13 +257,17 @@ class Worker {
       if (!need_floats) {
         cast(r.work, w, t.out, out_.data(), static_cast<size_t>(n));
       } else {
-        float tmp[kSubBlock];
-        for (uint64_t i = 0; i < n; i += kSubBlock) {
-          const size_t m = static_cast<size_t>(std::min<uint64_t>(kSubBlock, n - i));
+        floats_.resize(r.quant_run);
+        float* tmp = floats_.data();
+        const bool to_float = traits(t.out).is_float();
+        for (uint64_t i = 0; i < n; i += r.quant_run) {
+          const size_t m = static_cast<size_t>(std::min<uint64_t>(r.quant_run, n - i));
           to_floats(r, w + row_nbytes(r.work, i), tmp, m);
           uint8_t* dst = out_.data() + row_nbytes(t.out, i);
-          if (traits(t.out).is_float) cast(DType::F32, tmp, t.out, dst, m);
-          else quantize(t.out, tmp, dst, m, r.quant);
+          // A run may span rows: right while no importance weights (QuantParams::importance,
+          // one per column) are given, which would need runs cut at row ends.
+          if (to_float) cast(DType::F32, tmp, t.out, dst, m);
+          else quantize(t.out, tmp, dst, 1, m, r.quant);
         }
       }
       out = out_.data();
@@ -288,7 +298,7 @@ class Worker {
 
   void to_floats_before_ternarize(const TensorRun& r, const uint8_t* w, float* tmp, size_t m) {
     if (r.work == DType::F32) std::memcpy(tmp, w, m * 4);
-    else convert_run(r.work, w, DType::F32, reinterpret_cast<uint8_t*>(tmp), m, BitField{});
+    else convert_run(r.work, w, DType::F32, reinterpret_cast<uint8_t*>(tmp), m, BitField{}, QuantParams{});
     for (const Op& op : r.tensor->ops)
       if (op.kind == OpKind::AddScalar)
         for (size_t j = 0; j < m; ++j) tmp[j] = tmp[j] + static_cast<float>(op.value);
@@ -350,7 +360,7 @@ class Worker {
       if (b.ndim == 1 && b.src_strides[0] == 1) released_.push_back({&sv, u0, u0 + static_cast<uint64_t>(b.shape[0])});
       return;
     }
-    if (b.ndim == 1 && b.src_strides[0] == 1) {  // a run crossing segment boundaries
+    if (b.ndim == 1 && b.src_strides[0] == 1 && b.dst_strides[0] == 1) {  // a run crossing segment boundaries
       uint64_t done = 0;
       const uint64_t len = static_cast<uint64_t>(b.shape[0]);
       while (done < len) {
@@ -396,14 +406,15 @@ class Worker {
           const size_t seg = sv.segment_of(unit);
           const uint64_t take = std::min(len - done, (sv.starts[seg + 1] - unit) * sv.unit_elems);
           convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work,
-                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take), field);
+                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take), field,
+                      sv.params);
           done += take;
         }
         released_.push_back({&sv, static_cast<uint64_t>(src_off) / sv.unit_elems, (static_cast<uint64_t>(src_off) + len) / sv.unit_elems});
       } else {
         for (uint64_t i = 0; i < len; ++i)
           convert_run(sv.dtype, sv.at(static_cast<uint64_t>(src_off) + i * static_cast<uint64_t>(b.src_strides[d])), work,
-                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1, field);
+                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1, field, sv.params);
       }
       return;
     }
@@ -414,6 +425,7 @@ class Worker {
   const std::vector<SourceView>& sources_;
   const std::vector<std::unique_ptr<OutputFile>>& outs_;
   std::vector<uint8_t> work_, out_;
+  std::vector<float> floats_;
   std::vector<Released> released_;
 };
 
@@ -458,17 +470,27 @@ class WrittenPrefix {
   mutable std::mutex mu_;
 };
 
+// x as storing it in a float type and reading it back gives it (the model's own rounding).
+float round_to_type(DType t, float x) {
+  uint8_t stored[8];
+  float back;
+  cast(DType::F32, &x, t, stored, 1);
+  cast(t, stored, DType::F32, &back, 1);
+  return back;
+}
+
 DType choose_work_dtype(const Plan& plan, const Tensor& t) {
-  if (t.parts.empty()) return traits(t.out).is_float || !traits(t.out).is_quant ? t.out : DType::F32;
+  if (t.parts.empty()) return traits(t.out).is_block() ? DType::F32 : t.out;
+  // Bit fields decode to floats; a source with a tail is decoded with its parameters, never copied.
   for (const Part& p : t.parts)
-    if (p.field.bits != 0) return DType::F32;
+    if (p.field.bits != 0 || traits(plan.sources[p.source].dtype).tail_bytes != 0) return DType::F32;
   const DType s = plan.sources[t.parts[0].source].dtype;
   bool same = true;
   for (const Part& p : t.parts) same = same && plan.sources[p.source].dtype == s;
   const DTypeTraits& st = traits(s);
-  if (same && !st.is_float && !st.is_quant) return s;  // integers and bools are copied as they are
-  if (!t.ops.empty()) return same && st.is_float ? s : DType::F32;
-  if (same && (s == t.out || st.is_float)) return s;
+  if (same && st.kind == TypeKind::Plain) return s;  // integers and bools are copied as they are
+  if (!t.ops.empty()) return same && st.is_float() ? s : DType::F32;
+  if (same && (s == t.out || st.is_float())) return s;
   return DType::F32;
 }
 
@@ -492,18 +514,25 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     const Source& s = plan.sources[i];
     SourceView& v = views[i];
     v.dtype = s.dtype;
-    v.unit_elems = traits(s.dtype).block_elems;
-    v.unit_bytes = traits(s.dtype).block_bytes;
+    const DTypeTraits& tr = traits(s.dtype);
+    v.unit_elems = tr.block_elems;
+    v.unit_bytes = tr.block_bytes;
+    const std::vector<uint64_t> blocks = block_bytes_per_segment(s);
+    std::vector<uint8_t> tail;
     uint64_t at = 0;
-    for (const Segment& seg : s.segments) {
+    for (size_t k = 0; k < s.segments.size(); ++k) {
+      const Segment& seg = s.segments[k];
       const MappedFile& f = *inputs[seg.file];
+      const uint8_t* p = f.data(seg.offset, seg.nbytes);
       v.starts.push_back(at);
-      v.ptrs.push_back(f.data(seg.offset, seg.nbytes));
+      v.ptrs.push_back(p);
       v.files.push_back(&f);
       v.offsets.push_back(seg.offset);
-      at += seg.nbytes / v.unit_bytes;
+      at += blocks[k] / v.unit_bytes;
+      tail.insert(tail.end(), p + blocks[k], p + seg.nbytes);  // the bytes after the last block
     }
     v.starts.push_back(at);
+    if (tr.tail_bytes) v.params = tr.read_tail(tail.data());
     if (s.segments.empty()) {  // sentinel segment keeps lookups simple for empty sources
       v.starts.insert(v.starts.begin(), 0);
       v.ptrs.push_back(nullptr);
@@ -523,16 +552,20 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     uint64_t covered = 0;
     for (const Part& p : t.parts) covered += numel(p.shape);
     r->gaps = covered != numel(t.layout);
-    if (r->gaps && traits(r->work).is_quant) r->work = DType::F32;
+    if (r->gaps && traits(r->work).is_block()) r->work = DType::F32;
     for (const Op& op : t.ops)
       if (op.kind == OpKind::TernarizeAbsmean) r->ternarize_op = &op;
-    r->needs_stats = r->ternarize_op != nullptr || t.out == DType::I2_S;
+    const DTypeTraits& out = traits(t.out);
+    r->needs_stats = r->ternarize_op != nullptr || out.needs_stats();
+    if (out.is_block()) r->quant_run = out.row_elems <= kSubBlock ? kSubBlock / out.row_elems * out.row_elems : out.row_elems;
     r->layout_strides.assign(t.layout.size(), 1);
     for (int d = static_cast<int>(t.layout.size()) - 2; d >= 0; --d)
       r->layout_strides[d] = r->layout_strides[d + 1] * t.layout[d + 1];
     const uint64_t eb = std::max<uint64_t>(4, traits(r->work).block_bytes / traits(r->work).block_elems);
-    // Raw quantized work buffers hold whole blocks of the source type as well.
-    const uint64_t block = std::max(block_for_chunking(t.out), traits(r->work).is_quant ? uint64_t{traits(r->work).block_elems} : 1);
+    // Chunks start on whole rows of blocks: the output's, and every block source's (decoded or
+    // copied as it is, a source moves in whole blocks of its rows).
+    uint64_t block = block_for_chunking(t.out);
+    for (const Part& p : t.parts) block = std::lcm(block, block_for_chunking(plan.sources[p.source].dtype));
     if (numel(t.layout) == 0) r->geo.count = 0;
     else r->geo = plan_chunks(t.layout, std::max<uint64_t>(1, options.chunk_bytes / eb), block);
     r->chunks_left = r->geo.count;
@@ -554,9 +587,9 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     prefix.expect(r.tensor->file, at, at + row_nbytes(r.tensor->out, b.flat_count));
   }
   for (const auto& rp : runs)
-    if (rp->tensor->out == DType::I2_S) {
-      const uint64_t tail = rp->tensor->offset + rp->tensor->nbytes - 32;
-      prefix.expect(rp->tensor->file, tail, tail + 32);
+    if (const uint32_t tail = traits(rp->tensor->out).tail_bytes) {
+      const uint64_t at = rp->tensor->offset + rp->tensor->nbytes - tail;
+      prefix.expect(rp->tensor->file, at, at + tail);
     }
   prefix.ready();
 
@@ -570,7 +603,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
   std::atomic<uint64_t> done{0};
   std::atomic<bool> stop{false};
   std::mutex err_mu;
-  std::string error;
+  std::optional<Error> error;  // the first one, with the tensor it happened in
 
   auto run_phase = [&](const std::vector<Task>& tasks, bool stats_phase) {
     std::atomic<size_t> next{0};
@@ -604,11 +637,13 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
             }
           }
           done.fetch_add(r.tensor->nbytes * (b.flat_count) / std::max<uint64_t>(1, numel(r.tensor->shape)));
-        } catch (const std::exception& e) {
+        } catch (const Error& e) {
           std::lock_guard<std::mutex> lock(err_mu);
-          if (error.empty()) error = std::string(e.what()).find(r.tensor->name) == std::string::npos
-                                         ? "tensor '" + r.tensor->name + "': " + e.what()
-                                         : e.what();
+          if (!error) error = Error(e).in_tensor(tasks[i].tensor);
+          stop = true;
+        } catch (const std::exception& e) {  // std::bad_alloc and the like
+          std::lock_guard<std::mutex> lock(err_mu);
+          if (!error) error = Error(e.what()).in_tensor(tasks[i].tensor);
           stop = true;
         }
       }
@@ -644,7 +679,7 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
       for (const AbsStats& c : r.chunk_stats) merge(st, c);
       const uint64_t n = numel(r.tensor->shape);
       TensorReport rep;
-      rep.name = r.tensor->name;
+      rep.tensor = static_cast<uint32_t>(r.tensor - plan.tensors.data());
       rep.mean_abs = n ? st.sum_abs / static_cast<double>(n) : 0.0;
       const bool single_magnitude = st.min_nonzero_abs == INFINITY || st.min_nonzero_abs == st.max_abs;
       float scale = st.max_abs;
@@ -656,28 +691,31 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
           rep.ternarized = true;
           r.s = 1.0f / std::max(static_cast<float>(rep.mean_abs), 1e-5f);
           // the largest |x| decides whether any code is non-zero; W' = ±1/s rounded as the model does
-          float mag = 1.0f / r.s;
-          if (r.ternarize_op->round_to == DType::BF16) mag = bf16_to_f32(f32_to_bf16(mag));
-          else if (r.ternarize_op->round_to == DType::F16) mag = f16_to_f32(f32_to_f16(mag));
+          const float mag = round_to_type(r.ternarize_op->round_to, 1.0f / r.s);
           r.magnitude = mag;
           scale = std::nearbyint(st.max_abs * r.s) >= 1.0f ? mag : 0.0f;
         }
       }
       rep.scale = scale;
-      r.quant.tensor_scale = scale;
-      if (r.tensor->out == DType::I2_S) {
-        uint8_t tail[32];
-        i2s_tail(scale, tail);
-        outs[r.tensor->file]->write_at(tail, 32, r.tensor->offset + r.tensor->nbytes - 32);
-        prefix.written(r.tensor->file, r.tensor->offset + r.tensor->nbytes - 32);
-      }
+      // the largest |x| the quantizer will see: the tensor's, or the ternary magnitude if any code is non-zero
+      const DTypeTraits& out = traits(r.tensor->out);
+      if (out.needs_stats()) r.quant = out.tensor_params(scale);
       reports.push_back(rep);
       r.chunk_stats.clear();
+    }
+    for (auto& rp : runs) {
+      const DTypeTraits& out = traits(rp->tensor->out);
+      if (!out.tail_bytes) continue;
+      std::vector<uint8_t> tail(out.tail_bytes);
+      out.write_tail(rp->quant, tail.data());
+      const uint64_t at = rp->tensor->offset + rp->tensor->nbytes - out.tail_bytes;
+      outs[rp->tensor->file]->write_at(tail.data(), tail.size(), at);
+      prefix.written(rp->tensor->file, at);
     }
     for (auto& rp : runs) rp->chunks_left = rp->geo.count;  // the write pass counts chunks again
     run_phase(write_tasks, false);
   }
-  if (!error.empty()) throw Error(error);
+  if (error) throw *error;
   if (stop) throw Cancelled();
   if (progress) progress(total, total, prefix.prefixes());
   for (auto& o : outs) o->commit();

@@ -4,7 +4,6 @@
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <string>
 #include <vector>
 
 #include "engine/plan.h"
@@ -18,7 +17,7 @@ struct ExecOptions {
 
 // What the engine decided for tensors whose treatment depends on their values.
 struct TensorReport {
-  std::string name;
+  uint32_t tensor = 0;          // index into Plan::tensors
   bool ternarized = false;      // absmean applied
   bool already_ternary = false; // one non-zero magnitude found, packed as it was
   float scale = 0.0f;           // I2_S tensor scale, or the ternary magnitude

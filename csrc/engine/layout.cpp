@@ -1,19 +1,17 @@
 #include "engine/layout.h"
 
 #include <algorithm>
-#include <cstring>
-#include <limits>
+#include <cstdio>
 
 #include "core/error.h"
 #include "kernels/gather.h"
-#include "kernels/quant.h"
 
 namespace pyconv {
 namespace {
 
 constexpr uint64_t kMaxElements = uint64_t{1} << 48;
 
-std::string where(const Tensor& t) { return "tensor '" + t.name + "'"; }
+uint32_t index_of(const Plan& plan, const Tensor& t) { return static_cast<uint32_t>(&t - plan.tensors.data()); }
 
 void append_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
 void append_u64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
@@ -89,78 +87,10 @@ void append_gguf_value(std::string& s, const std::string& key, const GgufValue& 
   }
 }
 
-void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
-  const size_t nd = t.layout.size();
-  if (p.shape.size() != nd || p.dst_start.size() != nd || p.src_strides.size() != nd)
-    throw Error(where(t) + ": part " + std::to_string(pi) + " has " + std::to_string(p.shape.size()) +
-                " dims, the layout has " + std::to_string(nd));
-  uint64_t max_src = static_cast<uint64_t>(p.src_offset);
-  bool empty = false;
-  for (size_t d = 0; d < nd; ++d) {
-    if (p.shape[d] < 0 || p.dst_start[d] < 0 || p.src_strides[d] < 0)
-      throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative extent, start or stride");
-    if (p.dst_start[d] + p.shape[d] > t.layout[d])
-      throw Error(where(t) + ": part " + std::to_string(pi) + " reaches past the tensor along dim " + std::to_string(d));
-    if (p.shape[d] == 0) empty = true;
-    else max_src += static_cast<uint64_t>(p.shape[d] - 1) * static_cast<uint64_t>(p.src_strides[d]);
-  }
-  if (p.src_offset < 0) throw Error(where(t) + ": part " + std::to_string(pi) + " has a negative source offset");
-  uint64_t src_elems = 0;
-  const DTypeTraits& tr = traits(src.dtype);
-  for (const Segment& s : src.segments) {
-    if (s.nbytes % tr.block_bytes != 0)
-      throw Error(where(t) + ": a source segment is not a whole number of " + tr.name + " blocks");
-    src_elems += s.nbytes / tr.block_bytes * tr.block_elems;
-  }
-  if (!empty && max_src >= src_elems)
-    throw Error(where(t) + ": part " + std::to_string(pi) + " reads element " + std::to_string(max_src) +
-                " of a source with " + std::to_string(src_elems));
-  if (tr.is_quant && !empty) {
-    // Quantized sources move whole blocks along contiguous runs.
-    const uint64_t b = tr.block_elems;
-    if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % static_cast<int64_t>(b) != 0 ||
-        p.src_offset % static_cast<int64_t>(b) != 0)
-      throw Error(where(t) + ": a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
-    for (size_t d = 0; d + 1 < nd; ++d)
-      if (p.src_strides[d] % static_cast<int64_t>(b) != 0)
-        throw Error(where(t) + ": a " + std::string(tr.name) + " source row does not start on a block");
-    if (src.dtype == DType::I2_S) throw Error(where(t) + ": i2_s sources are not supported");
-  }
-}
-
-}  // namespace
-
-uint64_t numel(const std::vector<int64_t>& shape) {
-  uint64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) throw Error("negative dimension");
-    if (d != 0 && n > kMaxElements / static_cast<uint64_t>(d)) throw Error("tensor too large");
-    n *= static_cast<uint64_t>(d);
-  }
-  return n;
-}
-
-std::string safetensors_dtype_name(DType t) {
-  switch (t) {
-    case DType::F64: return "F64";
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
-    case DType::U16: return "U16";
-    case DType::U32: return "U32";
-    case DType::U64: return "U64";
-    case DType::F8_E4M3: return "F8_E4M3";
-    case DType::F8_E5M2: return "F8_E5M2";
-    default:
-      throw Error(std::string("safetensors cannot store ") + traits(t).name);
-  }
-}
+// Plan values are untrusted: a bound summed in wrapping arithmetic would pass a part whose reads
+// reach far outside the maps. These report whether the exact result overflows 64 bits.
+bool add_overflows(uint64_t a, uint64_t b, uint64_t* sum) { return __builtin_add_overflow(a, b, sum); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* product) { return __builtin_mul_overflow(a, b, product); }
 
 std::string json_escape(const std::string& s) {
   std::string o;
@@ -185,66 +115,163 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-void validate(const Plan& plan) {
-  for (const Source& s : plan.sources)
-    for (const Segment& seg : s.segments)
-      if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
-  for (const Tensor& t : plan.tensors) {
-    if (t.file >= plan.files.size()) throw Error(where(t) + ": output file index out of range");
-    if (t.layout.empty() || t.layout.size() > static_cast<size_t>(kMaxDims))
-      throw Error(where(t) + ": layout needs 1 to " + std::to_string(kMaxDims) + " dims");
-    if (numel(t.shape) != numel(t.layout)) throw Error(where(t) + ": layout and shape hold different element counts");
-    const DTypeTraits& out = traits(t.out);
-    const uint64_t ne0 = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
-    if (out.is_quant && ne0 % (t.out == DType::I2_S ? 128 : out.block_elems) != 0)
-      throw Error(where(t) + ": rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
-    if (t.out == DType::I2_S && t.shape.size() != 2) throw Error(where(t) + ": i2_s needs a 2-d tensor");
-    // Blocks of the output type copied as they are need no quantizer; anything else does.
-    bool raw_copy = t.ops.empty() && !t.parts.empty();
+std::string safetensors_name(const Plan& plan, const Tensor& t) {
+  const DTypeTraits& tr = traits(t.out);
+  if (!tr.safetensors_name) throw Error(std::string("safetensors cannot store ") + tr.name).in_tensor(index_of(plan, t));
+  return tr.safetensors_name;
+}
+
+void check_box(const Tensor& t, const Part& p, size_t pi, const Source& src) {
+  const size_t nd = t.layout.size();
+  const std::string part = "part " + std::to_string(pi);
+  if (p.shape.size() != nd || p.dst_start.size() != nd || p.src_strides.size() != nd)
+    throw Error(part + " has " + std::to_string(p.shape.size()) + " dims, the layout has " + std::to_string(nd));
+  if (p.src_offset < 0) throw Error(part + " has a negative source offset");
+  bool empty = false;
+  bool wraps = false;
+  uint64_t max_src = static_cast<uint64_t>(p.src_offset);
+  for (size_t d = 0; d < nd; ++d) {
+    if (p.shape[d] < 0 || p.dst_start[d] < 0 || p.src_strides[d] < 0)
+      throw Error(part + " has a negative extent, start or stride");
+    if (p.dst_start[d] > t.layout[d] || p.shape[d] > t.layout[d] - p.dst_start[d])
+      throw Error(part + " reaches past the tensor along dim " + std::to_string(d));
+    uint64_t reach = 0;
+    if (p.shape[d] == 0) empty = true;
+    else wraps = wraps || mul_overflows(static_cast<uint64_t>(p.shape[d] - 1), static_cast<uint64_t>(p.src_strides[d]), &reach) ||
+                 add_overflows(max_src, reach, &max_src);
+  }
+  const DTypeTraits& tr = traits(src.dtype);
+  uint64_t src_elems = 0;
+  for (uint64_t bytes : block_bytes_per_segment(src)) src_elems += bytes / tr.block_bytes * tr.block_elems;
+  if (!empty && wraps) throw Error(part + " reads past its source: its strides reach beyond 2^64 elements");
+  if (!empty && max_src >= src_elems)
+    throw Error(part + " reads element " + std::to_string(max_src) + " of a source with " + std::to_string(src_elems));
+  if (tr.is_block() && !empty) {
+    // Block sources move and decode whole rows of blocks along contiguous runs.
+    const int64_t row = tr.row_elems;
+    if (p.src_strides[nd - 1] != 1 || p.shape[nd - 1] % row != 0 || p.src_offset % row != 0 || p.dst_start[nd - 1] % row != 0)
+      throw Error("a " + std::string(tr.name) + " source can only be read in whole contiguous blocks");
+    for (size_t d = 0; d + 1 < nd; ++d)
+      if (p.src_strides[d] % row != 0) throw Error("a " + std::string(tr.name) + " source row does not start on a block");
+  }
+}
+
+
+// Every rule one output tensor must follow; throws Error (the caller adds the tensor's index).
+void check_tensor(const Plan& plan, const Tensor& t) {
+  if (t.file >= plan.files.size()) throw Error("output file index out of range");
+  if (t.layout.empty() || t.layout.size() > static_cast<size_t>(kMaxDims))
+    throw Error("layout needs 1 to " + std::to_string(kMaxDims) + " dims");
+  if (numel(t.shape) != numel(t.layout)) throw Error("layout and shape hold different element counts");
+  const DTypeTraits& out = traits(t.out);
+  const uint64_t ne0 = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
+  if (ne0 % out.row_elems != 0)
+    throw Error("rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
+  if (out.dims != 0 && t.shape.size() != out.dims)
+    throw Error(std::string(out.name) + " needs a " + std::to_string(out.dims) + "-d tensor");
+  // Blocks of the output type copied as they are need no kernel; anything else is decoded and
+  // quantized. A type with a tail is always re-quantized: its per-tensor state is made afresh.
+  bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;
+  for (const Part& p : t.parts)
+    raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
+  if (out.is_block() && !raw_copy && !out.quantize) throw Error(std::string("pyconv cannot quantize to ") + out.name);
+  if (out.kind == TypeKind::Plain) {  // integers, bools and f8 are never converted
+    if (!t.ops.empty()) throw Error(std::string("a ") + out.name + " tensor takes no operations");
     for (const Part& p : t.parts)
-      raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
-    if (out.is_quant && !raw_copy && !can_quantize(t.out))
-      throw Error(where(t) + ": pyconv cannot quantize to " + out.name);
-    bool float_like_sources = true;
-    for (size_t i = 0; i < t.parts.size(); ++i) {
-      const Part& p = t.parts[i];
-      if (p.source >= plan.sources.size()) throw Error(where(t) + ": part names a missing source");
-      const Source& src = plan.sources[p.source];
-      check_box(t, p, i, src);
-      const DTypeTraits& st = traits(src.dtype);
-      if (p.field.bits != 0) {  // decoded to floats
-        if (src.dtype != DType::U8 || p.field.bits > 8 || p.field.shift + p.field.bits > 8)
-          throw Error(where(t) + ": part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
-                      std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
-        if (!out.is_float && !out.is_quant)
-          throw Error(where(t) + ": bit fields decode to floats, not " + out.name);
-      } else if (!st.is_float && !st.is_quant) {
-        float_like_sources = false;
-        if (src.dtype != t.out || !t.ops.empty())
-          throw Error(where(t) + ": " + st.name + " data can only be copied as it is, not turned into " + out.name);
-      }
+      if (p.field.bits != 0 || p.source >= plan.sources.size() || plan.sources[p.source].dtype != t.out)
+        throw Error(std::string("a ") + out.name + " tensor is copied from " + out.name + " data only");
+  }
+  bool float_like_sources = true;
+  for (size_t i = 0; i < t.parts.size(); ++i) {
+    const Part& p = t.parts[i];
+    if (p.source >= plan.sources.size()) throw Error("part names a missing source");
+    const Source& src = plan.sources[p.source];
+    check_box(t, p, i, src);
+    const DTypeTraits& st = traits(src.dtype);
+    if (st.is_block() && !raw_copy && !st.dequantize) throw Error(std::string("pyconv cannot decode ") + st.name + " data");
+    if (p.field.bits != 0) {  // decoded to floats
+      if (src.dtype != DType::U8 || p.field.bits > 8 || p.field.shift + p.field.bits > 8)
+        throw Error("part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
+                    std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
+      if (out.kind == TypeKind::Plain) throw Error(std::string("bit fields decode to floats, not ") + out.name);
+    } else if (st.kind == TypeKind::Plain) {
+      float_like_sources = false;
+      if (src.dtype != t.out || !t.ops.empty())
+        throw Error(std::string(st.name) + " data can only be copied as it is, not turned into " + out.name);
     }
-    if (!float_like_sources) {
-      for (const Part& p : t.parts)
-        if (p.field.bits != 0 || plan.sources[p.source].dtype != t.out)
-          throw Error(where(t) + ": parts of different integer types cannot be combined");
-    }
-    for (const Op& op : t.ops)
-      if (op.kind == OpKind::TernarizeAbsmean && &op != &t.ops.back())
-        throw Error(where(t) + ": absmean ternarization must be the last operation");
+  }
+  if (!float_like_sources) {
+    for (const Part& p : t.parts)
+      if (p.field.bits != 0 || plan.sources[p.source].dtype != t.out)
+        throw Error("parts of different integer types cannot be combined");
+  }
+  for (const Op& op : t.ops) {
+    if (op.kind == OpKind::TernarizeAbsmean && &op != &t.ops.back())
+      throw Error("absmean ternarization must be the last operation");
+    if (op.kind == OpKind::TernarizeAbsmean && !traits(op.round_to).is_float())
+      throw Error(std::string("absmean ternarization rounds to a float type, not ") + traits(op.round_to).name);
   }
   // Parts of a tensor must not overlap: each output element has one writer.
-  for (const Tensor& t : plan.tensors) {
-    for (size_t a = 0; a < t.parts.size(); ++a)
-      for (size_t b = a + 1; b < t.parts.size(); ++b) {
-        bool overlap = true;
-        for (size_t d = 0; d < t.layout.size() && overlap; ++d) {
-          const int64_t lo = std::max(t.parts[a].dst_start[d], t.parts[b].dst_start[d]);
-          const int64_t hi = std::min(t.parts[a].dst_start[d] + t.parts[a].shape[d], t.parts[b].dst_start[d] + t.parts[b].shape[d]);
-          overlap = lo < hi;
-        }
-        if (overlap) throw Error(where(t) + ": parts " + std::to_string(a) + " and " + std::to_string(b) + " overlap");
+  for (size_t a = 0; a < t.parts.size(); ++a)
+    for (size_t b = a + 1; b < t.parts.size(); ++b) {
+      bool overlap = true;
+      for (size_t d = 0; d < t.layout.size() && overlap; ++d) {
+        const int64_t lo = std::max(t.parts[a].dst_start[d], t.parts[b].dst_start[d]);
+        const int64_t hi = std::min(t.parts[a].dst_start[d] + t.parts[a].shape[d], t.parts[b].dst_start[d] + t.parts[b].shape[d]);
+        overlap = lo < hi;
       }
+      if (overlap) throw Error("parts " + std::to_string(a) + " and " + std::to_string(b) + " overlap");
+    }
+}
+
+
+}  // namespace
+
+uint64_t numel(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("negative dimension");
+    if (d != 0 && n > kMaxElements / static_cast<uint64_t>(d)) throw Error("tensor too large");
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+std::vector<uint64_t> block_bytes_per_segment(const Source& s) {
+  const DTypeTraits& tr = traits(s.dtype);
+  uint64_t total = 0;
+  for (const Segment& seg : s.segments)
+    if (add_overflows(total, seg.nbytes, &total)) throw Error("a source's segments add up to more than 2^64 bytes");
+  if (total < tr.tail_bytes)
+    throw Error("a " + std::string(tr.name) + " source of " + std::to_string(total) + " bytes is shorter than its " +
+                std::to_string(tr.tail_bytes) + "-byte tail");
+  uint64_t left = total - tr.tail_bytes;
+  // Block types are decoded a row of blocks at a time, so segments end on rows of blocks.
+  const uint64_t unit = tr.row_elems / tr.block_elems * tr.block_bytes;
+  std::vector<uint64_t> out;
+  for (const Segment& seg : s.segments) {
+    const uint64_t mine = std::min(seg.nbytes, left);
+    if (mine % unit != 0) throw Error("a source segment is not a whole number of " + std::string(tr.name) + " blocks");
+    out.push_back(mine);
+    left -= mine;
+  }
+  return out;
+}
+
+
+void validate(const Plan& plan) {
+  for (const Source& s : plan.sources) {
+    for (const Segment& seg : s.segments)
+      if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
+    block_bytes_per_segment(s);
+  }
+  for (uint32_t i = 0; i < plan.tensors.size(); ++i) {
+    try {
+      check_tensor(plan, plan.tensors[i]);
+    } catch (Error& e) {
+      e.in_tensor(i);
+      throw;
+    }
   }
 }
 
@@ -253,78 +280,89 @@ void layout(Plan& plan) {
   for (Tensor& t : plan.tensors) t.nbytes = tensor_nbytes(t.out, numel(t.shape));
   for (size_t fi = 0; fi < plan.files.size(); ++fi) {
     OutputFileSpec& f = plan.files[fi];
-    std::vector<Tensor*> mine;
-    for (Tensor& t : plan.tensors)
-      if (t.file == fi) mine.push_back(&t);
-    if (f.container == Container::Raw) {
-      for (const Tensor* t : mine)
-        if (t->offset + t->nbytes > f.size) throw Error(f.path + ": " + where(*t) + " ends past the file size");
-      for (const auto& blob : f.blobs)
-        if (blob.first + blob.second.size() > f.size) throw Error(f.path + ": a header blob ends past the file size");
-      continue;
-    }
-    if (f.container == Container::Safetensors) {
-      std::string json = "{";
-      bool first = true;
-      if (!f.metadata.empty()) {
-        json += "\"__metadata__\":{";
-        for (size_t i = 0; i < f.metadata.size(); ++i) {
-          if (i) json += ",";
-          json += "\"" + json_escape(f.metadata[i].first) + "\":\"" + json_escape(f.metadata[i].second) + "\"";
+    // Errors here concern this file (and maybe one of its tensors).
+    try {
+      std::vector<Tensor*> mine;
+      for (Tensor& t : plan.tensors)
+        if (t.file == fi) mine.push_back(&t);
+      if (f.container == Container::Raw) {
+        for (const Tensor* t : mine)
+          if (t->offset > f.size || t->nbytes > f.size - t->offset)
+            throw Error("it ends past the file size").in_tensor(index_of(plan, *t));
+        for (const auto& blob : f.blobs)
+          if (blob.first > f.size || blob.second.size() > f.size - blob.first)
+            throw Error("a header blob ends past the file size");
+        continue;
+      }
+      if (f.container == Container::Safetensors) {
+        std::string json = "{";
+        bool first = true;
+        if (!f.metadata.empty()) {
+          json += "\"__metadata__\":{";
+          for (size_t i = 0; i < f.metadata.size(); ++i) {
+            if (i) json += ",";
+            json += "\"" + json_escape(f.metadata[i].first) + "\":\"" + json_escape(f.metadata[i].second) + "\"";
+          }
+          json += "}";
+          first = false;
+        }
+        uint64_t pos = 0;
+        for (const Tensor* t : mine) {
+          if (!first) json += ",";
+          first = false;
+          json += "\"" + json_escape(t->name) + "\":{\"dtype\":\"" + safetensors_name(plan, *t) + "\",\"shape\":[";
+          for (size_t d = 0; d < t->shape.size(); ++d) json += (d ? "," : "") + std::to_string(t->shape[d]);
+          json += "],\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(pos + t->nbytes) + "]}";
+          pos += t->nbytes;
         }
         json += "}";
-        first = false;
+        json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+        std::string header;
+        append_u64(header, json.size());
+        header += json;
+        uint64_t data = header.size();
+        for (Tensor* t : mine) {
+          t->offset = data;
+          data += t->nbytes;
+        }
+        f.blobs = {{0, header}};
+        f.size = data;
+        continue;
       }
-      uint64_t pos = 0;
-      for (const Tensor* t : mine) {
-        if (!first) json += ",";
-        first = false;
-        json += "\"" + json_escape(t->name) + "\":{\"dtype\":\"" + safetensors_dtype_name(t->out) + "\",\"shape\":[";
-        for (size_t d = 0; d < t->shape.size(); ++d) json += (d ? "," : "") + std::to_string(t->shape[d]);
-        json += "],\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(pos + t->nbytes) + "]}";
-        pos += t->nbytes;
+      // GGUF v3: magic, version, counts, KVs, tensor infos, padding to the alignment, data.
+      if (f.alignment == 0 || (f.alignment & (f.alignment - 1)) != 0)
+        throw Error("gguf alignment must be a power of two");
+      std::string h = "GGUF";
+      append_u32(h, 3);
+      append_u64(h, mine.size());
+      append_u64(h, f.kvs.size());
+      for (const GgufKV& kv : f.kvs) {
+        append_gguf_string(h, kv.key);
+        append_gguf_value(h, kv.key, kv.value);
       }
-      json += "}";
-      json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-      std::string header;
-      append_u64(header, json.size());
-      header += json;
-      uint64_t data = header.size();
+      uint64_t rel = 0;
       for (Tensor* t : mine) {
-        t->offset = data;
-        data += t->nbytes;
+        append_gguf_string(h, t->name);
+        append_u32(h, static_cast<uint32_t>(t->shape.empty() ? 1 : t->shape.size()));
+        if (t->shape.empty()) append_u64(h, 1);
+        for (size_t d = t->shape.size(); d-- > 0;) append_u64(h, static_cast<uint64_t>(t->shape[d]));
+        const int32_t ggml_id = traits(t->out).ggml_id;
+        if (ggml_id < 0)
+          throw Error(std::string("gguf cannot store ") + traits(t->out).name).in_tensor(index_of(plan, *t));
+        append_u32(h, static_cast<uint32_t>(ggml_id));
+        append_u64(h, rel);
+        t->offset = rel;  // made absolute below
+        rel = align_up(rel + t->nbytes, f.alignment);
       }
-      f.blobs = {{0, header}};
-      f.size = data;
-      continue;
+      const uint64_t data = align_up(h.size(), f.alignment);
+      h.append(data - h.size(), '\0');
+      for (Tensor* t : mine) t->offset += data;
+      f.blobs = {{0, h}};
+      f.size = data + rel;
+    } catch (Error& e) {
+      e.in_file(f.path);
+      throw;
     }
-    // GGUF v3: magic, version, counts, KVs, tensor infos, padding to the alignment, data.
-    if (f.alignment == 0 || (f.alignment & (f.alignment - 1)) != 0)
-      throw Error(f.path + ": gguf alignment must be a power of two");
-    std::string h = "GGUF";
-    append_u32(h, 3);
-    append_u64(h, mine.size());
-    append_u64(h, f.kvs.size());
-    for (const GgufKV& kv : f.kvs) {
-      append_gguf_string(h, kv.key);
-      append_gguf_value(h, kv.key, kv.value);
-    }
-    uint64_t rel = 0;
-    for (Tensor* t : mine) {
-      append_gguf_string(h, t->name);
-      append_u32(h, static_cast<uint32_t>(t->shape.empty() ? 1 : t->shape.size()));
-      if (t->shape.empty()) append_u64(h, 1);
-      for (size_t d = t->shape.size(); d-- > 0;) append_u64(h, static_cast<uint64_t>(t->shape[d]));
-      append_u32(h, static_cast<uint32_t>(t->out));
-      append_u64(h, rel);
-      t->offset = rel;  // made absolute below
-      rel = align_up(rel + t->nbytes, f.alignment);
-    }
-    const uint64_t data = align_up(h.size(), f.alignment);
-    h.append(data - h.size(), '\0');
-    for (Tensor* t : mine) t->offset += data;
-    f.blobs = {{0, h}};
-    f.size = data + rel;
   }
 }
 

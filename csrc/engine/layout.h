@@ -2,6 +2,7 @@
 // of tensor data moves, so the executor can write each chunk straight to its final place.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "engine/plan.h"
 
@@ -12,8 +13,9 @@ void validate(const Plan& plan);
 // Validates, then fills Tensor::offset/nbytes and OutputFileSpec::blobs/size.
 void layout(Plan& plan);
 
-// Header pieces, exposed for tests.
-std::string safetensors_dtype_name(DType t);
-std::string json_escape(const std::string& s);
+// The bytes of each of a source's segments that hold its blocks: all but the type's tail, which is
+// the source's last tail_bytes bytes. Throws Error when a segment's share is not a whole number
+// of blocks or the source is shorter than its tail.
+std::vector<uint64_t> block_bytes_per_segment(const Source& s);
 
 }  // namespace pyconv

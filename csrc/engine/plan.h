@@ -24,9 +24,9 @@ struct Source {
 };
 
 // Reads the elements of a u8 source as bit fields: (((x >> shift) & (2^bits - 1)) + offset) * scale.
-// Low-bit codes packed several to a byte are such fields: transformers' BitNet checkpoints hold the
-// 2-bit codes (w + 1) of four output rows in one byte, I2_S four elements of one block. Each field
-// of a byte is its own part. bits == 0: the source's elements as they are.
+// Low-bit codes packed several to a byte outside any block type are such fields: transformers'
+// BitNet checkpoints hold the 2-bit codes (w + 1) of four output rows in one byte. Each field of a
+// byte is its own part. bits == 0: the source's elements as they are.
 struct BitField {
   uint32_t bits = 0;
   uint32_t shift = 0;

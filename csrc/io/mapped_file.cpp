@@ -22,12 +22,12 @@ uint64_t page_size() {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  if (fd_ < 0) throw Error(std::string("cannot open: ") + std::strerror(errno)).in_file(path);
   struct stat st {};
   if (::fstat(fd_, &st) != 0) {
     int err = errno;
     ::close(fd_);
-    throw Error(path + ": cannot stat: " + std::strerror(err));
+    throw Error(std::string("cannot stat: ") + std::strerror(err)).in_file(path);
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ == 0) return;
@@ -35,7 +35,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (p == MAP_FAILED) {
     int err = errno;
     ::close(fd_);
-    throw Error(path + ": cannot map: " + std::strerror(err));
+    throw Error(std::string("cannot map: ") + std::strerror(err)).in_file(path);
   }
   base_ = static_cast<uint8_t*>(p);
   ::madvise(base_, size_, MADV_SEQUENTIAL);
@@ -48,16 +48,10 @@ MappedFile::~MappedFile() {
 
 const uint8_t* MappedFile::data(uint64_t offset, uint64_t n) const {
   if (offset > size_ || n > size_ - offset)
-    throw Error(path_ + ": byte range [" + std::to_string(offset) + ", " + std::to_string(offset + n) +
-                ") is outside the file (" + std::to_string(size_) + " bytes)");
+    throw Error("byte range [" + std::to_string(offset) + ", " + std::to_string(offset + n) + ") is outside the file (" +
+                std::to_string(size_) + " bytes)")
+        .in_file(path_);
   return base_ + offset;
-}
-
-void MappedFile::prefetch(uint64_t offset, uint64_t n) const {
-  if (!base_ || offset >= size_) return;
-  if (n > size_ - offset) n = size_ - offset;
-  const uint64_t start = offset / page_size() * page_size();
-  ::madvise(base_ + start, offset + n - start, MADV_WILLNEED);
 }
 
 void MappedFile::release(uint64_t offset, uint64_t n) const {

@@ -18,8 +18,6 @@ class MappedFile {
   uint64_t size() const { return size_; }
   // Pointer to bytes [offset, offset + n); throws if the range is outside the file.
   const uint8_t* data(uint64_t offset, uint64_t n) const;
-  // Ask the kernel to start reading [offset, offset + n) ahead of use.
-  void prefetch(uint64_t offset, uint64_t n) const;
   // Drop the pages wholly inside [offset, offset + n) from this process; they stay in the page cache.
   void release(uint64_t offset, uint64_t n) const;
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "kernels/reference.h"
 #include "kernels/simd.h"
 
 namespace pyconv {
@@ -23,16 +24,44 @@ bool use_avx2() {
   return v == 1;
 }
 
+// Elements are loaded and stored through memcpy: a source may sit at any offset of a map, and a
+// memcpy of one element compiles to one load or store.
 template <typename From, typename To, typename Fn>
 void each(const void* src, void* dst, size_t n, Fn fn) {
-  const From* s = static_cast<const From*>(src);
-  To* d = static_cast<To*>(dst);
-  for (size_t i = 0; i < n; ++i) d[i] = fn(s[i]);
+  const auto* s = static_cast<const uint8_t*>(src);
+  auto* d = static_cast<uint8_t*>(dst);
+  for (size_t i = 0; i < n; ++i) {
+    From x;
+    std::memcpy(&x, s + i * sizeof(From), sizeof(From));
+    const To y = fn(x);
+    std::memcpy(d + i * sizeof(To), &y, sizeof(To));
+  }
 }
 
-float load_bits_f16(uint16_t h) { return f16_to_f32(h); }
-
 }  // namespace
+
+namespace cast_ref {
+
+void f32_to_f16(const float* src, uint16_t* dst, size_t n) {
+  each<float, uint16_t>(src, dst, n, [](float f) { return pyconv::f32_to_f16(f); });
+}
+void f16_to_f32(const uint16_t* src, float* dst, size_t n) {
+  each<uint16_t, float>(src, dst, n, [](uint16_t h) { return pyconv::f16_to_f32(h); });
+}
+void f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
+  each<float, uint16_t>(src, dst, n, [](float f) { return pyconv::f32_to_bf16(f); });
+}
+void bf16_to_f32(const uint16_t* src, float* dst, size_t n) {
+  each<uint16_t, float>(src, dst, n, [](uint16_t b) { return pyconv::bf16_to_f32(b); });
+}
+void bf16_to_f16(const uint16_t* src, uint16_t* dst, size_t n) {
+  each<uint16_t, uint16_t>(src, dst, n, [](uint16_t b) { return f32_to_f16_bits(bf16_to_f32_bits(b)); });
+}
+void f16_to_bf16(const uint16_t* src, uint16_t* dst, size_t n) {
+  each<uint16_t, uint16_t>(src, dst, n, [](uint16_t h) { return f32_to_bf16_bits(f16_to_f32_bits(h)); });
+}
+
+}  // namespace cast_ref
 
 uint16_t f64_to_f16_bits(double d) {
   uint64_t x;
@@ -77,30 +106,18 @@ void cast(DType from, const void* src, DType to, void* dst, size_t n) {
   }
   const bool avx2 = use_avx2();
   using F = DType;
-  if (from == F::F32 && to == F::F16) {
-    if (avx2) return simd::f32_to_f16_avx2(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
-    return each<float, uint16_t>(src, dst, n, [](float f) { return f32_to_f16(f); });
-  }
-  if (from == F::F16 && to == F::F32) {
-    if (avx2) return simd::f16_to_f32_avx2(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
-    return each<uint16_t, float>(src, dst, n, load_bits_f16);
-  }
-  if (from == F::F32 && to == F::BF16) {
-    if (avx2) return simd::f32_to_bf16_avx2(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
-    return each<float, uint16_t>(src, dst, n, [](float f) { return f32_to_bf16(f); });
-  }
-  if (from == F::BF16 && to == F::F32) {
-    if (avx2) return simd::bf16_to_f32_avx2(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
-    return each<uint16_t, float>(src, dst, n, [](uint16_t b) { return bf16_to_f32(b); });
-  }
-  if (from == F::BF16 && to == F::F16) {
-    if (avx2) return simd::bf16_to_f16_avx2(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n);
-    return each<uint16_t, uint16_t>(src, dst, n, [](uint16_t b) { return f32_to_f16_bits(bf16_to_f32_bits(b)); });
-  }
-  if (from == F::F16 && to == F::BF16) {
-    if (avx2) return simd::f16_to_bf16_avx2(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n);
-    return each<uint16_t, uint16_t>(src, dst, n, [](uint16_t h) { return f32_to_bf16_bits(f16_to_f32_bits(h)); });
-  }
+  const auto* in16 = static_cast<const uint16_t*>(src);
+  auto* out16 = static_cast<uint16_t*>(dst);
+  if (from == F::F32 && to == F::F16)
+    return (avx2 ? simd::f32_to_f16_avx2 : cast_ref::f32_to_f16)(static_cast<const float*>(src), out16, n);
+  if (from == F::F16 && to == F::F32)
+    return (avx2 ? simd::f16_to_f32_avx2 : cast_ref::f16_to_f32)(in16, static_cast<float*>(dst), n);
+  if (from == F::F32 && to == F::BF16)
+    return (avx2 ? simd::f32_to_bf16_avx2 : cast_ref::f32_to_bf16)(static_cast<const float*>(src), out16, n);
+  if (from == F::BF16 && to == F::F32)
+    return (avx2 ? simd::bf16_to_f32_avx2 : cast_ref::bf16_to_f32)(in16, static_cast<float*>(dst), n);
+  if (from == F::BF16 && to == F::F16) return (avx2 ? simd::bf16_to_f16_avx2 : cast_ref::bf16_to_f16)(in16, out16, n);
+  if (from == F::F16 && to == F::BF16) return (avx2 ? simd::f16_to_bf16_avx2 : cast_ref::f16_to_bf16)(in16, out16, n);
   if (from == F::F64 && to == F::F32)
     return each<double, float>(src, dst, n, [](double d) { return static_cast<float>(d); });
   if (from == F::F64 && to == F::F16) return each<double, uint16_t>(src, dst, n, f64_to_f16_bits);

@@ -1,9 +1,10 @@
 // AVX2 + F16C conversions. Hardware rounding is IEEE round-to-nearest-even, which is the scalar
 // reference for every finite and infinite value; vectors holding a NaN go through the scalar code
 // so NaN payload rules stay identical.
+#include <cpuid.h>
 #include <immintrin.h>
 
-#include "kernels/cast.h"
+#include "kernels/reference.h"
 #include "kernels/simd.h"
 
 namespace pyconv::simd {
@@ -32,7 +33,10 @@ inline __m256i widen_bf16(__m128i b) { return _mm256_slli_epi32(_mm256_cvtepu16_
 }  // namespace
 
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c"
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n) {
@@ -40,12 +44,12 @@ void f32_to_f16_avx2(const float* src, uint16_t* dst, size_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(src + i);
     if (any_nan_f32(v)) {
-      for (size_t j = i; j < i + 8; ++j) dst[j] = f32_to_f16(src[j]);
+      cast_ref::f32_to_f16(src + i, dst + i, 8);
       continue;
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  for (; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+  cast_ref::f32_to_f16(src + i, dst + i, n - i);
 }
 
 void f16_to_f32_avx2(const uint16_t* src, float* dst, size_t n) {
@@ -53,12 +57,12 @@ void f16_to_f32_avx2(const uint16_t* src, float* dst, size_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     if (any_nan_f16(h)) {
-      for (size_t j = i; j < i + 8; ++j) dst[j] = f16_to_f32(src[j]);
+      cast_ref::f16_to_f32(src + i, dst + i, 8);
       continue;
     }
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
   }
-  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+  cast_ref::f16_to_f32(src + i, dst + i, n - i);
 }
 
 void f32_to_bf16_avx2(const float* src, uint16_t* dst, size_t n) {
@@ -66,12 +70,12 @@ void f32_to_bf16_avx2(const float* src, uint16_t* dst, size_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(src + i);
     if (any_nan_f32(v)) {
-      for (size_t j = i; j < i + 8; ++j) dst[j] = f32_to_bf16(src[j]);
+      cast_ref::f32_to_bf16(src + i, dst + i, 8);
       continue;
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), round_bf16(_mm256_castps_si256(v)));
   }
-  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+  cast_ref::f32_to_bf16(src + i, dst + i, n - i);
 }
 
 void bf16_to_f32_avx2(const uint16_t* src, float* dst, size_t n) {
@@ -80,7 +84,7 @@ void bf16_to_f32_avx2(const uint16_t* src, float* dst, size_t n) {
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(widen_bf16(b)));
   }
-  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  cast_ref::bf16_to_f32(src + i, dst + i, n - i);
 }
 
 void bf16_to_f16_avx2(const uint16_t* src, uint16_t* dst, size_t n) {
@@ -88,12 +92,12 @@ void bf16_to_f16_avx2(const uint16_t* src, uint16_t* dst, size_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_castsi256_ps(widen_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
     if (any_nan_f32(v)) {
-      for (size_t j = i; j < i + 8; ++j) dst[j] = f32_to_f16_bits(bf16_to_f32_bits(src[j]));
+      cast_ref::bf16_to_f16(src + i, dst + i, 8);
       continue;
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  for (; i < n; ++i) dst[i] = f32_to_f16_bits(bf16_to_f32_bits(src[i]));
+  cast_ref::bf16_to_f16(src + i, dst + i, n - i);
 }
 
 void f16_to_bf16_avx2(const uint16_t* src, uint16_t* dst, size_t n) {
@@ -101,12 +105,12 @@ void f16_to_bf16_avx2(const uint16_t* src, uint16_t* dst, size_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     if (any_nan_f16(h)) {
-      for (size_t j = i; j < i + 8; ++j) dst[j] = f32_to_bf16_bits(f16_to_f32_bits(src[j]));
+      cast_ref::f16_to_bf16(src + i, dst + i, 8);
       continue;
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), round_bf16(_mm256_castps_si256(_mm256_cvtph_ps(h))));
   }
-  for (; i < n; ++i) dst[i] = f32_to_bf16_bits(f16_to_f32_bits(src[i]));
+  cast_ref::f16_to_bf16(src + i, dst + i, n - i);
 }
 
 }  // namespace pyconv::simd

@@ -9,15 +9,22 @@ namespace {
 // Tiles keep both the read and the write side of a transpose inside L1.
 constexpr int64_t kTile = 32;
 
+// Elements move as T through memcpy: map offsets have any alignment, and a memcpy of sizeof(T)
+// bytes compiles to one load or store.
 template <typename T>
-void transpose_2d(const T* src, T* dst, int64_t rows, int64_t cols, int64_t s_row, int64_t s_col, int64_t d_row,
-                  int64_t d_col) {
+void transpose_2d(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols, int64_t s_row, int64_t s_col,
+                  int64_t d_row, int64_t d_col) {
+  constexpr size_t kSize = sizeof(T);
   for (int64_t i0 = 0; i0 < rows; i0 += kTile) {
     const int64_t i1 = std::min(rows, i0 + kTile);
     for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
       const int64_t j1 = std::min(cols, j0 + kTile);
       for (int64_t j = j0; j < j1; ++j)
-        for (int64_t i = i0; i < i1; ++i) dst[i * d_row + j * d_col] = src[i * s_row + j * s_col];
+        for (int64_t i = i0; i < i1; ++i) {
+          T v;
+          std::memcpy(&v, src + static_cast<size_t>(i * s_row + j * s_col) * kSize, kSize);
+          std::memcpy(dst + static_cast<size_t>(i * d_row + j * d_col) * kSize, &v, kSize);
+        }
     }
   }
 }
@@ -32,16 +39,13 @@ void copy_2d(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols, int64
   }
   switch (eb) {
     case 1:
-      return transpose_2d(src, dst, rows, cols, s_row, s_col, d_row, d_col);
+      return transpose_2d<uint8_t>(src, dst, rows, cols, s_row, s_col, d_row, d_col);
     case 2:
-      return transpose_2d(reinterpret_cast<const uint16_t*>(src), reinterpret_cast<uint16_t*>(dst), rows, cols, s_row,
-                          s_col, d_row, d_col);
+      return transpose_2d<uint16_t>(src, dst, rows, cols, s_row, s_col, d_row, d_col);
     case 4:
-      return transpose_2d(reinterpret_cast<const uint32_t*>(src), reinterpret_cast<uint32_t*>(dst), rows, cols, s_row,
-                          s_col, d_row, d_col);
+      return transpose_2d<uint32_t>(src, dst, rows, cols, s_row, s_col, d_row, d_col);
     case 8:
-      return transpose_2d(reinterpret_cast<const uint64_t*>(src), reinterpret_cast<uint64_t*>(dst), rows, cols, s_row,
-                          s_col, d_row, d_col);
+      return transpose_2d<uint64_t>(src, dst, rows, cols, s_row, s_col, d_row, d_col);
     default:  // whole quant blocks move only along contiguous runs; other sizes copy per element
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < cols; ++j)

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cast.h"
+#include "kernels/reference.h"
 #include "kernels/simd.h"
 
 namespace pyconv {
@@ -17,6 +18,9 @@ constexpr size_t kQK = 256;        // elements of a K-quant or TQ block
 constexpr size_t kI2SBlock = 128;  // elements packed into 32 I2_S bytes
 constexpr size_t kTQ1Bytes = 54, kTQ2Bytes = 66;
 constexpr uint16_t kNanScaleF16 = 0x7e00;  // gguf-py stores f16(NaN) for a block holding a NaN
+
+// BitNet's zero test for I2_S codes, made in double as its C quantizer does.
+bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
 
 void store_f16_bits(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
 float load_f16(const uint8_t* p) {
@@ -54,7 +58,7 @@ uint8_t pack_trits(const uint8_t* q, size_t stride, int digits) {
   return static_cast<uint8_t>((v * 256 + 242) / 243);
 }
 
-void quantize_tq1_0(const float* x, uint8_t* y, size_t n) {
+void encode_tq1_0(const float* x, uint8_t* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, y += kTQ1Bytes) {
     const quant_ref::BlockScale s = scan_block(x, kQK, 1.0f);
     uint8_t q[kQK];
@@ -67,7 +71,7 @@ void quantize_tq1_0(const float* x, uint8_t* y, size_t n) {
   }
 }
 
-void dequantize_q8_0(const uint8_t* x, float* y, size_t n) {
+void decode_q8_0(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQ8Block; ++b, x += 34, y += kQ8Block) {
     const float d = load_f16(x);
     for (size_t j = 0; j < kQ8Block; ++j) y[j] = static_cast<float>(static_cast<int8_t>(x[2 + j])) * d;
@@ -77,7 +81,7 @@ void dequantize_q8_0(const uint8_t* x, float* y, size_t n) {
 // Q4/Q5 blocks of 32: low nibbles hold elements 0-15, high nibbles 16-31; Q5 adds a fifth bit per
 // element from a 32-bit mask. Offset types subtract 8 / 16; the "_1" types add a minimum m.
 template <bool kHasMin, bool kFiveBit>
-void dequantize_q4_q5(const uint8_t* x, float* y, size_t n) {
+void decode_q4_q5(const uint8_t* x, float* y, size_t n) {
   constexpr size_t kHeader = 2 + (kHasMin ? 2 : 0) + (kFiveBit ? 4 : 0);
   constexpr size_t kBytes = kHeader + 16;
   for (size_t b = 0; b < n / 32; ++b, x += kBytes, y += 32) {
@@ -107,7 +111,7 @@ void dequantize_q4_q5(const uint8_t* x, float* y, size_t n) {
 
 // Q2_K (84 bytes): scales[16] (low nibble scale, high nibble min per 16 elements), qs[64], d, dmin.
 // Element 128c + 32k + m is bits 2k of qs[32c + m].
-void dequantize_q2_k(const uint8_t* x, float* y, size_t n) {
+void decode_q2_k(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += 84, y += kQK) {
     const uint8_t* sc = x;
     const uint8_t* qs = x + 16;
@@ -123,7 +127,7 @@ void dequantize_q2_k(const uint8_t* x, float* y, size_t n) {
 
 // Q3_K (110 bytes): hmask[32], qs[64], scales[12] (16 six-bit scales, offset 32), d. The low two
 // bits come as in Q2_K; a clear hmask bit (element 32j + m: bit j of hmask[m]) subtracts 4.
-void dequantize_q3_k(const uint8_t* x, float* y, size_t n) {
+void decode_q3_k(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += 110, y += kQK) {
     const uint8_t* hmask = x;
     const uint8_t* qs = x + 32;
@@ -157,7 +161,7 @@ void k_scale_min(const uint8_t* s, int sc[8], int mn[8]) {
 // Q4_K (144 bytes) and Q5_K (176 bytes): d, dmin, scales[12], [qh[32]], qs[128]. Element
 // 64c + 32h + m is nibble h of qs[32c + m]; Q5_K's fifth bit for element 32j + m is bit j of qh[m].
 template <bool kFiveBit>
-void dequantize_q4_q5_k(const uint8_t* x, float* y, size_t n) {
+void decode_q4_q5_k(const uint8_t* x, float* y, size_t n) {
   constexpr size_t kBytes = kFiveBit ? 176 : 144;
   for (size_t b = 0; b < n / kQK; ++b, x += kBytes, y += kQK) {
     const float d = load_f16(x), dmin = load_f16(x + 2);
@@ -179,7 +183,7 @@ void dequantize_q4_q5_k(const uint8_t* x, float* y, size_t n) {
 // Q6_K (210 bytes): ql[128], qh[64], scales[16] (int8 per 16 elements), d. Element 128c + 64h + m
 // (m < 64) is nibble h of ql[64c + m]; its high bits, for 128c + 32k + m (m < 32), are bits 2k of
 // qh[32c + m]; the value is offset by 32.
-void dequantize_q6_k(const uint8_t* x, float* y, size_t n) {
+void decode_q6_k(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += 210, y += kQK) {
     const uint8_t* ql = x;
     const uint8_t* qh = x + 128;
@@ -201,7 +205,7 @@ int trit(uint8_t byte, int k) {
   return (shifted * 3) >> 8;
 }
 
-void dequantize_tq1_0(const uint8_t* x, float* y, size_t n) {
+void decode_tq1_0(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += kTQ1Bytes, y += kQK) {
     const float d = load_f16(x + 52);
     auto put = [&](size_t e, uint8_t byte, int k) { y[e] = d * static_cast<float>(trit(byte, k) - 1); };
@@ -216,7 +220,7 @@ void dequantize_tq1_0(const uint8_t* x, float* y, size_t n) {
 
 // TQ2_0 (66 bytes): qs[64], d. Element 128c + 32k + m is bits 2k of qs[32c + m], value code - 1
 // (a code of 3, never written, reads as 2, as gguf-py does).
-void dequantize_tq2_0(const uint8_t* x, float* y, size_t n) {
+void decode_tq2_0(const uint8_t* x, float* y, size_t n) {
   for (size_t b = 0; b < n / kQK; ++b, x += kTQ2Bytes, y += kQK) {
     const float d = load_f16(x + 64);
     for (size_t e = 0; e < kQK; ++e) {
@@ -227,22 +231,26 @@ void dequantize_tq2_0(const uint8_t* x, float* y, size_t n) {
 }
 
 // I2_S: element 128b + 32g + p is bits 6 - 2g of byte 32b + p; code 3 reads as 0 (BitNet's reader).
-void dequantize_i2_s(const uint8_t* x, float* y, size_t n, float scale) {
+void decode_i2_s(const uint8_t* x, float* y, size_t n, float scale) {
   static constexpr float kValue[4] = {-1.0f, 0.0f, 1.0f, 0.0f};
   for (size_t b = 0; b < n / kI2SBlock; ++b, x += 32, y += kI2SBlock)
     for (size_t e = 0; e < kI2SBlock; ++e) y[e] = scale * kValue[(x[e % 32] >> (6 - 2 * (e / 32))) & 3];
 }
 
-size_t block_elems_of(DType t) { return t == DType::I2_S ? kI2SBlock : traits(t).block_elems; }
-
-void check_blocks(DType t, size_t n) {
-  if (n % block_elems_of(t) != 0)
-    throw Error(std::string(traits(t).name) + ": " + std::to_string(n) + " elements are not a whole number of " +
-                std::to_string(block_elems_of(t)) + "-element blocks");
+// 2-bit codes equal to 3 in the first code_bytes bytes of each of `blocks` blocks of block_bytes bytes.
+uint64_t count_code3(const uint8_t* x, size_t blocks, size_t block_bytes, size_t code_bytes) {
+  uint64_t bad = 0;
+  for (size_t b = 0; b < blocks; ++b, x += block_bytes)
+    for (size_t i = 0; i < code_bytes; ++i)
+      for (int shift = 0; shift < 8; shift += 2) bad += ((x[i] >> shift) & 3) == 3;
+  return bad;
 }
 
-[[noreturn]] void unsupported(const char* what, DType t) {
-  throw Error(std::string("cannot ") + what + " " + traits(t).name);
+// Rows of a type hold a multiple of row_elems elements (I2_S: 128, else a block).
+void check_row(const DTypeTraits& tr, size_t n_per_row) {
+  if (n_per_row % tr.row_elems != 0)
+    throw Error(std::string(tr.name) + ": " + std::to_string(n_per_row) + " elements are not a whole number of " +
+                std::to_string(tr.row_elems) + "-element blocks");
 }
 
 }  // namespace
@@ -301,21 +309,13 @@ float i2s_smallest_nonzero() {
   return smallest;
 }
 
-double join_lanes(const double lanes[8]) {
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-}
-
-AbsStats abs_stats(const float* x, size_t n) {
-  double lanes[8] = {};
-  AbsStats st;
+void accumulate_abs(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   for (size_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
     lanes[i % 8] += a;
-    st.max_abs = std::max(st.max_abs, a);
-    if (!i2s_is_zero(a)) st.min_nonzero_abs = std::min(st.min_nonzero_abs, a);
+    *max_abs = std::max(*max_abs, a);
+    if (!i2s_is_zero(a)) *min_nonzero_abs = std::min(*min_nonzero_abs, a);
   }
-  st.sum_abs = join_lanes(lanes);
-  return st;
 }
 
 void ternarize(float* x, size_t n, float s, float magnitude) {
@@ -328,11 +328,12 @@ void ternarize(float* x, size_t n, float s, float magnitude) {
 }  // namespace quant_ref
 
 AbsStats abs_stats(const float* x, size_t n) {
-  if (!simd_enabled()) return quant_ref::abs_stats(x, n);
-  double lanes[8];
+  double lanes[8] = {};
   AbsStats st;
-  simd::abs_stats_avx2(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
-  st.sum_abs = quant_ref::join_lanes(lanes);
+  if (simd_enabled()) simd::abs_stats_avx2(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
+  else quant_ref::accumulate_abs(x, n, lanes, &st.max_abs, &st.min_nonzero_abs);
+  // the lanes joined as ((0+1)+(2+3))+((4+5)+(6+7)), whichever path filled them
+  st.sum_abs = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
   return st;
 }
 
@@ -341,82 +342,42 @@ void ternarize(float* x, size_t n, float s, float magnitude) {
   else quant_ref::ternarize(x, n, s, magnitude);
 }
 
-bool can_quantize(DType t) {
-  return t == DType::Q8_0 || t == DType::TQ1_0 || t == DType::TQ2_0 || t == DType::I2_S;
-}
-
-bool can_dequantize(DType t) {
-  switch (t) {
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q2_K:
-    case DType::Q3_K:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-    case DType::TQ1_0:
-    case DType::TQ2_0:
-    case DType::I2_S:
-      return true;
-    default:
-      return false;
-  }
-}
-
-void quantize(DType t, const float* src, void* dst, size_t n, const QuantParams&) {
-  check_blocks(t, n);
-  uint8_t* out = static_cast<uint8_t*>(dst);
-  const bool avx2 = simd_enabled();
-  switch (t) {
-    case DType::Q8_0:
-      return avx2 ? simd::quantize_q8_0_avx2(src, out, n) : quant_ref::q8_0(src, out, n);
-    case DType::TQ2_0:
-      return avx2 ? simd::quantize_tq2_0_avx2(src, out, n) : quant_ref::tq2_0(src, out, n);
-    case DType::I2_S:
-      return avx2 ? simd::quantize_i2_s_avx2(src, out, n) : quant_ref::i2_s(src, out, n);
-    case DType::TQ1_0:
-      return quantize_tq1_0(src, out, n);
-    default:
-      unsupported("quantize to", t);
-  }
+void quantize(DType t, const float* src, void* dst, size_t n_rows, size_t n_per_row, const QuantParams& params) {
+  const DTypeTraits& tr = traits(t);
+  if (!tr.quantize) throw Error(std::string("cannot quantize to ") + tr.name);
+  check_row(tr, n_per_row);
+  tr.quantize(src, static_cast<uint8_t*>(dst), n_rows, n_per_row, params);
 }
 
 void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams& params) {
-  check_blocks(t, n);
-  const uint8_t* in = static_cast<const uint8_t*>(src);
-  switch (t) {
-    case DType::Q8_0:
-      return dequantize_q8_0(in, dst, n);
-    case DType::Q4_0:
-      return dequantize_q4_q5<false, false>(in, dst, n);
-    case DType::Q4_1:
-      return dequantize_q4_q5<true, false>(in, dst, n);
-    case DType::Q5_0:
-      return dequantize_q4_q5<false, true>(in, dst, n);
-    case DType::Q5_1:
-      return dequantize_q4_q5<true, true>(in, dst, n);
-    case DType::Q2_K:
-      return dequantize_q2_k(in, dst, n);
-    case DType::Q3_K:
-      return dequantize_q3_k(in, dst, n);
-    case DType::Q4_K:
-      return dequantize_q4_q5_k<false>(in, dst, n);
-    case DType::Q5_K:
-      return dequantize_q4_q5_k<true>(in, dst, n);
-    case DType::Q6_K:
-      return dequantize_q6_k(in, dst, n);
-    case DType::TQ1_0:
-      return dequantize_tq1_0(in, dst, n);
-    case DType::TQ2_0:
-      return dequantize_tq2_0(in, dst, n);
-    case DType::I2_S:
-      return dequantize_i2_s(in, dst, n, params.tensor_scale);
-    default:
-      unsupported("dequantize", t);
-  }
+  const DTypeTraits& tr = traits(t);
+  if (!tr.dequantize) throw Error(std::string("cannot dequantize ") + tr.name);
+  check_row(tr, n);
+  tr.dequantize(static_cast<const uint8_t*>(src), dst, n, params);
+}
+
+void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row) {
+  const DTypeTraits& tr = traits(t);
+  QuantParams params;
+  if (tr.needs_stats()) params = tr.tensor_params(abs_stats(src, n_rows * n_per_row).max_abs);
+  quantize(t, src, dst, n_rows, n_per_row, params);
+  if (tr.tail_bytes) tr.write_tail(params, dst + row_nbytes(t, n_rows * n_per_row));
+}
+
+QuantParams tensor_params_from_tail(DType t, const uint8_t* data, size_t n) {
+  const DTypeTraits& tr = traits(t);
+  return tr.tail_bytes ? tr.read_tail(data + row_nbytes(t, n)) : QuantParams{};
+}
+
+uint64_t invalid_codes(DType t, const uint8_t* src, size_t n) {
+  const DTypeTraits& tr = traits(t);
+  if (!tr.invalid_codes) return 0;
+  check_row(tr, n);
+  return tr.invalid_codes(src, n);
+}
+
+void dequantize_tensor(DType t, const uint8_t* src, float* dst, size_t n) {
+  dequantize(t, src, dst, n, tensor_params_from_tail(t, src, n));
 }
 
 void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32_t shift, float offset, float scale) {
@@ -424,9 +385,59 @@ void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32
   for (size_t i = 0; i < n; ++i) dst[i] = (static_cast<float>((src[i] >> shift) & mask) + offset) * scale;
 }
 
-void i2s_tail(float scale, uint8_t out[32]) {
-  std::memset(out, 0, 32);
-  std::memcpy(out, &scale, 4);
+namespace block_kernels {
+
+void quantize_q8_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams&) {
+  if (simd_enabled()) simd::quantize_q8_0_avx2(src, dst, n_rows * n_per_row);
+  else quant_ref::q8_0(src, dst, n_rows * n_per_row);
+}
+void quantize_tq1_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams&) {
+  encode_tq1_0(src, dst, n_rows * n_per_row);
+}
+void quantize_tq2_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams&) {
+  if (simd_enabled()) simd::quantize_tq2_0_avx2(src, dst, n_rows * n_per_row);
+  else quant_ref::tq2_0(src, dst, n_rows * n_per_row);
+}
+void quantize_i2_s(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams&) {
+  if (simd_enabled()) simd::quantize_i2_s_avx2(src, dst, n_rows * n_per_row);
+  else quant_ref::i2_s(src, dst, n_rows * n_per_row);
 }
 
+void dequantize_q8_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q8_0(src, dst, n); }
+void dequantize_q4_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5<false, false>(src, dst, n); }
+void dequantize_q4_1(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5<true, false>(src, dst, n); }
+void dequantize_q5_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5<false, true>(src, dst, n); }
+void dequantize_q5_1(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5<true, true>(src, dst, n); }
+void dequantize_q2_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q2_k(src, dst, n); }
+void dequantize_q3_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q3_k(src, dst, n); }
+void dequantize_q4_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5_k<false>(src, dst, n); }
+void dequantize_q5_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q4_q5_k<true>(src, dst, n); }
+void dequantize_q6_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q6_k(src, dst, n); }
+void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_tq1_0(src, dst, n); }
+void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_tq2_0(src, dst, n); }
+void dequantize_i2_s(const uint8_t* src, float* dst, size_t n, const QuantParams& params) {
+  decode_i2_s(src, dst, n, params.tensor_scale);
+}
+
+uint64_t invalid_codes_tq2_0(const uint8_t* src, size_t n) { return count_code3(src, n / kQK, kTQ2Bytes, 64); }
+uint64_t invalid_codes_i2_s(const uint8_t* src, size_t n) { return count_code3(src, n / kI2SBlock, 32, 32); }
+
+QuantParams i2_s_params(float max_abs) {
+  QuantParams p;
+  p.tensor_scale = max_abs;
+  return p;
+}
+
+void write_i2_s_tail(const QuantParams& params, uint8_t* tail) {
+  std::memset(tail, 0, 32);
+  std::memcpy(tail, &params.tensor_scale, 4);
+}
+
+QuantParams read_i2_s_tail(const uint8_t* tail) {
+  QuantParams p;
+  std::memcpy(&p.tensor_scale, tail, 4);
+  return p;
+}
+
+}  // namespace block_kernels
 }  // namespace pyconv

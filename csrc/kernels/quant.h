@@ -10,29 +10,24 @@
 
 namespace pyconv {
 
-// Per-tensor parameters some types need (I2_S stores one f32 scale per tensor).
-struct QuantParams {
-  float tensor_scale = 0.0f;
-};
-
-bool can_quantize(DType t);
-bool can_dequantize(DType t);
-
-// Encodes n floats (a whole number of blocks) into dst. I2_S writes only its n/4 packed bytes
-// (blocks of 128 elements); the tensor tail comes from i2s_tail.
-void quantize(DType t, const float* src, void* dst, size_t n, const QuantParams& params);
-// Decodes n elements (a whole number of blocks) into floats. I2_S reads n/4 packed bytes and
-// multiplies by params.tensor_scale.
+// Encodes n_rows rows of n_per_row floats with the type's quantizer (its row's kernel). Throws Error
+// when the type has none or the rows do not fit its blocks (core/dtype.h: row_elems).
+void quantize(DType t, const float* src, void* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+// Decodes n elements (a whole number of blocks) with the type's decoder; Error when it has none.
 void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParams& params);
+
+// A whole tensor as stored (tensor_nbytes bytes: blocks, then the type's tail). quantize_tensor runs
+// the statistics pass first when the type needs one; dequantize_tensor reads the parameters back
+// from the tail.
+void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row);
+void dequantize_tensor(DType t, const uint8_t* src, float* dst, size_t n);
+// The parameters kept in the tail of a tensor of n elements stored at `data` (none: defaults).
+QuantParams tensor_params_from_tail(DType t, const uint8_t* data, size_t n);
+// The codes in n elements of blocks that t's quantizer never writes (0 for types without such codes).
+uint64_t invalid_codes(DType t, const uint8_t* src, size_t n);
 
 // Decodes n bytes as bit fields: dst[i] = (((src[i] >> shift) & (2^bits - 1)) + offset) * scale.
 void unpack_bits(const uint8_t* src, float* dst, size_t n, uint32_t bits, uint32_t shift, float offset, float scale);
-
-// The 32 bytes that follow an I2_S tensor's packed codes: f32 scale, then 28 zero bytes.
-void i2s_tail(float scale, uint8_t out[32]);
-
-// BitNet's zero test for I2_S codes, made in double as its C quantizer does.
-inline bool i2s_is_zero(float x) { return std::fabs(static_cast<double>(x)) < 1e-6; }
 
 // What absmean ternarization needs to know of a tensor, over n floats: the sum of |x| in double,
 // accumulated in eight lanes (lane j takes elements j, j + 8, ...) joined as ((0+1)+(2+3))+((4+5)+(6+7))
@@ -49,31 +44,39 @@ AbsStats abs_stats(const float* x, size_t n);
 // magnitude = 1/s as the model rounds it. Zeros keep their sign; NaN becomes -magnitude.
 void ternarize(float* x, size_t n, float s, float magnitude);
 
-// The scalar reference kernels. The SIMD kernels hand them the blocks they do not take themselves
-// (those holding Inf or NaN; Q8_0 blocks short of a group of eight), so both paths share one
-// definition of every edge case.
-namespace quant_ref {
+// The kernels of the built-in block types, as their rows in core/dtype.cpp name them. Each
+// quantizer picks the SIMD or the scalar path; both give the same bytes.
+namespace block_kernels {
 
-// A gguf block scale d = absmax / divisor as stored (f16 bits) and the multiplier 1/d its codes
-// use; 1/d that is not finite (d == 0, or d so small that f16(d) is 0 anyway) becomes 0, which
-// makes every code zero, as gguf-py's numpy gives.
-struct BlockScale {
-  uint16_t d_f16;
-  float id;
-};
-BlockScale block_scale(float absmax, float divisor);
+void quantize_q8_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_tq1_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_tq2_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+// Signs only, blocks of 128 elements in 32 bytes: the scale is the tensor's (params.tensor_scale).
+void quantize_i2_s(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
 
-void q8_0(const float* x, uint8_t* y, size_t n);
-void tq2_0(const float* x, uint8_t* y, size_t n);
-void i2_s(const float* x, uint8_t* y, size_t n);
-AbsStats abs_stats(const float* x, size_t n);
-void ternarize(float* x, size_t n, float s, float magnitude);
+void dequantize_q8_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q4_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q4_1(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q5_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q5_1(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q2_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q3_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q4_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q5_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_q6_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// Codes -1, 0, +1 (a code of 3 reads as 0, as BitNet's reader does) times params.tensor_scale.
+void dequantize_i2_s(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 
-// The smallest float I2_S does not read as zero (|x| < 1e-6 compared in double).
-float i2s_smallest_nonzero();
-// The eight lanes of abs_stats' sum joined in its order.
-double join_lanes(const double lanes[8]);
+// Two-bit codes of 3, which TQ2_0's and I2_S's quantizers never write.
+uint64_t invalid_codes_tq2_0(const uint8_t* src, size_t n);
+uint64_t invalid_codes_i2_s(const uint8_t* src, size_t n);
 
-}  // namespace quant_ref
+// I2_S's per-tensor state: the scale is the largest |x|, stored as an f32 followed by 28 zero bytes.
+QuantParams i2_s_params(float max_abs);
+void write_i2_s_tail(const QuantParams& params, uint8_t* tail);
+QuantParams read_i2_s_tail(const uint8_t* tail);
 
+}  // namespace block_kernels
 }  // namespace pyconv

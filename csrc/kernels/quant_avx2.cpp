@@ -3,12 +3,10 @@
 // scalar code, which owns those rules.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <optional>
 
-#include "kernels/quant.h"
+#include "kernels/reference.h"
 #include "kernels/simd.h"
 
 namespace pyconv::simd {
@@ -48,14 +46,20 @@ inline __m256i max_abs_bits_of_blocks(const float* x) {
   return _mm256_max_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
 }
 
-// The scale of a block of n floats, or nothing when it holds Inf or NaN: the scalar code takes those.
-inline std::optional<quant_ref::BlockScale> finite_scale(const float* x, size_t n, float divisor) {
+// The scale of a block of n floats; false when it holds Inf or NaN: the scalar code takes those.
+inline bool finite_scale(const float* x, size_t n, float divisor, quant_ref::BlockScale* scale) {
   const uint32_t amax = max_abs_bits(x, n);
-  if (amax >= kInfBits) return std::nullopt;
+  if (amax >= kInfBits) return false;
   float f;
   std::memcpy(&f, &amax, 4);
-  return quant_ref::block_scale(f, divisor);
+  *scale = quant_ref::block_scale(f, divisor);
+  return true;
 }
+
+// std::max and std::min of floats, as this file's own functions: a library template instantiated
+// here would be a weak symbol (see kernels/reference.h).
+inline float larger(float a, float b) { return a < b ? b : a; }
+inline float smaller(float a, float b) { return b < a ? b : a; }
 
 // Stores 32 values 0..255 held as i32 lanes of a (elements 0-7), b (8-15), c (16-23), d (24-31).
 inline void store_bytes(__m256i a, __m256i b, __m256i c, __m256i d, uint8_t* out) {
@@ -141,16 +145,16 @@ void quantize_q8_0_avx2(const float* x, uint8_t* y, size_t n) {
 void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n) {
   static constexpr int kShift[4] = {0, 2, 4, 6};
   for (size_t b = 0; b < n / 256; ++b, x += 256, y += 66) {
-    const std::optional<quant_ref::BlockScale> s = finite_scale(x, 256, 1.0f);
-    if (!s) {
+    quant_ref::BlockScale s;
+    if (!finite_scale(x, 256, 1.0f, &s)) {
       quant_ref::tq2_0(x, y, 256);
       continue;
     }
-    const __m256 id = _mm256_set1_ps(s->id);
+    const __m256 id = _mm256_set1_ps(s.id);
     const auto code = [id](__m256 v) { return ternary_codes(_mm256_mul_ps(v, id)); };
     pack_chunk(x, kShift, code, y);
     pack_chunk(x + 128, kShift, code, y + 32);
-    std::memcpy(y + 64, &s->d_f16, 2);
+    std::memcpy(y + 64, &s.d_f16, 2);
   }
 }
 
@@ -181,15 +185,11 @@ void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, f
   _mm256_storeu_ps(z, mn);
   float top = 0.0f, least = INFINITY;
   for (int j = 0; j < 8; ++j) {
-    top = std::max(top, m[j]);
-    least = std::min(least, z[j]);
+    top = larger(top, m[j]);
+    least = smaller(least, z[j]);
   }
-  for (size_t i = n8; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    lanes[i - n8] += a;
-    top = std::max(top, a);
-    if (!i2s_is_zero(a)) least = std::min(least, a);
-  }
+  // n8 is a multiple of 8, so the tail's lanes start at lane 0
+  quant_ref::accumulate_abs(x + n8, n - n8, lanes, &top, &least);
   *max_abs = top;
   *min_nonzero_abs = least;
 }

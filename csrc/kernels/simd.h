@@ -25,6 +25,7 @@ void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n);
 void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n);
 
 // Absmean ternarization (kernels/quant.h); results equal the scalar quant_ref ones bit for bit.
+// abs_stats_avx2 sets the eight lanes' sums of |x| and the largest and smallest non-zero |x|.
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs);
 void ternarize_avx2(float* x, size_t n, float s, float magnitude);
 

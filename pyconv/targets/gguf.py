@@ -28,12 +28,7 @@ from ..sources.checkpoint import Checkpoint
 from .gguf_vocab import add_vocab, load_vocab
 from .sharding import assign_shards, shard_name
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "i2_s")
-
-FILE_TYPES = {
-    "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "tq1_0": gguf.LlamaFileType.MOSTLY_TQ1_0, "tq2_0": gguf.LlamaFileType.MOSTLY_TQ2_0,
-}
+OUTTYPES = dtypes.gguf_outtypes()
 
 log = logging.getLogger("pyconv")
 T = gguf.MODEL_TENSOR
@@ -41,7 +36,6 @@ T = gguf.MODEL_TENSOR
 # llama.cpp keeps these float32 whatever the file type (its converter and llama-quantize agree)
 ALWAYS_F32 = {T.FFN_GATE_INP, T.POS_EMBD, T.TOKEN_TYPES}
 EMBEDDINGS = {T.TOKEN_EMBD, T.OUTPUT}
-TERNARY_TYPES = ("tq1_0", "tq2_0", "i2_s")
 # the seven projections a BitNet layer ternarizes; nothing else in a ternary file is ternary (docs/i2s.md)
 PROJECTIONS = {T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN}
 TERNARIZERS = ("absmean",)
@@ -85,7 +79,7 @@ class TypeRules:
             except re.error as e:
                 raise ConversionError(f"--keep-float {pattern!r} is not a regular expression: {e}") from None
         ternarize = wanted.ternarize or model_ternarize
-        if outtype in TERNARY_TYPES and ternarize is None:
+        if dtypes.is_ternary(outtype) and ternarize is None:
             raise ConversionError(f"--outtype {outtype} stores ternary weights and '{model}' is not a ternary model; "
                                   "pass --ternarize absmean to ternarize its projections")
         return cls(outtype, ternarize, tuple(wanted.keep_float))
@@ -104,7 +98,7 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
         return "f32", f"{kind.name.lower()}: f32", []
     if not dtypes.is_float(source_dtype) and not dtypes.is_quant(source_dtype):
         raise ConversionError(f"{source_dtype} weights cannot go into GGUF", tensor=name)
-    source_float = source_dtype if dtypes.is_float(source_dtype) and source_dtype != "f64" else "f32"
+    source_float = source_dtype if dtypes.is_float(source_dtype) and source_dtype in OUTTYPES else "f32"
     want = rules.outtype or source_float
     if pattern := rules.kept_float(name, source_name):
         kept = want if dtypes.is_float(want) else "f16"
@@ -115,10 +109,10 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
         # W' rounded to the weights' own type, as the model's forward pass computes it
         ops = [Op("ternarize_absmean", keep_if_ternary=True, round_to=source_float)]
         why = "projection: absmean-ternarized, or packed as it is when already ternary"
-    elif rules.outtype in TERNARY_TYPES:
+    elif dtypes.is_ternary(rules.outtype):
         return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
-        block = 128 if want == "i2_s" else dtypes.block_elems(want)
+        block = dtypes.row_elems(want)
         if shape[-1] % block:
             return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
     return want, why, ops
@@ -368,9 +362,8 @@ def file_type(outtype: str | None, tensors: list[OutTensor]) -> int:
             if len(t.shape) >= 2:
                 counts[t.dtype] = counts.get(t.dtype, 0) + t.numel
         outtype = max(counts, key=lambda k: counts[k]) if counts else "f32"
-    if outtype == "i2_s":
-        return 40  # BitNet's LLAMA_FTYPE_MOSTLY_I2_S
-    return int(FILE_TYPES.get(outtype, gguf.LlamaFileType.ALL_F32))
+    number = dtypes.file_type(outtype)
+    return int(gguf.LlamaFileType.ALL_F32) if number is None else number
 
 
 def metadata(ck: Checkpoint, arch: Arch, cfg: Config, tensors: list[OutTensor], opts: ConvertOptions) -> gguf.GGUFWriter:

@@ -21,11 +21,10 @@ from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..errors import ConversionError
 from ..options import ConvertOptions
-from ..plan import BitField, OutTensor, Part, Plan, View
-from ..sources.base import Segment, SourceTensor
+from ..plan import OutTensor, Part, Plan, View
 from ..sources.checkpoint import Checkpoint
 from ..sources.gguf import GgufValue
-from .gguf import TypeRules, file_type, place, small_values, tensor_type, ternary_note
+from .gguf import TypeRules, file_type, place, tensor_type, ternary_note
 
 log = logging.getLogger("pyconv")
 # keys the new file states afresh
@@ -43,18 +42,6 @@ def _kind_patterns() -> list[tuple[re.Pattern[str], gguf.MODEL_TENSOR]]:
 
 def tensor_kind(name: str) -> gguf.MODEL_TENSOR | None:
     return next((kind for pattern, kind in _kind_patterns() if pattern.match(name)), None)
-
-
-def i2s_parts(t: SourceTensor) -> tuple[tuple[int, ...], list[Part]]:
-    """An I2_S tensor (docs/i2s.md) as parts over its packed bytes in a [rows, blocks, 4, 32]
-    layout: element 32g + p of a 128-element block is bits 6 - 2g of the block's byte p, code c
-    standing for (c - 1) times the f32 scale that follows the codes."""
-    rows, cols = t.shape
-    seg = t.segments[0]
-    codes = SourceTensor(t.name, "u8", (rows, cols // 128, 1, 32), (Segment(seg.path, seg.offset, rows * cols // 4),))
-    scale = small_values(SourceTensor(t.name, "f32", (1,), (Segment(seg.path, seg.offset + rows * cols // 4, 4),)))[0]
-    view = View.of(codes)
-    return (rows, cols // 128, 4, 32), [Part(view, (0, 0, g, 0), BitField(6 - 2 * g, scale=float(scale))) for g in range(4)]
 
 
 @cache
@@ -114,13 +101,10 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
         if kind is None or outtype is None:
             dtype, why = t.dtype, "kept" if kind else "unrecognised GGUF name: kept as it is"
         else:
-            dtype, why, ops = tensor_type(rules, "f32" if t.dtype == "i2_s" else t.dtype, kind, name, t.shape)
+            dtype, why, ops = tensor_type(rules, t.dtype, kind, name, t.shape)
         if dtype == t.dtype and not ops:
             tensors.append(OutTensor.from_view(name, View.of(t), dtype, note=why))
-        elif t.dtype == "i2_s":
-            layout, parts = i2s_parts(t)
-            tensors.append(OutTensor(name, t.shape, dtype, parts, layout, ops=ops, note=why))
-        elif t.dtype in dtypes.FLOAT_TYPES or dtypes_can_dequantize(t.dtype):
+        elif dtypes.is_float(t.dtype) or dtypes.row(t.dtype).can_dequantize:
             tensors.append(OutTensor(name, t.shape, dtype, [Part(View.of(t), (0,) * len(t.shape))], ops=ops, note=why))
         else:
             raise ConversionError(f"cannot re-type {t.dtype} data", tensor=name)
@@ -135,8 +119,3 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
         plan.notes.append(note)
     return plan
 
-
-def dtypes_can_dequantize(dtype: str) -> bool:
-    from .. import _core
-
-    return bool(_core.can_dequantize(dtype))

@@ -8,7 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .. import registry
+from .. import dtypes, registry
 from ..errors import ConversionError
 from ..sources.gguf import GgufValue, read_gguf, split_set
 from .report import Report
@@ -22,15 +22,18 @@ NORM_RMS_BAND = (0.5, 2.0)
 # projections of one layer whose RMS differ by more than this are suspect (SmolLM2-135M: at most 8.5)
 PROJECTION_RMS_RATIO = 30.0
 PROJECTIONS = re.compile(r"^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|attn_qkv|ffn_gate|ffn_up|ffn_down)\.weight$")
-# mainline llama.cpp cannot load these; their checks run, the runtime probe does not
-NOT_MAINLINE_TYPES = {"i2_s"}
 # lowest cosine between llama.cpp's token embeddings and the reference's last hidden states for an encoder; a
 # q8_0 file stays above 0.999, a layout mistake falls far below
 ENCODER_COSINE = 0.99
 
 
+def _not_mainline(types: set[str]) -> list[str]:
+    """Types mainline llama.cpp (and gguf-py) cannot load: their checks run, the runtime probe does not."""
+    return sorted(t for t in types if not dtypes.row(t).mainline)
+
+
 def _gguf_py_reads(files: list[Path], types: set[str], report: Report) -> None:
-    unreadable = types & NOT_MAINLINE_TYPES
+    unreadable = _not_mainline(types)
     if unreadable:
         report.add("container", "pass", f"parsed by pyconv's reader; gguf-py {gguf.__name__} has no type {', '.join(unreadable)}")
         return
@@ -84,8 +87,7 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
     for name, t in tensors.items():
         seg = t.segments[0]
         data = np.memmap(seg.path, dtype=np.uint8, mode="r", offset=seg.offset, shape=(seg.nbytes,))
-        scale = float(np.frombuffer(data[t.numel // 4: t.numel // 4 + 4], np.float32)[0]) if t.dtype == "i2_s" else 0.0
-        stats[name] = tensor_stats(data, t.dtype, t.numel, tensor_scale=scale)
+        stats[name] = tensor_stats(data, t.dtype, t.numel)
         del data
 
     bad = [n for n, s in stats.items() if s.nan or s.inf]
@@ -113,7 +115,7 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
         report.add("projection rms", status, f"largest max/min RMS ratio within a layer: {worst[0]:.1f} (layer {worst[1]}, "
                    f"limit {PROJECTION_RMS_RATIO:g})", layers={k: v for k, v in by_layer.items() if k == worst[1]})
 
-    ternary = [n for n, t in tensors.items() if t.dtype in ("i2_s", "tq1_0", "tq2_0")]
+    ternary = [n for n, t in tensors.items() if dtypes.is_ternary(t.dtype)]
     if ternary:
         broken = [n for n in ternary if stats[n].bad_codes]
         # one non-zero magnitude per tensor: per-block scales that differ mean weights that were not ternary
@@ -132,13 +134,13 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
         report.add("fingerprint", "pass" if got == want else "fail", "matches its .sha256 sidecar" if got == want
                    else f"file is {got}, sidecar says {want}")
 
-    runnable = not ({t.dtype for t in tensors.values()} & NOT_MAINLINE_TYPES)
+    not_mainline = _not_mainline({t.dtype for t in tensors.values()})
     causal = kv.get(gguf.Keys.Attention.CAUSAL.format(arch=_arch(kv)))
     encoder = causal is not None and not causal.value
     if not probe:
         report.add("runtime", "skip", "probe disabled (--no-probe)")
-    elif not runnable:
-        report.add("runtime", "skip", "mainline llama.cpp has no I2_S kernels (BitNet.cpp runs this file)")
+    elif not_mainline:
+        report.add("runtime", "skip", f"mainline llama.cpp has no {', '.join(not_mainline).upper()} kernels")
     else:
         _runtime(path, prompt, reference, report, encoder=encoder)
     return report

@@ -36,19 +36,6 @@ def _reduce(x: np.ndarray) -> tuple[float, int, int, float, float]:  # pragma: n
     return sumsq, nan, inf, absmax, min_nonzero
 
 
-@numba.njit(cache=True, nogil=True)
-def _count_code3(packed: np.ndarray, block_bytes: int, code_bytes: int) -> int:  # pragma: no cover - compiled
-    """2-bit codes equal to 3 (never written by I2_S / TQ2_0 quantizers) in the code bytes of each block."""
-    bad = 0
-    for start in range(0, packed.size - block_bytes + 1, block_bytes):
-        for i in range(start, start + code_bytes):
-            b = packed[i]
-            for shift in range(0, 8, 2):
-                if (b >> shift) & 3 == 3:
-                    bad += 1
-    return bad
-
-
 @dataclass
 class TensorStats:
     numel: int
@@ -56,21 +43,19 @@ class TensorStats:
     nan: int
     inf: int
     absmax: float
-    bad_codes: int = 0
+    bad_codes: int = 0  # codes the type's quantizer never writes (TQ2_0 and I2_S: 2-bit code 3)
     min_nonzero: float = math.inf  # smallest non-zero |x|
 
 
-def tensor_stats(data: np.ndarray, dtype: str, numel: int, *, tensor_scale: float = 0.0) -> TensorStats:
-    """Statistics of ``numel`` elements of ``dtype`` stored in the bytes ``data`` (a mapped array)."""
+def tensor_stats(data: np.ndarray, dtype: str, numel: int) -> TensorStats:
+    """Statistics of a tensor of ``numel`` elements of ``dtype`` stored in the bytes ``data`` (a
+    mapped array holding the whole tensor: its blocks, then the type's tail)."""
     raw = np.asarray(data).reshape(-1).view(np.uint8)
     sumsq, nan, inf, absmax, min_nonzero = 0.0, 0, 0, 0.0, math.inf
-    block = dtypes.block_elems(dtype)
-    step = max(block, CHUNK_ELEMENTS // block * block)
-    bad = 0
-    if dtype == "i2_s":
-        bad = _count_code3(raw[: numel // 4], 32, 32)
-    elif dtype == "tq2_0":
-        bad = _count_code3(raw, 66, 64)
+    t = dtypes.row(dtype)
+    step = max(t.row_elems, CHUNK_ELEMENTS // t.row_elems * t.row_elems)
+    bad = int(_core.invalid_codes(raw, t.id, numel))
+    params = _core.tensor_params(raw, t.id, numel)
     for start in range(0, numel, step):
         n = min(step, numel - start)
         first, last = dtypes.nbytes_of_elements(dtype, start), dtypes.nbytes_of_elements(dtype, start + n)
@@ -78,9 +63,9 @@ def tensor_stats(data: np.ndarray, dtype: str, numel: int, *, tensor_scale: floa
         if dtype == "f32":
             values = chunk.view(np.float32)
         elif dtypes.is_float(dtype):
-            values = np.frombuffer(_core.cast(chunk, dtype, "f32"), np.float32)
+            values = np.frombuffer(_core.cast(chunk, t.id, _core.DType.F32), np.float32)
         else:
-            values = _core.dequantize(chunk, dtype, n, tensor_scale)
+            values = _core.dequantize_blocks(chunk, t.id, n, params)
         s, a, b, m, z = _reduce(values)
         sumsq, nan, inf, absmax, min_nonzero = sumsq + s, nan + a, inf + b, max(absmax, m), min(min_nonzero, z)
     rms = math.sqrt(sumsq / numel) if numel else 0.0
