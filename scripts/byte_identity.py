@@ -62,8 +62,16 @@ def build(rev: str, work: Path) -> Path:
     """A virtual environment holding ``rev``'s pyconv, built from its sources; its dependencies are this one's."""
     env = work / f"env-{rev}"
     python = env / "bin" / "python"
-    if python.exists():
-        return python
+    if not python.exists():
+        make_env(rev, work, env)
+    where = subprocess.run([str(python), "-c", "import pyconv._core, pyconv; print(pyconv.__file__)"], cwd=work, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    if not where.startswith(str(env)):
+        raise SystemExit(f"{env} imports pyconv from {where}, not from its own build")
+    return python
+
+
+def make_env(rev: str, work: Path, env: Path) -> None:
     src = work / f"src-{rev}"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -79,7 +87,6 @@ def build(rev: str, work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
                     f"-Cbuild-dir={work / f'build-{rev}'}", str(src)], check=True)
     partial.rename(env)
-    return python
 
 
 def inputs(work: Path) -> dict[str, Path]:
@@ -95,7 +102,8 @@ def run(python: Path, case: Case, src: Path, root: Path) -> tuple[int, str]:
     out.parent.mkdir(parents=True)
     cmd = [str(python), "-m", "pyconv", "convert", str(src), "-o", str(out), "--to", case.to, "--outtype", case.outtype,
            "--threads", "2", *case.extra]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    # run outside the repository, whose pyconv/ would otherwise shadow the environment's
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     return r.returncode, r.stderr.strip().splitlines()[-1] if r.returncode and r.stderr.strip() else ""
 
 
@@ -136,7 +144,7 @@ def main() -> int:
     failures = 0
     for case in cases():
         outcomes = {side: run(pythons[side], case, sources[case.source], work / "out" / side) for side in pythons}
-        problems = [] if outcomes["before"][0] == outcomes["after"][0] else [f"exit status {outcomes['before']} vs {outcomes['after']}"]
+        problems = [] if outcomes["before"] == outcomes["after"] else [f"outcome {outcomes['before']} vs {outcomes['after']}"]
         if not problems and outcomes["before"][0] == 0:
             problems = differences(case.output(work / "out" / "before").parent, case.output(work / "out" / "after").parent)
         status = "same bytes" if not problems and outcomes["before"][0] == 0 else "same refusal" if not problems else "DIFFERENT"
