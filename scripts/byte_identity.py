@@ -28,8 +28,9 @@ from pyconv.demo import smollm2_hf
 REPO = Path(__file__).resolve().parent.parent
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "i2_s")
 FLOAT_TYPES = ("f32", "f16", "bf16")
-# Rows of 256 elements and a vocabulary that is not a multiple of anything, so every type's blocks fit
-SYNTH_SHAPE = LlamaShape(hidden=256, intermediate=512, layers=2, heads=4, kv_heads=2, vocab=1000)
+# Rows of 256 elements, so every type's blocks fit, and SmolLM2's vocabulary, whose tokenizer it gets
+SYNTH_SHAPE = LlamaShape(hidden=256, intermediate=512, layers=2, heads=4, kv_heads=2, vocab=49152)
+TERNARY_TYPES = ("tq1_0", "tq2_0", "i2_s")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Case:
 def cases() -> list[Case]:
     out: list[Case] = []
     for source in ("smollm2", "synth"):
-        out += [Case(source, "gguf", t) for t in GGUF_TYPES]
+        out += [Case(source, "gguf", t, ("--ternarize", "absmean") if t in TERNARY_TYPES else ()) for t in GGUF_TYPES]
         out += [Case(source, "safetensors", t) for t in FLOAT_TYPES]
         out += [Case(source, "hf", t) for t in FLOAT_TYPES]
     out.append(Case("synth", "gguf", "q8_0", ("--split-max-size", "1M")))
@@ -90,10 +91,14 @@ def make_env(rev: str, work: Path, env: Path) -> None:
 
 
 def inputs(work: Path) -> dict[str, Path]:
+    smollm2 = smollm2_hf(work / "inputs" / "smollm2")
     synth = work / "inputs" / "synth"
-    if not (synth / "config.json").exists():
-        write_checkpoint(SYNTH_SHAPE, synth, shard_bytes=1_000_000)
-    return {"smollm2": smollm2_hf(work / "inputs" / "smollm2"), "synth": synth}
+    if not (synth / "tokenizer.json").exists():
+        shutil.rmtree(synth, ignore_errors=True)
+        write_checkpoint(SYNTH_SHAPE, synth, shard_bytes=4_000_000)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(smollm2 / name, synth / name)
+    return {"smollm2": smollm2, "synth": synth}
 
 
 def run(python: Path, case: Case, src: Path, root: Path) -> tuple[int, str]:
