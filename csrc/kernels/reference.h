@@ -35,6 +35,21 @@ void tq2_0(const float* x, uint8_t* y, size_t n);
 void i2_s(const float* x, uint8_t* y, size_t n);
 void ternarize(float* x, size_t n, float s, float magnitude);
 
+// The searching quantizers (kernels/quant_search.cpp), bit-exact with ggml_quantize_chunk: n_rows
+// rows of n_per_row floats; importance is one weight per column (an imatrix row) or null, and
+// selects ggml's weighted search where ggml has one.
+void q4_0(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q4_1(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_0(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_1(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q2_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q3_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q4_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q6_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void iq4_nl(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void iq4_xs(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+
 // Adds |x[i]| to lanes[i % 8] and folds |x[i]| into the largest and into the smallest that I2_S
 // does not read as zero (NaN ignored): the scalar core of abs_stats (kernels/quant.h).
 void accumulate_abs(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs);
