@@ -224,6 +224,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("ternary", &DTypeTraits::ternary)
       .def_readonly("mainline", &DTypeTraits::mainline)
       .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })
+      .def_property_readonly("fallback", [=](const DTypeTraits& t) { return optional_int(t.fallback); })
       .def("__repr__", [](const DTypeTraits& t) { return std::string("<TypeInfo ") + t.name + ">"; });
   m.def("types", &all_types, py::return_value_policy::reference,
         "Every row of the type table: the built-in ones, then those registered from C++.");
