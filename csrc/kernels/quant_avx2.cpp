@@ -163,6 +163,98 @@ void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n) {
   for (size_t b = 0; b < n / 128; ++b, x += 128, y += 32) pack_chunk(x, kShift, i2s_codes, y);
 }
 
+// One lane per group, each doing quant_ref::levels_with_min's f32 operations in its order: the
+// sums run over i within a lane exactly as the scalar loop runs, and the branches become blends.
+void levels_with_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* levels, float* scales, float* the_mins,
+                        float rmin, float rdelta, int nstep, bool use_mad) {
+  __m256 X[32], W[32];
+  __m256i L[32], T[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  X[0] = _mm256_i32gather_ps(x, gather_at, 4);  // n >= 1; set apart so that the compiler sees it
+  W[0] = _mm256_i32gather_ps(w, gather_at, 4);
+  for (int i = 1; i < n; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = _mm256_i32gather_ps(w + i, gather_at, 4);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256i top = _mm256_set1_epi32(nmax);
+  const __m256i izero = _mm256_setzero_si256();
+  // nearest_int: the float plus 1.5 * 2^23, its low mantissa bits less 2^22; then clamped to 0..nmax
+  const __m256 magic = _mm256_set1_ps(12582912.f);
+  const __m256i low_bits = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000);
+  const auto level = [&](__m256 v) {
+    const __m256i i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low_bits), half);
+    return _mm256_min_epi32(_mm256_max_epi32(i, izero), top);
+  };
+  const auto error_of = [&](__m256 diff) { return use_mad ? _mm256_andnot_ps(sign, diff) : _mm256_mul_ps(diff, diff); };
+
+  __m256 min = X[0], max = X[0], sum_w = W[0];
+  __m256 sum_x = _mm256_mul_ps(sum_w, X[0]);
+  for (int i = 1; i < n; ++i) {
+    min = _mm256_min_ps(X[i], min);  // X[i] < min ? X[i] : min
+    max = _mm256_max_ps(X[i], max);  // X[i] > max ? X[i] : max
+    sum_w = _mm256_add_ps(sum_w, W[i]);
+    sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(W[i], X[i]));
+  }
+  min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
+  const __m256 first_min = min;
+  const __m256 constant = _mm256_cmp_ps(max, min, _CMP_LE_OQ);
+  const __m256 iscale0 = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(nmax)), _mm256_sub_ps(max, min));
+  __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale0);
+  __m256 best = zero;
+  for (int i = 0; i < n; ++i) {
+    L[i] = level(_mm256_mul_ps(iscale0, _mm256_sub_ps(X[i], min)));
+    const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(L[i])), min), X[i]);
+    best = _mm256_add_ps(best, _mm256_mul_ps(W[i], error_of(diff)));
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    // the numerator is the same in every lane: computed once, as the scalar code computes it
+    const float numerator = rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax);
+    // max - min with the minimum of the best trial so far, as in the scalar loop
+    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(max, min));
+    __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+    for (int i = 0; i < n; ++i) {
+      T[i] = level(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min)));
+      const __m256 wl = _mm256_mul_ps(W[i], _mm256_cvtepi32_ps(T[i]));
+      sum_l = _mm256_add_ps(sum_l, wl);
+      sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, _mm256_cvtepi32_ps(T[i])));
+      sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, X[i]));
+    }
+    const __m256 det = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+    const __m256 solvable = _mm256_cmp_ps(det, zero, _CMP_GT_OQ);
+    if (_mm256_movemask_ps(solvable) == 0) continue;
+    __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), det);
+    __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), det);
+    const __m256 positive_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+    this_min = _mm256_blendv_ps(this_min, zero, positive_min);
+    this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), positive_min);
+    __m256 cur = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(T[i])), this_min), X[i]);
+      cur = _mm256_add_ps(cur, _mm256_mul_ps(W[i], error_of(diff)));
+    }
+    const __m256 better = _mm256_and_ps(solvable, _mm256_cmp_ps(cur, best, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    const __m256i take = _mm256_castps_si256(better);
+    for (int i = 0; i < n; ++i) L[i] = _mm256_blendv_epi8(L[i], T[i], take);
+    best = _mm256_blendv_ps(best, cur, better);
+    scale = _mm256_blendv_ps(scale, this_scale, better);
+    min = _mm256_blendv_ps(min, this_min, better);
+  }
+  // a constant group: levels 0, scale 0 and its own minimum, as the scalar code returns early
+  scale = _mm256_blendv_ps(scale, zero, constant);
+  min = _mm256_blendv_ps(min, first_min, constant);
+  _mm256_storeu_ps(scales, scale);
+  _mm256_storeu_ps(the_mins, _mm256_xor_ps(min, sign));
+  const __m256i keep = _mm256_castps_si256(_mm256_xor_ps(constant, _mm256_castsi256_ps(_mm256_set1_epi32(-1))));
+  alignas(32) int32_t lanes[8];
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_and_si256(L[i], keep));
+    for (int g = 0; g < 8; ++g) levels[n * g + i] = static_cast<uint8_t>(lanes[g]);
+  }
+}
+
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 smallest = _mm256_set1_ps(quant_ref::i2s_smallest_nonzero());

@@ -24,6 +24,12 @@ void quantize_q8_0_avx2(const float* x, uint8_t* y, size_t n);
 void quantize_tq2_0_avx2(const float* x, uint8_t* y, size_t n);
 void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n);
 
+// quant_ref::levels_with_min (kernels/reference.h) on eight groups of n elements at once, one per
+// lane: group g is x + n g with weights w + n g; its levels go to levels + n g, its scale and
+// minimum to scales[g] and the_mins[g], with the scalar function's bits.
+void levels_with_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* levels, float* scales, float* the_mins,
+                        float rmin, float rdelta, int nstep, bool use_mad);
+
 // Absmean ternarization (kernels/quant.h); results equal the scalar quant_ref ones bit for bit.
 // abs_stats_avx2 sets the eight lanes' sums of |x| and the largest and smallest non-zero |x|.
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs);
