@@ -255,6 +255,72 @@ void levels_with_min_x8(int n, int nmax, const float* x, const float* w, uint8_t
   }
 }
 
+// The signed search (signed_levels in kernels/quant_search.cpp) with one lane per group, in the
+// scalar code's operation order; w null means weights x^2.
+void signed_levels_x8(int n, int nmax, const float* x, const float* w, int8_t* levels, float* scales) {
+  __m256 X[32], W[32];
+  __m256i L[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < n; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = w ? _mm256_i32gather_ps(w + i, gather_at, 4) : _mm256_mul_ps(X[i], X[i]);
+    const __m256 ax = _mm256_andnot_ps(sign, X[i]);
+    const __m256 larger_abs = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, larger_abs);
+    max = _mm256_blendv_ps(max, X[i], larger_abs);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+  const __m256 magic = _mm256_set1_ps(12582912.f);
+  const __m256i low_bits = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000);
+  const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+  const auto level = [&](__m256 v) {
+    const __m256i i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low_bits), half);
+    return _mm256_min_epi32(_mm256_max_epi32(i, lo), hi);
+  };
+  __m256 iscale = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(-nmax)), max);
+  __m256 sumlx = zero, suml2 = zero;
+  for (int i = 0; i < n; ++i) {
+    L[i] = level(_mm256_mul_ps(iscale, X[i]));
+    const __m256 fl = _mm256_cvtepi32_ps(L[i]);
+    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), fl));
+    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], fl), fl));
+  }
+  __m256 scale = _mm256_blendv_ps(_mm256_div_ps(sumlx, suml2), zero, _mm256_cmp_ps(suml2, zero, _CMP_EQ_OQ));
+  __m256 best = _mm256_mul_ps(scale, sumlx);
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = _mm256_div_ps(_mm256_set1_ps(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(is))), max);
+    __m256i T[32];
+    sumlx = suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+      T[i] = level(_mm256_mul_ps(iscale, X[i]));
+      const __m256 fl = _mm256_cvtepi32_ps(T[i]);
+      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), fl));
+      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], fl), fl));
+    }
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    const __m256i take = _mm256_castps_si256(better);
+    for (int i = 0; i < n; ++i) L[i] = _mm256_blendv_epi8(L[i], T[i], take);
+    const __m256 this_scale = _mm256_div_ps(sumlx, suml2);
+    scale = _mm256_blendv_ps(scale, this_scale, better);
+    best = _mm256_blendv_ps(best, _mm256_mul_ps(this_scale, sumlx), better);
+  }
+  // an all-zero group: levels 0 (not nmax) and scale 0, as the scalar code returns early
+  _mm256_storeu_ps(scales, _mm256_blendv_ps(scale, zero, all_zero));
+  const __m256i keep = _mm256_castps_si256(_mm256_xor_ps(all_zero, _mm256_castsi256_ps(_mm256_set1_epi32(-1))));
+  const __m256i offset = _mm256_set1_epi32(nmax);
+  alignas(32) int32_t lanes[8];
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_and_si256(_mm256_add_epi32(L[i], offset), keep));
+    for (int g = 0; g < 8; ++g) levels[n * g + i] = static_cast<int8_t>(lanes[g]);
+  }
+}
+
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 smallest = _mm256_set1_ps(quant_ref::i2s_smallest_nonzero());

@@ -93,6 +93,15 @@ float signed_levels(int n, int nmax, const float* x, int8_t* levels, const float
   return scale;
 }
 
+// signed_levels over groups of n: group g is x + n g with weights w + n g (w null: x^2), eight at a
+// time on the AVX2 path.
+void signed_groups(int groups, int n, int nmax, const float* x, const float* w, int8_t* L, float* scales) {
+  int g = 0;
+  if (simd_enabled())
+    for (; g + 8 <= groups; g += 8) simd::signed_levels_x8(n, nmax, x + n * g, w ? w + n * g : nullptr, L + n * g, scales + g);
+  for (; g < groups; ++g) scales[g] = signed_levels(n, nmax, x + n * g, L + n * g, w ? w + n * g : nullptr);
+}
+
 // Q3_K's levels without importance: start from -nmax / max, then move single levels while that
 // lowers the x^2-weighted error (at most five sweeps). Levels are stored as l + nmax.
 float q3_levels(int n, int nmax, const float* x, int8_t* levels) {
@@ -329,11 +338,9 @@ void legacy_row(const float* x, uint8_t* y, size_t n_per_row, const float* qw) {
         groups_with_min(count, 32, kMax, xb, w, q, d, neg_min, -0.9f, 0.05f, 36, false);
         for (int k = 0; k < count; ++k) m[k] = -neg_min[k];
       } else {
-        for (int k = 0; k < count; ++k) {
-          int8_t l[32];
-          d[k] = signed_levels(32, (kMax + 1) / 2, xb + 32 * k, l, w + 32 * k);
-          for (int j = 0; j < 32; ++j) q[32 * k + j] = static_cast<uint8_t>(l[j]);
-        }
+        int8_t l[kSuper];
+        signed_groups(count, 32, (kMax + 1) / 2, xb, w, l, d);
+        for (int j = 0; j < 32 * count; ++j) q[j] = static_cast<uint8_t>(l[j]);
       }
     }
     for (int k = 0; k < count; ++k) {
@@ -460,16 +467,16 @@ void q3_k_block(const float* x, uint8_t* y, const float* qw) {
       d_block = 0.f;
     }
   } else {
-    float w[16], sw[16];
+    float w[kSuper], sw[16];
     int8_t ls[16];
     const float sigma2 = 2 * sum_squares(x, kSuper) / static_cast<float>(kSuper);
+    importance_weights(qw, x, kSuper, sigma2, w);
     for (int j = 0; j < 16; ++j) {
-      importance_weights(qw + 16 * j, x + 16 * j, 16, sigma2, w);
       float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += w[l];
+      for (int l = 0; l < 16; ++l) sumw += w[16 * j + l];
       sw[j] = sumw;
-      sc[j] = signed_levels(16, 4, x + 16 * j, L + 16 * j, w);
     }
+    signed_groups(16, 16, 4, x, w, L, sc);
     d_block = signed_levels(16, 32, sc, ls, sw);
     for (int j = 0; j < 16; ++j) packed[j] = ls[j];
     pack_q3_scales(packed, scales);
@@ -599,8 +606,8 @@ void q6_k_block(const float* x, uint8_t* y, const float* qw) {
   int8_t L[kSuper];
   float sc[16];
   float max_scale = 0, max_abs_scale = 0;
+  signed_groups(16, 16, 32, x, qw, L, sc);
   for (int g = 0; g < 16; ++g) {
-    sc[g] = signed_levels(16, 32, x + 16 * g, L + 16 * g, qw ? qw + 16 * g : nullptr);
     if (std::fabs(sc[g]) > max_abs_scale) {
       max_abs_scale = std::fabs(sc[g]);
       max_scale = sc[g];
