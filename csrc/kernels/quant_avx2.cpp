@@ -321,6 +321,68 @@ void signed_levels_x8(int n, int nmax, const float* x, const float* w, int8_t* l
   }
 }
 
+// The IQ4 levels as floats, in increasing order (kIq4Levels of kernels/quant_search.cpp).
+alignas(32) static const float kIq4LevelsF[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// One lane per group of 32, in iq4_group_scale's operation order. The nearest level: the index ml
+// of the largest level <= v counts the levels 1..14 at or below v, which is where the scalar
+// bisection stops; then the nearer of ml and ml + 1 (the lower on a tie), 0 at or below the first
+// level, 15 at or above the last, and for NaN (where the bisection never moves down).
+void iq4_scales_x8(const float* x, const float* w, float* scales) {
+  __m256 X[32], W[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(32));
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < 32; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = _mm256_i32gather_ps(w + i, gather_at, 4);
+    const __m256 ax = _mm256_andnot_ps(sign, X[i]);
+    const __m256 larger_abs = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, larger_abs);
+    max = _mm256_blendv_ps(max, X[i], larger_abs);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+  const __m256 first = _mm256_set1_ps(kIq4LevelsF[0]), last = _mm256_set1_ps(kIq4LevelsF[15]);
+  const auto level_value = [&](__m256 v) {
+    __m256i ml = _mm256_setzero_si256();
+    for (int k = 1; k < 15; ++k)
+      ml = _mm256_sub_epi32(ml, _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_set1_ps(kIq4LevelsF[k]), _CMP_GE_OQ)));
+    const __m256 below = _mm256_i32gather_ps(kIq4LevelsF, ml, 4);
+    const __m256 above = _mm256_i32gather_ps(kIq4LevelsF + 1, ml, 4);
+    __m256 q = _mm256_blendv_ps(above, below, _mm256_cmp_ps(_mm256_sub_ps(v, below), _mm256_sub_ps(above, v), _CMP_LT_OQ));
+    q = _mm256_blendv_ps(q, last, _mm256_or_ps(_mm256_cmp_ps(v, last, _CMP_GE_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    return _mm256_blendv_ps(q, first, _mm256_cmp_ps(v, first, _CMP_LE_OQ));
+  };
+  __m256 d = _mm256_div_ps(_mm256_xor_ps(max, sign), first);
+  __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+  __m256 sumqx = zero, sumq2 = zero;
+  for (int i = 0; i < 32; ++i) {
+    const __m256 q = level_value(_mm256_mul_ps(id, X[i]));
+    const __m256 wq = _mm256_mul_ps(W[i], q);
+    sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, X[i]));
+    sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+  }
+  d = _mm256_and_ps(_mm256_div_ps(sumqx, sumq2), _mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ));
+  __m256 best = _mm256_mul_ps(d, sumqx);
+  for (int t = -7; t <= 7; ++t) {
+    id = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(t + static_cast<int>(kIq4LevelsF[0]))), max);
+    sumqx = sumq2 = zero;
+    for (int i = 0; i < 32; ++i) {
+      const __m256 q = level_value(_mm256_mul_ps(id, X[i]));
+      const __m256 wq = _mm256_mul_ps(W[i], q);
+      sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, X[i]));
+      sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+    }
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2), _CMP_GT_OQ));
+    const __m256 this_d = _mm256_div_ps(sumqx, sumq2);
+    d = _mm256_blendv_ps(d, this_d, better);
+    best = _mm256_blendv_ps(best, _mm256_mul_ps(this_d, sumqx), better);
+  }
+  _mm256_storeu_ps(scales, _mm256_blendv_ps(d, zero, all_zero));
+}
+
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 smallest = _mm256_set1_ps(quant_ref::i2s_smallest_nonzero());

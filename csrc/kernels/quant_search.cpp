@@ -654,66 +654,75 @@ int nearest_level(float v) {
   return v - static_cast<float>(val[hi - 1]) < static_cast<float>(val[hi]) - v ? hi - 1 : hi;
 }
 
-// One IQ4 super-block of `size` elements (32 for IQ4_NL, 256 for IQ4_XS) in groups of 32: each
-// group's scale is the best of 15 trials around max / -127 by weighted least squares; IQ4_XS then
-// stores the group scales as 6-bit multiples of the super-block's d and requantizes.
-void iq4_block(int size, const float* x, uint8_t* d_out, uint8_t* qs, uint16_t* scales_h, uint8_t* scales_l,
-               const float* qw) {
+// The scale of one IQ4 group of 32 with weights w: the best of 15 trials around max / -127 by
+// weighted least squares (0 for an all-zero group).
+float iq4_group_scale(const float* x, const float* w) {
   constexpr int kTries = 7;
-  float sigma2 = sum_squares(x, static_cast<size_t>(size));
-  sigma2 *= 2.f / static_cast<float>(size);
-  uint8_t L[kSuper];
-  float sc[8], w[32];
-  float max_scale = 0, amax_scale = 0;
   const float v0 = static_cast<float>(kIq4Levels[0]);
-  for (int g = 0; g < size / 32; ++g) {
-    const float* xg = x + 32 * g;
-    uint8_t* Lg = L + 32 * g;
-    if (qw) importance_weights(qw + 32 * g, xg, 32, sigma2, w);
-    else
-      for (int j = 0; j < 32; ++j) w[j] = xg[j] * xg[j];
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j)
-      if (std::fabs(xg[j]) > amax) {
-        amax = std::fabs(xg[j]);
-        max = xg[j];
-      }
-    if (amax < kGroupMaxEps) {
-      sc[g] = 0;
-      continue;
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
     }
-    float d = -max / v0;
-    float id = 1 / d;
-    float sumqx = 0, sumq2 = 0;
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / v0;
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = static_cast<float>(kIq4Levels[nearest_level(id * x[j])]);
+    sumqx += w[j] * q * x[j];
+    sumq2 += w[j] * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int t = -kTries; t <= kTries; ++t) {
+    id = static_cast<float>(t + kIq4Levels[0]) / max;
+    sumqx = sumq2 = 0;
     for (int j = 0; j < 32; ++j) {
-      const int l = nearest_level(id * xg[j]);
-      Lg[j] = static_cast<uint8_t>(l);
-      const float q = static_cast<float>(kIq4Levels[l]);
-      sumqx += w[j] * q * xg[j];
+      const float q = static_cast<float>(kIq4Levels[nearest_level(id * x[j])]);
+      sumqx += w[j] * q * x[j];
       sumq2 += w[j] * q * q;
     }
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int t = -kTries; t <= kTries; ++t) {
-      id = static_cast<float>(t + kIq4Levels[0]) / max;
-      sumqx = sumq2 = 0;
-      for (int j = 0; j < 32; ++j) {
-        const float q = static_cast<float>(kIq4Levels[nearest_level(id * xg[j])]);
-        sumqx += w[j] * q * xg[j];
-        sumq2 += w[j] * q * q;
-      }
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-    sc[g] = d;
-    if (std::fabs(d) > amax_scale) {
-      amax_scale = std::fabs(d);
-      max_scale = d;
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
     }
   }
+  return d;
+}
+
+// iq4_group_scale over groups of 32 (group g: x + 32 g, weights w + 32 g), eight at a time on
+// the AVX2 path.
+void iq4_groups(int groups, const float* x, const float* w, float* scales) {
+  int g = 0;
+  if (simd_enabled())
+    for (; g + 8 <= groups; g += 8) simd::iq4_scales_x8(x + 32 * g, w + 32 * g, scales + g);
+  for (; g < groups; ++g) scales[g] = iq4_group_scale(x + 32 * g, w + 32 * g);
+}
+
+// IQ4 weights of `size` elements (a super-block): importance * sqrt(sigma2 + x^2), else x^2.
+void iq4_weights(int size, const float* x, const float* qw, float* w) {
+  float sigma2 = sum_squares(x, static_cast<size_t>(size));
+  sigma2 *= 2.f / static_cast<float>(size);
+  if (qw) importance_weights(qw, x, size, sigma2, w);
+  else
+    for (int j = 0; j < size; ++j) w[j] = x[j] * x[j];
+}
+
+// An IQ4 super-block of `size` elements (32 for IQ4_NL, 256 for IQ4_XS) from its group scales:
+// IQ4_NL stores its one scale, IQ4_XS the group scales as 6-bit multiples of the super-block's d;
+// each element is the level nearest to it over its group's stored scale.
+void iq4_finish(int size, const float* x, const float* sc, uint8_t* d_out, uint8_t* qs, uint16_t* scales_h,
+                uint8_t* scales_l) {
+  uint8_t L[kSuper];
   if (size > 32) {
+    float max_scale = 0, amax_scale = 0;
+    for (int g = 0; g < size / 32; ++g)
+      if (std::fabs(sc[g]) > amax_scale) {
+        amax_scale = std::fabs(sc[g]);
+        max_scale = sc[g];
+      }
     *scales_h = 0;
     const float d = -max_scale / 32;
     put_f16(d_out, d);
@@ -850,14 +859,27 @@ void q6_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const flo
   k_rows(x, y, n_rows, n_per_row, importance, 210, q6_k_block);
 }
 void iq4_nl(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance) {
-  for (size_t r = 0; r < n_rows; ++r)
-    for (size_t b = 0; b < n_per_row / 32; ++b, x += 32, y += 18)
-      iq4_block(32, x, y, y + 2, nullptr, nullptr, importance ? importance + 32 * b : nullptr);
+  const size_t blocks = n_per_row / 32;
+  for (size_t r = 0; r < n_rows; ++r, x += n_per_row, y += blocks * 18)
+    for (size_t b0 = 0; b0 < blocks; b0 += 8) {
+      const int count = static_cast<int>(std::min<size_t>(8, blocks - b0));
+      float w[kSuper], sc[8];
+      for (int k = 0; k < count; ++k)
+        iq4_weights(32, x + 32 * (b0 + k), importance ? importance + 32 * (b0 + k) : nullptr, w + 32 * k);
+      iq4_groups(count, x + 32 * b0, w, sc);
+      for (int k = 0; k < count; ++k) {
+        uint8_t* yb = y + 18 * (b0 + k);
+        iq4_finish(32, x + 32 * (b0 + k), sc + k, yb, yb + 2, nullptr, nullptr);
+      }
+    }
 }
 void iq4_xs(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance) {
   k_rows(x, y, n_rows, n_per_row, importance, 136, [](const float* xb, uint8_t* yb, const float* qw) {
+    float w[kSuper], sc[8];
+    iq4_weights(kSuper, xb, qw, w);
+    iq4_groups(8, xb, w, sc);
     uint16_t scales_h = 0;
-    iq4_block(kSuper, xb, yb, yb + 8, &scales_h, yb + 4, qw);
+    iq4_finish(kSuper, xb, sc, yb, yb + 8, &scales_h, yb + 4);
     std::memcpy(yb + 2, &scales_h, 2);
   });
 }
