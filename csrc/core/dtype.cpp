@@ -224,6 +224,8 @@ void register_type(const DTypeTraits& row) {
   if (row.block_elems == 0 || row.block_bytes == 0) throw Error(what + "blocks need elements and bytes");
   if (row.kind != TypeKind::Block && row.block_elems != 1) throw Error(what + "only block types have blocks of several elements");
   if (row.row_elems % row.block_elems != 0) throw Error(what + "row_elems must be a multiple of block_elems");
+  if (row.fallback >= 0 && (static_cast<uint32_t>(row.fallback) >= kMaxTypeIds || !detail::type_rows[static_cast<uint32_t>(row.fallback)]))
+    throw Error(what + "its fallback type id " + std::to_string(row.fallback) + " has no row");
   if ((row.tail_bytes != 0) != (row.write_tail && row.read_tail))
     throw Error(what + "a tail needs write_tail and read_tail, and they need a tail");
   Registry& reg = registry();
