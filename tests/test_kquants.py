@@ -146,9 +146,9 @@ FILE_TYPE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q2
 
 
 @pytest.fixture(scope="module")
-def wide_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+def wide_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, np.ndarray]]:
     """A one-layer llama written by transformers, rows of 256 (one super-block) except ffn_down's 320,
-    and its tensors as pyconv's F32 GGUF holds them (llama.cpp's names and row order)."""
+    pyconv's F32 GGUF of it, and that file's tensors (llama.cpp's names and row order)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -164,13 +164,13 @@ def wide_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     pyconv.convert(out, f32, outtype="f32")
     tensors = {t.name: np.array(t.data, np.float32).reshape([int(d) for d in reversed(t.shape)])
                for t in gguf.GGUFReader(f32).tensors}
-    return out, tensors
+    return out, f32, tensors
 
 
 @pytest.mark.parametrize("name", TYPES)
 def test_gguf_outtype_writes_llama_cpp_types_and_bytes(ggml: ctypes.CDLL, wide_llama: tuple, tmp_path: Path,
                                                        name: str) -> None:
-    folder, source = wide_llama
+    folder, _, source = wide_llama
     out = tmp_path / f"m-{name}.gguf"
     pyconv.convert(folder, out, outtype=name)
     reader = gguf.GGUFReader(out)
@@ -187,3 +187,24 @@ def test_gguf_outtype_writes_llama_cpp_types_and_bytes(ggml: ctypes.CDLL, wide_l
         assert bytes(t.data) == ggml_quantize(ggml, x, want_type, None) == pyconv.quantize(x, want_type), t.name
     assert {t.name for t in reader.tensors if t.tensor_type != qtype(name) and len(t.shape) > 1} == (
         {"blk.0.ffn_down.weight"} if name in FALLBACK else set())
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_pure_file_equals_llama_quantize(wide_llama: tuple, tmp_path: Path, name: str) -> None:
+    """One pass from the HF folder gives the file llama.cpp's quantizer makes with --pure from the F32
+    GGUF of the same folder: every tensor's type and bytes, and general.file_type."""
+    folder, f32, _ = wide_llama
+    ours, theirs = tmp_path / "pyconv.gguf", tmp_path / "llama.gguf"
+    pyconv.convert(folder, ours, outtype=name)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(gguf.LlamaFileType[f"MOSTLY_{FILE_TYPE[name]}"])
+    params.pure = True
+    params.nthread = 1
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), ctypes.byref(params)) == 0
+    got, want = gguf.GGUFReader(ours), gguf.GGUFReader(theirs)
+    assert [f.parts[-1][0] for f in (got.fields["general.file_type"], want.fields["general.file_type"])] == [params.ftype] * 2
+    want_tensors = {t.name: t for t in want.tensors}
+    assert sorted(want_tensors) == sorted(t.name for t in got.tensors)
+    for t in got.tensors:
+        w = want_tensors[t.name]
+        assert (t.tensor_type, bytes(t.data)) == (w.tensor_type, bytes(w.data)), t.name
