@@ -142,7 +142,8 @@ def small_values(t: SourceTensor) -> np.ndarray:
     flat = np.frombuffer(_core.cast(bytes(raw), t.dtype, "f32"), np.float32)
     if t.strides is None:
         return flat[t.offset:t.offset + t.numel].reshape(t.shape)
-    return np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    values: np.ndarray = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    return values
 
 
 def unpacked_parts(packed: SourceTensor, scale: float) -> tuple[tuple[int, ...], list[Part]]:
