@@ -129,7 +129,6 @@ def test_decoder_equals_gguf_py(ggml: ctypes.CDLL, cases: tuple, name: str) -> N
     x, _, importance = cases
     finite = x[np.abs(x).max(axis=1) < 1e30]
     data = ggml_quantize(ggml, finite, name, importance["random"])
-    block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype(name)]
     blocks = np.frombuffer(data, np.uint8).reshape(finite.shape[0], -1)
     with np.errstate(over="ignore", invalid="ignore"):
         want = gguf.quants.dequantize(blocks, qtype(name))
