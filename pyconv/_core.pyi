@@ -250,6 +250,9 @@ class TypeInfo:
     def dims(self) -> int:
         ...
     @property
+    def fallback(self) -> typing.Any:
+        ...
+    @property
     def file_type(self) -> typing.Any:
         ...
     @property
@@ -719,9 +722,9 @@ def invalid_codes(data: _Buffer, dtype: DType | str, numel: typing.SupportsInt |
     """
     How many codes in `numel` elements of blocks the type's quantizer never writes (0 for types without such codes).
     """
-def quantize(data: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], dtype: DType | str) -> bytes:
+def quantize(data: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], dtype: DType | str, importance: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None) -> bytes:
     """
-    A whole tensor (rows along its last dimension) as `dtype` stores it: its blocks, then the type's tail.
+    A whole tensor (rows along its last dimension) as `dtype` stores it: its blocks, then the type's tail. `importance`: one weight per column (an imatrix row) for the types that weigh their rounding error.
     """
 def set_simd_enabled(enabled: bool) -> None:
     """
