@@ -93,7 +93,7 @@ fuzz: $(BUILT) build/fuzz/build.ninja
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)
-	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd
+	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd,dcp
 
 clean:
 	rm -rf build .build.lock $(VENV) demo-out bench-data

@@ -100,6 +100,10 @@ class SourceOptions:
         "master", flag("--zero-weights", choices=("master", "module"),
                        help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
                             "training-dtype copy (stages 1/2)"))
+    dcp_key: str | None = option(  # DCP: the dotted key of the model's state dict (None: model, app.model, else the top level)
+        None, flag("--dcp-key", metavar="KEY",
+                   help="PyTorch Distributed Checkpoint: the dotted key holding the model's state (default: 'model', "
+                        "'app.model', else the top level)"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,

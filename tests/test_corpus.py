@@ -95,14 +95,19 @@ def test_corpus_input_ends_in_one_clean_line(case: Case, tmp_path: Path, shared:
     assert file_digests(work.folder) == before
 
 
-@pytest.mark.parametrize("name", ["torch-os-system", "torch-nested-pickle", "torch-rebuild-calls-exec", "zero-payload"])
+@pytest.mark.parametrize("name", ["torch-os-system", "torch-nested-pickle", "torch-rebuild-calls-exec", "zero-payload", "dcp-payload"])
 def test_payloads_are_live(name: str, tmp_path: Path, shared: Path) -> None:
-    """torch's own unrestricted loader runs these payloads: the refusals above are of working attacks."""
+    """torch's own unrestricted loaders run these payloads: the refusals above are of working attacks."""
     import torch
+    from torch.distributed.checkpoint import FileSystemReader
 
     case = next(c for c in CASES if c.name == name)
     work = Workshop(tmp_path, shared)
     source = case.build(work)
+    if name == "dcp-payload":  # what dcp.load and dcp_to_torch_save call first
+        FileSystemReader(source).read_metadata()
+        assert work.marker.exists()
+        return
     if source.is_dir():
         source = source / "global_step1" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     with contextlib.suppress(Exception):
