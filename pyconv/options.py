@@ -98,6 +98,10 @@ class SourceOptions:
         "master", flag("--zero-weights", choices=("master", "module"),
                        help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
                             "training-dtype copy (stages 1/2)"))
+    # the reader to use, by its name, when a folder holds more than one kind of checkpoint
+    source_format: str | None = option(None, flag("--source", metavar="FORMAT",
+                                                  help="read the folder as this source format (zero, safetensors, torch, native, "
+                                                       "gguf, neobert, or a plugin's) when it holds more than one"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,
