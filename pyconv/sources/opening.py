@@ -24,7 +24,9 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
         if chosen is None:
             raise ConversionError(f"--source {named} is not a source format pyconv reads ({', '.join(r.name for r in asked)})", file=p)
         if not chosen.recognises(p):
-            raise ConversionError(f"--source {named}: this holds no {named} checkpoint", file=p)
+            there = [r.name for r in asked if r.recognises(p)]
+            hint = f"it holds {', '.join(there)} (--source {there[0]})" if there else "nor any other checkpoint pyconv reads"
+            raise ConversionError(f"--source {named}: this holds no {named} checkpoint; {hint}", file=p)
         found = [chosen]
     else:
         found = [r for r in asked if r.recognises(p)]
