@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data"
 IMG = ROOT / "docs" / "img"
 
-PYCONV_NOTE = "fsync; sha256 of inputs and output"
+PYCONV_NOTE = "fsync; sha256 of the output"
 # best of two: on this VM a writer allocating pages just freed elsewhere ran up to 2× slower once
 ROUNDS = 2
 # a capped run that thrashes instead of being killed is stopped and reported as unfinished
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 one("pyconv → GGUF tq2_0 (absmean)", pyconv_cmd(src, out / "m.gguf", "--outtype", "tq2_0", "--ternarize", "absmean"),
                     shards, out, PYCONV_NOTE),
                 one("pyconv → HF safetensors f16", pyconv_cmd(src, out / "hf", "--to", "hf", "--outtype", "f16"), shards, out,
-                    "fsync; sha256 of inputs and outputs in the model card"),
+                    "fsync; sha256 of the outputs in the model card"),
                 one("convert_hf_to_gguf.py → GGUF q8_0", reference(src, "q8_0"), shards, out),
             ]
             with memory_cap(cap) as group:

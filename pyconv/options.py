@@ -85,6 +85,10 @@ class CommonOptions:
     # write <file>.sha256 and <stem>.meta.json beside GGUF output, and the files' sha256 in an HF folder's card
     fingerprint: bool = option(True, flag("--no-fingerprint", action="store_false", help="skip the .sha256 and .meta.json sidecars",
                                           group=GGUF_GROUP))
+    # the inputs' sha256 too: reading every input byte once more costs more CPU than the conversion
+    hash_inputs: bool = option(False, flag("--hash-inputs", action="store_true", commands=BOTH,
+                                           help="also record the sha256 of every input file in .meta.json (or the model card); "
+                                                "reads the inputs once more"))
 
 
 @dataclass

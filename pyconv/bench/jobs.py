@@ -64,7 +64,7 @@ def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
         for n in threads:
             jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(n)}",
                          pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(n)),
-                         "includes fsync, sha256 of inputs and output"))
+                         "includes fsync, sha256 of the output"))
         jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(threads[-1])}, no sidecars",
                      pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(threads[-1]), "--no-fingerprint"),
                      "the same without the .sha256/.meta.json fingerprints"))
@@ -79,8 +79,8 @@ def ternary_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) 
         out = work / "out" / f"model-{outtype}.gguf"
         cmd = pyconv_cmd(src, out, "--outtype", outtype, "--ternarize", "absmean", "--threads", str(threads[-1]))
         jobs.append(Job(f"pyconv → GGUF {outtype} (absmean), {threads_label(threads[-1])}", cmd,
-                     "two passes over the projections: mean |W|, then pack; sha256 of inputs and output"))
-        # the difference between the two rows is what the fingerprints' sha256 of every byte costs
+                     "two passes over the projections: mean |W|, then pack; sha256 of the output"))
+        # the difference between the two rows is what the output's sha256 and the sidecars cost
         jobs.append(Job(f"pyconv → GGUF {outtype} (absmean), {threads_label(threads[-1])}, no sidecars", [*cmd, "--no-fingerprint"],
                      "the same without the .sha256/.meta.json fingerprints"))
     return jobs
@@ -98,7 +98,7 @@ def zstd_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
             return f"{gguf_bytes / 1e9:.2f} GB .gguf"
         return f"{gguf_bytes / 1e9:.2f} GB .gguf, {packed.stat().st_size / 1e9:.2f} GB .zst ({packed.stat().st_size / gguf_bytes:.0%})"
 
-    return [Job(f"pyconv → GGUF f16, {threads_label(threads[-1])}", cmd, "includes fsync, sha256 of inputs and output", sizes),
+    return [Job(f"pyconv → GGUF f16, {threads_label(threads[-1])}", cmd, "includes fsync, sha256 of the output", sizes),
             Job(f"pyconv → GGUF f16 + .zst, {threads_label(threads[-1])}", [*cmd, "--compress", "zstd"],
              "the same, then zstd level 3 on as many threads, streamed, with its own sha256", sizes)]
 
