@@ -96,6 +96,8 @@ def test_loose_files_sharing_a_tensor_are_not_merged(tmp_path: Path, cli: Any) -
         open_checkpoint(tmp_path)
     ck = open_checkpoint(tmp_path, ConvertOptions.of(source_format="torch"))
     assert ck.format_name == "torch" and list(ck.tensors) == ["w"]
+    r = cli("inspect", tmp_path, "--source", "torch", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["kind"] == "torch", r.stderr
     ck = open_checkpoint(tmp_path / "model.safetensors", ConvertOptions.of(source_format="safetensors"))
     assert sorted(ck.tensors) == ["a", "lm_head.weight"]
 
