@@ -68,6 +68,10 @@ def gguf_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
         jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(threads[-1])}, no sidecars",
                      pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(threads[-1]), "--no-fingerprint"),
                      "the same without the .sha256/.meta.json fingerprints"))
+        if outtype == "f16":  # what the opt-in input fingerprints cost, once
+            jobs.append(Job(f"pyconv → GGUF {outtype}, {threads_label(threads[-1])}, --hash-inputs",
+                         pyconv_cmd(src, out, "--outtype", outtype, "--threads", str(threads[-1]), "--hash-inputs"),
+                         "the same plus the sha256 of every input file in .meta.json"))
         jobs.append(Job(f"convert_hf_to_gguf.py → GGUF {outtype}", [PY, str(ref), str(src), "--outfile", str(out), "--outtype", outtype],
                      "llama.cpp's converter, same checkpoint"))
     return jobs
