@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
+    i.add_argument("--source", dest="source_format", metavar="FORMAT",
+                   help="read the folder as this source format when it holds more than one (as for convert)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -175,7 +177,7 @@ def _summary(args: argparse.Namespace, result: Any) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from .inspection import inspect
 
-    info = inspect(args.path)
+    info = inspect(args.path, args.source_format)
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         print()

@@ -87,6 +87,10 @@ class CommonOptions:
     # write <file>.sha256 and <stem>.meta.json beside GGUF output, and the files' sha256 in an HF folder's card
     fingerprint: bool = option(True, flag("--no-fingerprint", action="store_false", help="skip the .sha256 and .meta.json sidecars",
                                           group=GGUF_GROUP))
+    # the inputs' sha256 too: reading every input byte once more costs more CPU than the conversion
+    hash_inputs: bool = option(False, flag("--hash-inputs", action="store_true", commands=BOTH,
+                                           help="also record the sha256 of every input file in .meta.json (or the model card); "
+                                                "reads the inputs once more"))
 
 
 @dataclass
@@ -104,6 +108,10 @@ class SourceOptions:
         None, flag("--dcp-key", metavar="KEY",
                    help="PyTorch Distributed Checkpoint: the dotted key holding the model's state (default: 'model', "
                         "'app.model', else the top level)"))
+    # the reader to use, by its name, when a folder holds more than one kind of checkpoint
+    source_format: str | None = option(None, flag("--source", metavar="FORMAT",
+                                                  help="read the folder as this source format (zero, safetensors, dcp, torch, native, "
+                                                       "gguf, neobert, or a plugin's) when it holds more than one"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,

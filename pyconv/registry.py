@@ -55,14 +55,16 @@ def catalog() -> Catalog:
     return Catalog(tables)
 
 
-# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a DCP folder is
-# known by its .metadata alone.
+# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; and before
+# safetensors, because HF Trainer keeps its model.safetensors beside the DeepSpeed checkpoint, and at stage 3
+# without gathering that file holds empty placeholders while the DeepSpeed checkpoint holds the weights. A DCP
+# folder is known by its .metadata alone.
 FORMATS: tuple[Reader, ...] = (
     Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
+    Reader("zero", zero.recognises, zero.open_zero),
     Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),
     Reader("gguf", gguf_checkpoint.recognises, lambda path, _opts: gguf_checkpoint.open_gguf(path)),
     Reader("dcp", dcp.recognises, dcp.open_dcp),
-    Reader("zero", zero.recognises, zero.open_zero),
     Reader("torch", torch_pickle.recognises, torch_pickle.open_torch),
 )
 

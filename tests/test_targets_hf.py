@@ -122,6 +122,10 @@ def test_folder_has_card_generation_config_and_normalized_tokenizer(models: Mode
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     assert f"`model.safetensors` | `{digest}`" in card and "AutoModelForCausalLM.from_pretrained" in card
     assert "LlamaForCausalLM" in card
+    assert "Source files not hashed (`--hash-inputs` adds them)." in card
+    pyconv.convert(src, tmp_path / "hashed", to="hf", progress=False, hash_inputs=True)
+    source = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    assert f"- `model.safetensors`: `{source}`" in (tmp_path / "hashed" / "README.md").read_text()
 
 
 def test_special_token_missing_from_the_vocabulary_is_an_error(models: Models, tmp_path: Path) -> None:

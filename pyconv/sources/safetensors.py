@@ -185,6 +185,8 @@ def open_safetensors(path: Path) -> SafetensorsCheckpoint:
         meta = meta or file_meta
         for name, t in found.items():
             if name in tensors:
-                raise ConversionError(f"tensor '{name}' appears in more than one file and there is no index", file=f)
+                # without an index, files that share a tensor are separate models, not shards of one
+                raise ConversionError(f"'{tensors[name].segments[0].path.name}' and '{f.name}' both hold this tensor and there "
+                                      "is no index: they are separate models, name the file to convert", file=path, tensor=name)
             tensors[name] = t
     return SafetensorsCheckpoint(path, tensors, files, meta, read_config(path))

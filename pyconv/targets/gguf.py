@@ -502,6 +502,8 @@ def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOp
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": options,
         "architecture": plan.architecture,
+        # the inputs' sha256 only with --hash-inputs: null, and inputs_hashed false, otherwise
+        "inputs_hashed": bool(source_hashes),
         "sources": [{"file": str(p), "bytes": p.stat().st_size, "sha256": source_hashes.get(p)} for p in ck.files],
         "outputs": outputs,
         "tensor_types": dict(sorted(types.items())),
