@@ -28,3 +28,8 @@ LOGITS_TESTS = "tests/test_archs_gguf.py"
 BACK_TO_HF_TESTS = "tests/test_targets_hf.py"
 SAME_AS_SOURCE = "the source's logits exactly"
 SAME_AS_SOURCE_AND_LOADER = "the source's logits exactly, and transformers' GGUF loader's"
+
+# the family harness's proofs (tests/family_harness.py)
+FAMILY_TESTS = "tests/test_families.py"
+LOADS_BACK = "the source's logits, loaded with no missing or unexpected keys"
+LOADS_BACK_AND_LOADER = LOADS_BACK + ", and transformers' GGUF loader's"

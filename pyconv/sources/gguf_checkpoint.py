@@ -31,6 +31,7 @@ from .checkpoint import Checkpoint
 from .gguf import GgufValue, read_gguf, split_set
 
 GGUF_F32 = int(gguf.GGUFValueType.FLOAT32)
+GGUF_ARRAY = int(gguf.GGUFValueType.ARRAY)
 BLOCK_ID = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -124,9 +125,17 @@ def config_from_gguf(ck: GgufCheckpoint, arch: Arch) -> dict[str, Any]:
     kv = ck.kv
     config: dict[str, Any] = {"architectures": [arch.hf_architectures[0]], "model_type": arch.model_types[0]}
     for hp in arch.gguf.hparams:
-        key = writer_key(arch, hp.method) if hp.fields else None
-        if key is not None and key in kv:
-            config[hp.fields[0]] = plain_value(kv[key])
+        key = writer_key(arch, hp.method) if hp.fields or hp.back else None
+        if key is None or key not in kv:
+            continue
+        value = np.asarray(kv[key].value).tolist() if kv[key].type == GGUF_ARRAY else plain_value(kv[key])
+        if hp.back:
+            field_name, read = hp.back
+            config[field_name] = read(value, config)
+        else:
+            config[hp.fields[0]] = value
+    for flag in arch.hf.flags:
+        config[flag.field] = any(re.search(flag.pattern, n) for n in ck.tensors) == flag.present
     embed = next(t for n, t in ck.tensors.items() if tensor_kind(n) == gguf.MODEL_TENSOR.TOKEN_EMBD)
     config["vocab_size"] = embed.shape[0]
     config["tie_word_embeddings"] = not any(tensor_kind(n) == gguf.MODEL_TENSOR.OUTPUT for n in ck.tensors)

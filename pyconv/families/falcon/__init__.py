@@ -1,0 +1,53 @@
+"""Falcon (7B layout): one LayerNorm feeding attention and a GELU MLP in parallel, multi-query attention whose
+fused ``query_key_value`` rows are already llama.cpp's (all query heads, then the one key head, then the one
+value head), rotary in halves. The fix is the key-value head count: transformers' config keeps
+``num_kv_heads`` equal to the query heads while ``multi_query`` makes it one. The grouped layout of
+``new_decoder_architecture`` (40B, 180B) and the per-head one without ``multi_query`` are refused."""
+
+from __future__ import annotations
+
+import gguf
+
+from ...archs.arch import Arch
+from ...archs.config import Config
+from ...archs.gguf_layout import GgufLayout, Requires
+from ...archs.hparams import HParam
+from ...archs.llama_like import SKIP_ROTARY
+from ...archs.proof import FAMILY_TESTS, Proof
+from ...family import Family
+
+
+def kv_heads(cfg: Config) -> int:
+    return 1 if cfg.get("multi_query") else int(cfg.require("num_kv_heads", "num_attention_heads"))
+
+
+FALCON = Arch(
+    name="falcon",
+    hf_architectures=("FalconForCausalLM",),
+    model_types=("falcon",),
+    gguf=GgufLayout(
+        gguf.MODEL_ARCH.FALCON,
+        hparams=(
+            HParam("add_context_length", ("max_position_embeddings",)),
+            HParam("add_embedding_length", ("hidden_size",)),
+            HParam("add_block_count", ("num_hidden_layers",)),
+            HParam("add_feed_forward_length", derive=lambda cfg: int(cfg.find("ffn_hidden_size") or 4 * cfg.require("hidden_size"))),
+            HParam("add_head_count", ("num_attention_heads",)),
+            HParam("add_head_count_kv", derive=kv_heads),
+            HParam("add_rope_freq_base", ("rope_theta",), required=False),
+            HParam("add_layer_norm_eps", ("layer_norm_epsilon",)),
+        ),
+        requires=(
+            Requires("new_decoder_architecture", False, "its fused query_key_value rows are grouped per key-value head, "
+                                                         "a layout pyconv does not regroup yet"),
+            Requires("multi_query", True, "without it the fused rows are grouped per head, a layout pyconv does not "
+                                          "regroup yet"),
+            Requires("alibi", False, "llama.cpp's graph rotates instead"),
+        ),
+        skip=SKIP_ROTARY,
+    ),
+    signature=(r"^transformer\.h\.\d+\.self_attention\.query_key_value\.weight$",),
+    proof=Proof(("f32", "f16", "q8_0"), tests=(FAMILY_TESTS,)),
+)
+
+FAMILY = Family("falcon", (FALCON,))
