@@ -8,8 +8,8 @@ from __future__ import annotations
 import gguf
 
 from ...archs.gguf_layout import GgufLayout
-from ...archs.hparams import COMMON_HPARAMS, PARTIAL_ROTARY
 from ...archs.hf_layout import HfLayout, TensorFlag
+from ...archs.hparams import COMMON_HPARAMS, PARTIAL_ROTARY
 from ...archs.llama_like import LLAMA_HF_NAMES, SKIP_ROTARY, llama_like
 from ...archs.proof import FAMILY_TESTS, LOADS_BACK_AND_LOADER, Proof
 from ...family import Family
