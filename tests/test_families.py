@@ -58,7 +58,7 @@ CASES = {c.name: c for c in (
          ablations=(Ablation("ernie4_5-interleaved-rotary", {"permute_qk": True}),)),
     # a context of 8 scaled by 4 with YaRN: the test's 20 positions reach past it, where the temperature acts
     Case("mistral3", "Ministral3Config", "Ministral3ForCausalLM",
-         {**IDS, "head_dim": 16, "rope_parameters": {
+         {**IDS, "head_dim": 16, "max_position_embeddings": 32, "rope_parameters": {
              "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 8,
              "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.5}},
          seed=40,
@@ -76,7 +76,7 @@ CASES = {c.name: c for c in (
     Case("gptneox", "GPTNeoXConfig", "GPTNeoXForCausalLM", {**IDS, "use_parallel_residual": False}, seed=43,
          gelu=True, variant="sequential"),
     # Falcon 7B's layout: multi-query, parallel attention and MLP
-    Case("falcon", "FalconConfig", "FalconForCausalLM", {**IDS, "num_kv_heads": 4}, seed=44, gelu=True,
+    Case("falcon", "FalconConfig", "FalconForCausalLM", {**IDS, "num_kv_heads": 4}, seed=44, gelu=True, loader=True,
          ablations=(Ablation("falcon-multi-query-heads", hparams=lambda layout: {"hparams": tuple(
              HParam("add_head_count_kv", ("num_kv_heads",)) if h.method == "add_head_count_kv" else h
              for h in layout.hparams)}, refused=True),)),
@@ -147,3 +147,22 @@ def test_a_missing_layout_fix_breaks_parity(bench: Bench, monkeypatch: pytest.Mo
             llama_logits(out, bench.ids(name))
     else:
         assert max_diff(llama_logits(out, bench.ids(name)), bench.hf_logits(name)) > BROKEN
+
+
+@pytest.mark.parametrize(("name", "changes", "field"), [
+    ("smollm3", {"no_rope_layer_interval": 3}, "no_rope_layer_interval"),
+    ("falcon", {"new_decoder_architecture": True}, "new_decoder_architecture"),
+    ("falcon", {"multi_query": False}, "multi_query"),
+], ids=["smollm3-nope-interval", "falcon-grouped-qkv", "falcon-per-head-qkv"])
+def test_settings_the_graph_cannot_compute_are_refused(bench: Bench, tmp_path: Path, name: str,
+                                                       changes: dict[str, object], field: str) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(bench.folder(name), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    with pytest.raises(pyconv.ConversionError, match=f"graph cannot compute this model: {field} is") as e:
+        pyconv.convert(folder, tmp_path / "out.gguf", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "out.gguf").exists()

@@ -91,15 +91,25 @@ def yarn_only(key: str) -> Callable[[Config], Any]:
     return lambda cfg: cfg.rope.get(key) if rope_scaling(cfg) == gguf.RopeScalingType.YARN else None
 
 
+def into_rope(key: str, **also: Any) -> tuple[str, Callable[[Any, dict[str, Any]], Any]]:
+    """A ``back`` that puts the value into config.json's ``rope_parameters`` as ``key`` (with ``also``)."""
+    return "rope_parameters", lambda value, config: {**(config.get("rope_parameters") or {}), key: value, **also}
+
+
+def yarn(method: str, key: str, **also: Any) -> HParam:
+    """A YaRN setting of ``rope_parameters``, written by GGUFWriter ``method`` and read back."""
+    return HParam(method, derive=yarn_only(key), required=False, back=into_rope(key, **also))
+
+
 # linear and YaRN rope scaling as llama.cpp's converter writes them
 ROPE_SCALING_HPARAMS = (
-    HParam("add_rope_scaling_type", derive=rope_scaling, required=False),
-    HParam("add_rope_scaling_factor", derive=rope_factor, required=False),
-    HParam("add_rope_scaling_orig_ctx_len", derive=yarn_only("original_max_position_embeddings"), required=False),
-    HParam("add_rope_scaling_yarn_ext_factor", derive=yarn_only("extrapolation_factor"), required=False),
-    HParam("add_rope_scaling_yarn_attn_factor", derive=yarn_only("attention_factor"), required=False),
-    HParam("add_rope_scaling_yarn_beta_fast", derive=yarn_only("beta_fast"), required=False),
-    HParam("add_rope_scaling_yarn_beta_slow", derive=yarn_only("beta_slow"), required=False),
+    HParam("add_rope_scaling_type", derive=rope_scaling, required=False, back=into_rope("rope_type")),
+    HParam("add_rope_scaling_factor", derive=rope_factor, required=False, back=into_rope("factor")),
+    yarn("add_rope_scaling_orig_ctx_len", "original_max_position_embeddings"),
+    yarn("add_rope_scaling_yarn_ext_factor", "extrapolation_factor"),
+    yarn("add_rope_scaling_yarn_attn_factor", "attention_factor"),
+    yarn("add_rope_scaling_yarn_beta_fast", "beta_fast"),
+    yarn("add_rope_scaling_yarn_beta_slow", "beta_slow"),
 )
 
 

@@ -9,6 +9,8 @@ the file is re-typed as it is (``targets/gguf_requant.py``).
 
 from __future__ import annotations
 
+import enum
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..archs.config import Config
+from ..archs.hparams import head_dim
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import Op, OutTensor, Part, Plan, View
@@ -103,8 +106,11 @@ def writer_key(arch: Arch, method: str) -> str | None:
     """The GGUF key a GGUFWriter method writes, found by asking a writer that never writes a file."""
     w = gguf.GGUFWriter(None, arch.gguf.name)
     before = set(w.kv_data[0])
+    write = getattr(w, method)
+    # a method taking one of gguf-py's enums (rope scaling, pooling) is asked with a member of it
+    kind = getattr(gguf, str(next(iter(inspect.signature(write).parameters.values())).annotation), None)
     try:
-        getattr(w, method)(1)
+        write(next(iter(kind)) if isinstance(kind, type) and issubclass(kind, enum.Enum) else 1)
     except (TypeError, ValueError, AttributeError):
         return None
     added = set(w.kv_data[0]) - before
@@ -155,6 +161,15 @@ def rope_unpermuted(view: View, n_head: int) -> tuple[View, tuple[int, ...]]:
     return unpermuted, unpermuted.shape
 
 
+def heads_after_parts(view: View, n_head: int, d_head: int) -> tuple[View, tuple[int, ...]]:
+    """A fused projection's rows from llama.cpp's (part, head, d) back to HF's per-head grouping (head, part, d)."""
+    rows = view.shape[0]
+    if rows % (n_head * d_head):
+        raise ConversionError(f"{rows} rows are not whole groups of {n_head} heads of {d_head}", tensor=view.tensor.name)
+    regrouped = view.reshape(rows // (n_head * d_head), n_head, d_head, *view.shape[1:]).transpose(0, 1)
+    return regrouped, regrouped.shape
+
+
 def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTensors:
     arch = table_of(ck, catalog, forced)
     fixes = arch.gguf
@@ -179,6 +194,8 @@ def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTen
         shape = layout = view.shape
         if fixes.permute_qk and kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
             view, layout = rope_unpermuted(view, n_head if kind == gguf.MODEL_TENSOR.ATTN_Q else n_kv)
+        if kind in fixes.head_grouped:
+            view, layout = heads_after_parts(view, n_head, head_dim(cfg))
         out = OutTensor(hf, shape, t.dtype, [Part(view, (0,) * len(layout))], layout, note=f"from {name}")
         if fixes.norm_shift and hf.endswith("norm.weight"):
             out.ops.append(Op("add", -fixes.norm_shift))

@@ -11,10 +11,20 @@ import gguf
 from ...archs.arch import Arch
 from ...archs.config import Config
 from ...archs.gguf_layout import GgufLayout, Requires
+from ...archs.hf_layout import HfLayout, HfName, TensorFlag
 from ...archs.hparams import HParam
 from ...archs.llama_like import SKIP_ROTARY
-from ...archs.proof import FAMILY_TESTS, Proof
+from ...archs.proof import FAMILY_TESTS, LOADS_BACK_AND_LOADER, Proof
 from ...family import Family
+
+T = gguf.MODEL_TENSOR
+BLOCK = "transformer.h.{bid}"
+FALCON_HF_NAMES: dict[gguf.MODEL_TENSOR, HfName] = {
+    T.TOKEN_EMBD: HfName("transformer.word_embeddings"), T.OUTPUT_NORM: HfName("transformer.ln_f"),
+    T.OUTPUT: HfName("lm_head"), T.ATTN_NORM: HfName(f"{BLOCK}.input_layernorm"),
+    T.ATTN_QKV: HfName(f"{BLOCK}.self_attention.query_key_value"), T.ATTN_OUT: HfName(f"{BLOCK}.self_attention.dense"),
+    T.FFN_UP: HfName(f"{BLOCK}.mlp.dense_h_to_4h"), T.FFN_DOWN: HfName(f"{BLOCK}.mlp.dense_4h_to_h"),
+}
 
 
 def kv_heads(cfg: Config) -> int:
@@ -31,9 +41,10 @@ FALCON = Arch(
             HParam("add_context_length", ("max_position_embeddings",)),
             HParam("add_embedding_length", ("hidden_size",)),
             HParam("add_block_count", ("num_hidden_layers",)),
-            HParam("add_feed_forward_length", derive=lambda cfg: int(cfg.find("ffn_hidden_size") or 4 * cfg.require("hidden_size"))),
+            HParam("add_feed_forward_length", derive=lambda cfg: int(cfg.find("ffn_hidden_size") or 4 * cfg.require("hidden_size")),
+                   back=("ffn_hidden_size", lambda width, _config: width)),
             HParam("add_head_count", ("num_attention_heads",)),
-            HParam("add_head_count_kv", derive=kv_heads),
+            HParam("add_head_count_kv", derive=kv_heads, back=("multi_query", lambda heads, _config: heads == 1)),
             HParam("add_rope_freq_base", ("rope_theta",), required=False),
             HParam("add_layer_norm_eps", ("layer_norm_epsilon",)),
         ),
@@ -46,8 +57,10 @@ FALCON = Arch(
         ),
         skip=SKIP_ROTARY,
     ),
+    hf=HfLayout(FALCON_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY,
+                flags=(TensorFlag("bias", r"^blk\.0\.attn_qkv\.bias$"),)),
     signature=(r"^transformer\.h\.\d+\.self_attention\.query_key_value\.weight$",),
-    proof=Proof(("f32", "f16", "q8_0"), tests=(FAMILY_TESTS,)),
+    proof=Proof(("f32", "f16", "q8_0"), to_hf=LOADS_BACK_AND_LOADER, tests=(FAMILY_TESTS,)),
 )
 
 FAMILY = Family("falcon", (FALCON,))

@@ -8,20 +8,21 @@ from __future__ import annotations
 import gguf
 
 from ...archs.gguf_layout import GgufLayout
-from ...archs.hparams import ROPE_SCALING_HPARAMS, HParam, yarn_only
+from ...archs.hparams import ROPE_SCALING_HPARAMS, yarn
 from ...archs.llama_like import LLAMA_HPARAMS, SKIP_ROTARY, llama_like
-from ...archs.proof import FAMILY_TESTS, Proof
+from ...archs.proof import FAMILY_TESTS, LOADS_BACK, Proof
 from ...family import Family
 
 MINISTRAL3 = llama_like(
     "mistral3", "Ministral3ForCausalLM",
     GgufLayout(gguf.MODEL_ARCH.MISTRAL3, (
         *LLAMA_HPARAMS, *ROPE_SCALING_HPARAMS,
-        HParam("add_rope_scaling_yarn_log_mul", derive=yarn_only("mscale_all_dim"), required=False),
-        HParam("add_attn_temperature_scale", derive=yarn_only("llama_4_scaling_beta"), required=False),
+        # llama.cpp takes mscale as 1 beside it, so that is what goes back
+        yarn("add_rope_scaling_yarn_log_mul", "mscale_all_dim", mscale=1.0),
+        yarn("add_attn_temperature_scale", "llama_4_scaling_beta"),
     ), permute_qk=True, skip=SKIP_ROTARY),
     model_types=("ministral3",),
-    proof=Proof(("f32", "f16", "q8_0"), tests=(FAMILY_TESTS,)),
+    proof=Proof(("f32", "f16", "q8_0"), to_hf=LOADS_BACK, tests=(FAMILY_TESTS,)),
 )
 
 FAMILY = Family("mistral3", (MINISTRAL3,))
