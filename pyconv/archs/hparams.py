@@ -24,9 +24,9 @@ class HParam:
     derive: Callable[[Config], Any] | None = None
     required: bool = True
     key: str | None = None
-    # how a GGUF → HF config gets a derived value back: (config field, its value from the GGUF value and the
-    # config read so far); a value from ``fields`` goes back to the first field as it is
-    back: tuple[str, Callable[[Any, dict[str, Any]], Any]] | None = None
+    # how a GGUF → HF config gets a derived value back: the config fields it gives, from the GGUF value and the
+    # config read so far; a value from ``fields`` goes back to the first field as it is
+    back: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
 
     def value(self, cfg: Config) -> Any:
         value = self.derive(cfg) if self.derive else cfg.find(*self.fields)
@@ -65,7 +65,7 @@ def rotary_dims(cfg: Config) -> int:
 
 # the rotated share of each head, written as the rotated width and read back as the share
 PARTIAL_ROTARY = HParam("add_rope_dimension_count", derive=rotary_dims,
-                        back=("partial_rotary_factor", lambda dims, config: dims / head_dim(Config(config))))
+                        back=lambda dims, config: {"partial_rotary_factor": dims / head_dim(Config(config))})
 
 
 # rope_parameters' rope_type → llama.cpp's rope scaling, for the types whose settings llama.cpp reads from keys
@@ -91,9 +91,9 @@ def yarn_only(key: str) -> Callable[[Config], Any]:
     return lambda cfg: cfg.rope.get(key) if rope_scaling(cfg) == gguf.RopeScalingType.YARN else None
 
 
-def into_rope(key: str, **also: Any) -> tuple[str, Callable[[Any, dict[str, Any]], Any]]:
+def into_rope(key: str, **also: Any) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     """A ``back`` that puts the value into config.json's ``rope_parameters`` as ``key`` (with ``also``)."""
-    return "rope_parameters", lambda value, config: {**(config.get("rope_parameters") or {}), key: value, **also}
+    return lambda value, config: {"rope_parameters": {**(config.get("rope_parameters") or {}), key: value, **also}}
 
 
 def yarn(method: str, key: str, **also: Any) -> HParam:
@@ -120,4 +120,4 @@ def sliding_pattern(cfg: Config) -> list[bool] | None:
 
 
 SLIDING_PATTERN = HParam("add_sliding_window_pattern", derive=sliding_pattern, required=False,
-                         back=("layer_types", lambda swa, _config: ["sliding_attention" if s else "full_attention" for s in swa]))
+                         back=lambda swa, _config: {"layer_types": ["sliding_attention" if s else "full_attention" for s in swa]})

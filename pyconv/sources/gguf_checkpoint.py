@@ -136,8 +136,7 @@ def config_from_gguf(ck: GgufCheckpoint, arch: Arch) -> dict[str, Any]:
             continue
         value = np.asarray(kv[key].value).tolist() if kv[key].type == GGUF_ARRAY else plain_value(kv[key])
         if hp.back:
-            field_name, read = hp.back
-            config[field_name] = read(value, config)
+            config.update(hp.back(value, config))
         else:
             config[hp.fields[0]] = value
     for flag in arch.hf.flags:
@@ -170,6 +169,21 @@ def heads_after_parts(view: View, n_head: int, d_head: int) -> tuple[View, tuple
     return regrouped, regrouped.shape
 
 
+def groups_of_heads(view: View, n_head: int, n_kv: int, d_head: int) -> tuple[tuple[int, ...], list[Part]]:
+    """llama.cpp's fused rows (every query head, every key head, every value head) as boxes of HF's per-group
+    layout (group, n_head/n_kv queries + key + value, d)."""
+    rows, rest = view.shape[0], view.shape[1:]
+    per = n_head // n_kv if n_kv and n_head % n_kv == 0 else 0
+    if not per or rows != (n_head + 2 * n_kv) * d_head:
+        raise ConversionError(f"{rows} rows are not {n_head} query heads plus {n_kv} key and value heads of {d_head}",
+                              tensor=view.tensor.name)
+    q, k, v = view.split(0, [n_head * d_head, n_kv * d_head, n_kv * d_head])
+    zeros = (0,) * len(rest)
+    return (n_kv, per + 2, d_head, *rest), [Part(q.reshape(n_kv, per, d_head, *rest), (0, 0, 0, *zeros)),
+                                            Part(k.reshape(n_kv, 1, d_head, *rest), (0, per, 0, *zeros)),
+                                            Part(v.reshape(n_kv, 1, d_head, *rest), (0, per + 1, 0, *zeros))]
+
+
 def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTensors:
     arch = table_of(ck, catalog, forced)
     fixes = arch.gguf
@@ -196,7 +210,11 @@ def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTen
             view, layout = rope_unpermuted(view, n_head if kind == gguf.MODEL_TENSOR.ATTN_Q else n_kv)
         if kind in fixes.head_grouped:
             view, layout = heads_after_parts(view, n_head, head_dim(cfg))
-        out = OutTensor(hf, shape, t.dtype, [Part(view, (0,) * len(layout))], layout, note=f"from {name}")
+        parts = [Part(view, (0,) * len(layout))]
+        if kind in fixes.kv_grouped:
+            n_kv_file = int(ck.kv[gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=fixes.name)].value)
+            layout, parts = groups_of_heads(view, n_head, n_kv_file, head_dim(cfg))
+        out = OutTensor(hf, shape, t.dtype, parts, layout, note=f"from {name}")
         if fixes.norm_shift and hf.endswith("norm.weight"):
             out.ops.append(Op("add", -fixes.norm_shift))
         pieces.setdefault(hf, []).append((hn.part, out))

@@ -1,8 +1,9 @@
-"""Falcon (7B layout): one LayerNorm feeding attention and a GELU MLP in parallel, multi-query attention whose
-fused ``query_key_value`` rows are already llama.cpp's (all query heads, then the one key head, then the one
-value head), rotary in halves. The fix is the key-value head count: transformers' config keeps
-``num_kv_heads`` equal to the query heads while ``multi_query`` makes it one. The grouped layout of
-``new_decoder_architecture`` (40B, 180B) and the per-head one without ``multi_query`` are refused."""
+"""Falcon: LayerNorms feeding attention and a GELU MLP in parallel (one for both in 7B, one each in the
+``new_decoder_architecture`` of 40B and 180B), rotary in halves, and one fused ``query_key_value`` whose rows
+HF groups per key-value head, (group, its query heads then one key and one value head, head_dim), while
+llama.cpp's ``falcon`` graph reads all queries, then all keys, then all values: the rows are regrouped. How
+many key-value heads there are is transformers' rule (``num_kv_heads`` in the grouped layout, one with
+``multi_query``, one per head otherwise), which the config's ``num_kv_heads`` alone does not tell."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ FALCON_HF_NAMES: dict[gguf.MODEL_TENSOR, HfName] = {
 
 
 def kv_heads(cfg: Config) -> int:
-    return 1 if cfg.get("multi_query") else int(cfg.require("num_kv_heads", "num_attention_heads"))
+    """transformers' rule: the 40B/180B layout has num_kv_heads, the 7B one (multi_query) one, others one per head."""
+    if cfg.get("new_decoder_architecture"):
+        return int(cfg.require("num_kv_heads"))
+    return 1 if cfg.get("multi_query") else int(cfg.require("num_attention_heads"))
 
 
 FALCON = Arch(
@@ -42,23 +46,20 @@ FALCON = Arch(
             HParam("add_embedding_length", ("hidden_size",)),
             HParam("add_block_count", ("num_hidden_layers",)),
             HParam("add_feed_forward_length", derive=lambda cfg: int(cfg.find("ffn_hidden_size") or 4 * cfg.require("hidden_size")),
-                   back=("ffn_hidden_size", lambda width, _config: width)),
+                   back=lambda width, _config: {"ffn_hidden_size": width}),
             HParam("add_head_count", ("num_attention_heads",)),
-            HParam("add_head_count_kv", derive=kv_heads, back=("multi_query", lambda heads, _config: heads == 1)),
+            HParam("add_head_count_kv", derive=kv_heads,
+                   back=lambda heads, _config: {"num_kv_heads": heads, "multi_query": heads == 1}),
             HParam("add_rope_freq_base", ("rope_theta",), required=False),
             HParam("add_layer_norm_eps", ("layer_norm_epsilon",)),
         ),
-        requires=(
-            Requires("new_decoder_architecture", False, "its fused query_key_value rows are grouped per key-value head, "
-                                                         "a layout pyconv does not regroup yet"),
-            Requires("multi_query", True, "without it the fused rows are grouped per head, a layout pyconv does not "
-                                          "regroup yet"),
-            Requires("alibi", False, "llama.cpp's graph rotates instead"),
-        ),
+        kv_grouped=(gguf.MODEL_TENSOR.ATTN_QKV,),
+        requires=(Requires("alibi", False, "llama.cpp's graph rotates instead"),),
         skip=SKIP_ROTARY,
     ),
     hf=HfLayout(FALCON_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY,
-                flags=(TensorFlag("bias", r"^blk\.0\.attn_qkv\.bias$"),)),
+                flags=(TensorFlag("bias", r"^blk\.0\.attn_qkv\.bias$"),
+                       TensorFlag("new_decoder_architecture", r"^blk\.0\.attn_norm_2\.weight$"))),
     signature=(r"^transformer\.h\.\d+\.self_attention\.query_key_value\.weight$",),
     proof=Proof(("f32", "f16", "q8_0"), to_hf=LOADS_BACK_AND_LOADER, tests=(FAMILY_TESTS,)),
 )

@@ -42,11 +42,11 @@ GPTNEOX = Arch(
             HParam("add_head_count", ("num_attention_heads",)),
             # GPT-NeoX's config reads its own names back (rotary_pct, rotary_emb_base), not the standard ones
             HParam("add_rope_dimension_count", derive=rotary_dims,
-                   back=("rotary_pct", lambda dims, config: dims / head_dim(Config(config)))),
+                   back=lambda dims, config: {"rotary_pct": dims / head_dim(Config(config))}),
             HParam("add_rope_freq_base", ("rotary_emb_base", "rope_theta"), required=False),
             # a key llama.cpp requires; HF's default is parallel
             HParam("add_parallel_residual", derive=lambda cfg: bool(cfg.get("use_parallel_residual", True)),
-                   back=("use_parallel_residual", lambda parallel, _config: bool(parallel))),
+                   back=lambda parallel, _config: {"use_parallel_residual": bool(parallel)}),
             HParam("add_layer_norm_eps", ("layer_norm_eps",)),
         ),
         head_grouped=(gguf.MODEL_TENSOR.ATTN_QKV,),
