@@ -14,7 +14,7 @@ from typing import Any
 from . import _core, dtypes
 from .errors import ConversionError
 from .options import DEFAULT_CHUNK_BYTES
-from .plan import BitField, OutFile, OutTensor, Plan
+from .plan import BitField, OutFile, Plan
 from .sources.base import SourceTensor
 
 _OP_KINDS = {"add": _core.OpKind.ADD_SCALAR, "ternarize_absmean": _core.OpKind.TERNARIZE_ABSMEAN}

@@ -18,7 +18,7 @@ from .archs.catalog import Catalog
 from .errors import ConversionError
 from .families import builtin
 from .family import Family, HfExporter, ModelChecks
-from .sources import gguf_checkpoint, native, safetensors, torch_pickle, zero
+from .sources import dcp, gguf_checkpoint, native, safetensors, torch_pickle, zero
 from .sources.checkpoint import Checkpoint, Reader
 
 
@@ -55,11 +55,13 @@ def catalog() -> Catalog:
     return Catalog(tables, f"another package adds one through the '{plugins.FAMILY_GROUP}' entry point")
 
 
-# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
+# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a DCP folder is
+# known by its .metadata alone.
 FORMATS: tuple[Reader, ...] = (
     Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
     Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),
     Reader("gguf", gguf_checkpoint.recognises, lambda path, _opts: gguf_checkpoint.open_gguf(path)),
+    Reader("dcp", dcp.recognises, dcp.open_dcp),
     Reader("zero", zero.recognises, zero.open_zero),
     Reader("torch", torch_pickle.recognises, torch_pickle.open_torch),
 )

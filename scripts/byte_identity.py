@@ -28,8 +28,9 @@ from pyconv.demo import smollm2_hf
 REPO = Path(__file__).resolve().parent.parent
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "i2_s")
 FLOAT_TYPES = ("f32", "f16", "bf16")
-# Rows of 256 elements and a vocabulary that is not a multiple of anything, so every type's blocks fit
-SYNTH_SHAPE = LlamaShape(hidden=256, intermediate=512, layers=2, heads=4, kv_heads=2, vocab=1000)
+# Rows of 256 elements, so every type's blocks fit, and SmolLM2's vocabulary, whose tokenizer it gets
+SYNTH_SHAPE = LlamaShape(hidden=256, intermediate=512, layers=2, heads=4, kv_heads=2, vocab=49152)
+TERNARY_TYPES = ("tq1_0", "tq2_0", "i2_s")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Case:
 def cases() -> list[Case]:
     out: list[Case] = []
     for source in ("smollm2", "synth"):
-        out += [Case(source, "gguf", t) for t in GGUF_TYPES]
+        out += [Case(source, "gguf", t, ("--ternarize", "absmean") if t in TERNARY_TYPES else ()) for t in GGUF_TYPES]
         out += [Case(source, "safetensors", t) for t in FLOAT_TYPES]
         out += [Case(source, "hf", t) for t in FLOAT_TYPES]
     out.append(Case("synth", "gguf", "q8_0", ("--split-max-size", "1M")))
@@ -62,8 +63,16 @@ def build(rev: str, work: Path) -> Path:
     """A virtual environment holding ``rev``'s pyconv, built from its sources; its dependencies are this one's."""
     env = work / f"env-{rev}"
     python = env / "bin" / "python"
-    if python.exists():
-        return python
+    if not python.exists():
+        make_env(rev, work, env)
+    where = subprocess.run([str(python), "-c", "import pyconv._core, pyconv; print(pyconv.__file__)"], cwd=work, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    if not where.startswith(str(env)):
+        raise SystemExit(f"{env} imports pyconv from {where}, not from its own build")
+    return python
+
+
+def make_env(rev: str, work: Path, env: Path) -> None:
     src = work / f"src-{rev}"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -79,14 +88,17 @@ def build(rev: str, work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
                     f"-Cbuild-dir={work / f'build-{rev}'}", str(src)], check=True)
     partial.rename(env)
-    return python
 
 
 def inputs(work: Path) -> dict[str, Path]:
+    smollm2 = smollm2_hf(work / "inputs" / "smollm2")
     synth = work / "inputs" / "synth"
-    if not (synth / "config.json").exists():
-        write_checkpoint(SYNTH_SHAPE, synth, shard_bytes=1_000_000)
-    return {"smollm2": smollm2_hf(work / "inputs" / "smollm2"), "synth": synth}
+    if not (synth / "tokenizer.json").exists():
+        shutil.rmtree(synth, ignore_errors=True)
+        write_checkpoint(SYNTH_SHAPE, synth, shard_bytes=4_000_000)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(smollm2 / name, synth / name)
+    return {"smollm2": smollm2, "synth": synth}
 
 
 def run(python: Path, case: Case, src: Path, root: Path) -> tuple[int, str]:
@@ -95,7 +107,8 @@ def run(python: Path, case: Case, src: Path, root: Path) -> tuple[int, str]:
     out.parent.mkdir(parents=True)
     cmd = [str(python), "-m", "pyconv", "convert", str(src), "-o", str(out), "--to", case.to, "--outtype", case.outtype,
            "--threads", "2", *case.extra]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    # run outside the repository, whose pyconv/ would otherwise shadow the environment's
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     return r.returncode, r.stderr.strip().splitlines()[-1] if r.returncode and r.stderr.strip() else ""
 
 
@@ -136,7 +149,7 @@ def main() -> int:
     failures = 0
     for case in cases():
         outcomes = {side: run(pythons[side], case, sources[case.source], work / "out" / side) for side in pythons}
-        problems = [] if outcomes["before"][0] == outcomes["after"][0] else [f"exit status {outcomes['before']} vs {outcomes['after']}"]
+        problems = [] if outcomes["before"] == outcomes["after"] else [f"outcome {outcomes['before']} vs {outcomes['after']}"]
         if not problems and outcomes["before"][0] == 0:
             problems = differences(case.output(work / "out" / "before").parent, case.output(work / "out" / "after").parent)
         status = "same bytes" if not problems and outcomes["before"][0] == 0 else "same refusal" if not problems else "DIFFERENT"

@@ -15,7 +15,7 @@ from pyconv.bench.synth import SHAPES, ensure_checkpoint
 
 def test_bench_runs_the_jobs_and_prints_one_row_per_contender(
         tmp_path: Path, smollm2_hf: Path, cli: Callable[..., CompletedProcess[str]]) -> None:
-    r = cli("bench", "--size", "tiny", "--jobs", "safetensors,ternary,zstd", "--threads", "1,2", "--rounds", "1",
+    r = cli("bench", "--size", "tiny", "--jobs", "safetensors,ternary,zstd,dcp", "--threads", "1,2", "--rounds", "1",
             "--data", tmp_path, "--tokenizer", smollm2_hf / "tokenizer.json", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
@@ -25,7 +25,8 @@ def test_bench_runs_the_jobs_and_prints_one_row_per_contender(
         "safetensors load + torch cast + save",
         "pyconv → GGUF tq2_0 (absmean), 2 threads", "pyconv → GGUF tq2_0 (absmean), 2 threads, no sidecars",
         "pyconv → GGUF i2_s (absmean), 2 threads", "pyconv → GGUF i2_s (absmean), 2 threads, no sidecars",
-        "pyconv → GGUF f16, 2 threads", "pyconv → GGUF f16 + .zst, 2 threads"]
+        "pyconv → GGUF f16, 2 threads", "pyconv → GGUF f16 + .zst, 2 threads",
+        "pyconv DCP → safetensors, 1 thread", "pyconv DCP → safetensors, 2 threads", "dcp_to_torch_save + safetensors save + sync"]
     for m in runs.values():
         assert m["returncode"] == 0, m
         assert m["wall_s"] > 0 and m["peak_rss"] > 1 << 20 and m["gbps"] > 0
@@ -33,6 +34,7 @@ def test_bench_runs_the_jobs_and_prints_one_row_per_contender(
     assert ".zst (" in runs["pyconv → GGUF f16 + .zst, 2 threads"]["note"]
     # the outputs were removed, the generated checkpoint kept for the next run and holds what it says
     assert not (tmp_path / "work").exists()
+    assert (tmp_path / "llama-tiny-bf16-dcp" / "__1_0.distcp").is_file()  # saved by two ranks
     _src, shards = ensure_checkpoint("tiny", tmp_path)
     weights = load_file(shards[0])
     assert weights["model.embed_tokens.weight"].shape == (49152, 256)
@@ -51,7 +53,7 @@ def test_bench_table_and_command(tmp_path: Path, cli: Callable[..., CompletedPro
 
 
 def test_bench_refuses_unknown_jobs_sizes_and_counts(tmp_path: Path, cli: Callable[..., CompletedProcess[str]]) -> None:
-    for args, message in ((["--jobs", "safetensors,rsync"], "unknown benchmark job rsync; jobs are safetensors, gguf, ternary, zstd"),
+    for args, message in ((["--jobs", "safetensors,rsync"], "unknown benchmark job rsync; jobs are safetensors, gguf, ternary, zstd, dcp"),
                           (["--size", "70b"], "unknown benchmark size 70b; sizes are tiny, 300m, 1b, 3b, 7b"),
                           (["--threads", "two"], "--threads takes thread counts separated by commas, not 'two'"),
                           (["--rounds", "0"], "--rounds and every --threads count must be at least 1")):

@@ -29,6 +29,7 @@ class Job(NamedTuple):
     cmd: list[str]
     note: str
     describe: Callable[[], str] | None = None  # what the output came to, appended to the note after a success
+    inputs: list[Path] | None = None           # the files it reads, when not the synthetic checkpoint's shards
 
 
 def threads_label(n: int) -> str:
@@ -103,12 +104,32 @@ def zstd_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> 
              "the same, then zstd level 3 on as many threads, streamed, with its own sha256", sizes)]
 
 
+def dcp_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
+    """The checkpoint saved by 2 ranks as a PyTorch Distributed Checkpoint, to safetensors: pyconv against
+    torch's dcp_to_torch_save, both until the output is on disk."""
+    from .dcp import ensure_dcp
+
+    ckpt = ensure_dcp(src, work.parent)
+    files = sorted(p for p in ckpt.iterdir() if p.suffix == ".distcp" or p.name == ".metadata")
+    out = work / "out"
+    jobs = [Job(f"pyconv DCP → safetensors, {threads_label(n)}",
+                pyconv_cmd(ckpt, out / "model.safetensors", "--to", "safetensors", "--threads", str(n)),
+                "chunks read in place from the rank files; includes fsync", inputs=files) for n in threads]
+    reference = f"{PY} -m pyconv.bench.dcp to-torch-save {ckpt} {out} && sync"
+    jobs.append(Job("dcp_to_torch_save + safetensors save + sync", ["sh", "-c", reference],
+                    "torch's own: the whole state dict in memory", inputs=files))
+    return jobs
+
+
 JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], Sequence[Job]]] = {
     "safetensors": safetensors_jobs,
     "gguf": gguf_jobs,
     "ternary": ternary_jobs,
     "zstd": zstd_jobs,
+    "dcp": dcp_jobs,
 }
+# the jobs that write GGUF files, which need a tokenizer
+TOKENIZED = ("gguf", "ternary", "zstd")
 
 
 def add_tokenizer(src: Path, data: Path, tokenizer: Path | None = None) -> None:
@@ -135,12 +156,12 @@ def run(size: str, jobs: list[str], threads: list[int], rounds: int, data: Path,
         raise ConversionError(f"unknown benchmark job {', '.join(unknown)}; jobs are {', '.join(JOBS)}")
     print(f"checkpoint: {size} in {data} (generated on first use, then reused)", file=sys.stderr, flush=True)
     src, shards = ensure_checkpoint(size, data)
-    if any(j != "safetensors" for j in jobs):
+    if any(j in TOKENIZED for j in jobs):
         add_tokenizer(src, data, tokenizer)
     work = data / "work"
     remove(work)
     work.mkdir(parents=True)
-    results = [best_of(rounds, r.label, r.cmd, inputs=shards, out=work / "out", note=r.note, describe=r.describe)
+    results = [best_of(rounds, r.label, r.cmd, inputs=r.inputs or shards, out=work / "out", note=r.note, describe=r.describe)
                for job in jobs for r in JOBS[job](src, shards, work, threads)]
     remove(work)
     return results, src

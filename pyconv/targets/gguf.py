@@ -112,10 +112,22 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
     elif dtypes.is_ternary(rules.outtype):
         return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
-        block = dtypes.row_elems(want)
-        if shape[-1] % block:
-            return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
+        fitted, reason = fitting_type(want, shape[-1])
+        if reason:
+            return fitted, "; ".join(x for x in (why, reason) if x), ops
     return want, why, ops
+
+
+def fitting_type(want: str, n_cols: int) -> tuple[str, str]:
+    """(type, why) for rows of ``n_cols`` that should be ``want``: ``want`` itself (why "") when they
+    fit its blocks, else llama.cpp's fallback for it, or F16 when that does not fit either
+    (llama-quant.cpp: Q2_K and Q3_K become Q4_0, Q4_K Q5_0, Q5_K Q5_1, Q6_K Q8_0, IQ4_XS IQ4_NL)."""
+    if n_cols % dtypes.row_elems(want) == 0:
+        return want, ""
+    fallback = dtypes.fallback(want)
+    if fallback is None or n_cols % dtypes.row_elems(fallback):
+        fallback = "f16"
+    return fallback, f"rows of {n_cols} do not fit {want} blocks: {fallback}"
 
 
 def small_values(t: SourceTensor) -> np.ndarray:
@@ -130,7 +142,8 @@ def small_values(t: SourceTensor) -> np.ndarray:
     flat = np.frombuffer(_core.cast(bytes(raw), t.dtype, "f32"), np.float32)
     if t.strides is None:
         return flat[t.offset:t.offset + t.numel].reshape(t.shape)
-    return np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    values: np.ndarray = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    return values
 
 
 def unpacked_parts(packed: SourceTensor, scale: float) -> tuple[tuple[int, ...], list[Part]]:
