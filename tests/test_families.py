@@ -6,6 +6,7 @@ the architecture); each layout fix switched off breaks the agreement."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,8 +122,9 @@ def test_gguf_back_to_hf_loads_cleanly_with_the_same_logits(bench: Bench, tmp_pa
     out = tmp_path / "hf"
     # the tokenizer from the source folder: rebuilding SmolLM2's from the GGUF is slow and tested elsewhere
     pyconv.convert(path, out, to="hf", tokenizer=str(src), progress=False)
-    model, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager",
-                                                       output_loading_info=True)
+    with_info: Any = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager",
+                                                          output_loading_info=True)
+    model, info = with_info
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert model.config.model_type == CASES[name].arch.model_types[0]
     ids = bench.ids(name)
@@ -130,8 +132,8 @@ def test_gguf_back_to_hf_loads_cleanly_with_the_same_logits(bench: Bench, tmp_pa
         ours = model.eval()(torch.tensor([ids])).logits[0].numpy()
     assert max_diff(ours, bench.hf_logits(name)) < F32_TOL
     if CASES[name].loader:
-        theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                      attn_implementation="eager")
+        theirs: Any = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                           attn_implementation="eager")
         with torch.no_grad():
             loaded = theirs.eval()(torch.tensor([ids])).logits[0].numpy()
         defaults = CASES[name].loader_defaults
