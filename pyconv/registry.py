@@ -52,7 +52,7 @@ def catalog() -> Catalog:
             plugins.register_table(tables, table, ep)
     for ep, table in plugins.arch_tables():
         plugins.register_table(tables, table, ep)
-    return Catalog(tables)
+    return Catalog(tables, f"another package adds one through the '{plugins.FAMILY_GROUP}' entry point")
 
 
 # pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; and before

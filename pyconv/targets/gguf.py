@@ -204,6 +204,30 @@ def parts_after_heads(view: View, n_head: int, d_head: int) -> tuple[View, tuple
     return regrouped, regrouped.shape
 
 
+def queries_keys_values(view: View, n_head: int, n_kv: int, d_head: int) -> tuple[tuple[int, ...], list[Part]]:
+    """A fused projection's rows grouped per key-value head, (group, n_head/n_kv queries + key + value, d), as
+    boxes of llama.cpp's order: every query head, then every key head, then every value head."""
+    rows, rest = view.shape[0], view.shape[1:]
+    per = n_head // n_kv if n_kv and n_head % n_kv == 0 else 0
+    if not per or rows != (n_head + 2 * n_kv) * d_head:
+        raise ConversionError(f"{rows} rows are not {n_kv} groups of {n_head} query heads plus a key and a value head "
+                              f"of {d_head}", tensor=view.tensor.name)
+    grouped = view.reshape(n_kv, per + 2, d_head, *rest)
+    zeros = (0,) * (1 + len(rest))
+    parts = [Part(grouped.slice(0, g, g + 1).slice(1, 0, per).reshape(per, d_head, *rest), (g * per, *zeros))
+             for g in range(n_kv)]
+    parts += [Part(grouped.slice(1, per + i, per + i + 1).reshape(n_kv, d_head, *rest), (n_head + i * n_kv, *zeros))
+              for i in (0, 1)]
+    return (n_head + 2 * n_kv, d_head, *rest), parts
+
+
+def kv_head_count(arch: Arch, cfg: Config) -> int:
+    """The key-value heads the GGUF says the graph has: the table's own hyper-parameter when it has one."""
+    hp = next((h for h in arch.gguf.hparams if h.method == "add_head_count_kv"), None)
+    n_head = int(cfg.require("num_attention_heads", "n_head"))
+    return int(hp.value(cfg) if hp else cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
+
+
 class GgufMapper:
     """Walks a checkpoint's tensors through an architecture table."""
 
@@ -360,8 +384,12 @@ class GgufMapper:
             view, layout = rope_permuted(view, n_head)
         if m.kind in fixes.head_grouped:
             view, layout = parts_after_heads(view, int(cfg.require("num_attention_heads", "n_head")), head_dim(cfg))
+        parts = [Part(view, (0,) * len(layout))]
+        if m.kind in fixes.kv_grouped:
+            layout, parts = queries_keys_values(view, int(cfg.require("num_attention_heads", "n_head")),
+                                                kv_head_count(self.arch, cfg), head_dim(cfg))
         dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf)
-        t = OutTensor(m.name, shape, dtype, [Part(view, (0,) * len(layout))], layout, note=why)
+        t = OutTensor(m.name, shape, dtype, parts, layout, note=why)
         if fixes.norm_shift and hf.endswith("norm.weight"):
             t.ops.append(Op("add", fixes.norm_shift))
         t.ops += ops
