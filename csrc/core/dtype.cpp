@@ -28,7 +28,16 @@ constexpr DTypeTraits floating(DType id, const char* name, uint32_t bytes, const
   return r;
 }
 
-// Integers, bool and the f8 types: GGUF holds some of them (ggml ids below 100), safetensors all.
+// The 8-bit floats of pre-quantized checkpoints: decoded exactly to f32 by the casts, never written
+// by them, and unknown to GGUF.
+constexpr DTypeTraits float8(DType id, const char* name, const char* safetensors) {
+  DTypeTraits r = floating(id, name, 1, safetensors, nullptr, -1);
+  r.ggml_id = -1;
+  r.mainline = false;
+  return r;
+}
+
+// Integers and bool: GGUF holds some of them (ggml ids below 100), safetensors all.
 constexpr DTypeTraits plain(DType id, const char* name, uint32_t bytes, const char* safetensors, const char* format) {
   DTypeTraits r;
   r.id = id;
@@ -103,8 +112,8 @@ constexpr DTypeTraits kBuiltin[] = {
     plain(DType::U16, "u16", 2, "U16", "H"),
     plain(DType::U32, "u32", 4, "U32", "I"),
     plain(DType::U64, "u64", 8, "U64", "Q"),
-    plain(DType::F8_E4M3, "f8_e4m3", 1, "F8_E4M3", nullptr),
-    plain(DType::F8_E5M2, "f8_e5m2", 1, "F8_E5M2", nullptr),
+    float8(DType::F8_E4M3, "f8_e4m3", "F8_E4M3"),
+    float8(DType::F8_E5M2, "f8_e5m2", "F8_E5M2"),
     block(DType::Q4_0, "q4_0", 32, 18, bk::dequantize_q4_0),
     block(DType::Q4_1, "q4_1", 32, 20, bk::dequantize_q4_1),
     block(DType::Q5_0, "q5_0", 32, 22, bk::dequantize_q5_0),

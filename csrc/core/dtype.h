@@ -28,8 +28,8 @@ enum class DType : uint32_t {
 constexpr uint32_t kMaxTypeIds = 256;
 
 enum class TypeKind : uint8_t {
-  Float,  // f64, f32, f16, bf16: converted to and from f32 by the casts
-  Plain,  // fixed-size elements copied as they are, never converted (integers, bool, f8)
+  Float,  // f64, f32, f16, bf16 (converted to and from f32 by the casts), f8 (decoded only)
+  Plain,  // fixed-size elements copied as they are, never converted (integers, bool)
   Block,  // blocks of elements: quantized from f32, decoded to f32
 };
 

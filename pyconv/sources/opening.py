@@ -9,6 +9,7 @@ from .. import registry
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from .checkpoint import Checkpoint
+from .prequantized import dequantize
 
 
 def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> Checkpoint:
@@ -22,6 +23,7 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
         if reader.recognises(p):
             ck = reader.open(p, opts)
             ck.strip_prefixes(opts.source.strip_prefixes)
+            dequantize(ck)
             return ck
     known = ", ".join(r.name for r in asked)
     raise ConversionError(f"not a checkpoint pyconv can read (readers: {known})", file=p)
