@@ -194,3 +194,45 @@ def test_malformed_fp8_checkpoints_are_refused(tiny_base: Path, tmp_path: Path) 
                if n != "model.layers.0.mlp.up_proj.weight_scale_inv"}
     save_torch(tensors, str(missing / "model.safetensors"))
     _one_line_error([missing, "-o", tmp_path / "b.safetensors"], "up_proj.weight", "without its weight_scale_inv")
+
+
+@pytest.fixture(scope="session")
+def gpt_oss_experts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Expert tensors as gpt-oss stores them (u8 *_blocks [E, rows, G, 16] and *_scales [E, rows, G]) beside
+    a plain one, with exponents around 127 and every nibble value."""
+    gen = torch.Generator().manual_seed(3)
+    out = tmp_path_factory.mktemp("gpt-oss")
+    tensors = {"model.layers.0.mlp.experts.gate_up_proj_blocks": torch.randint(0, 256, (2, 8, 3, 16), generator=gen,
+                                                                                dtype=torch.uint8),
+               "model.layers.0.mlp.experts.gate_up_proj_scales": torch.randint(118, 134, (2, 8, 3), generator=gen,
+                                                                                dtype=torch.uint8),
+               "model.layers.0.mlp.experts.gate_up_proj_bias": torch.randn(2, 8, generator=gen)}
+    save_torch(tensors, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({"dtype": "float32", "quantization_config": {"quant_method": "mxfp4"}}))
+    return out, tensors
+
+
+def test_mxfp4_experts_decode_as_transformers_does(gpt_oss_experts: tuple[Path, dict[str, torch.Tensor]],
+                                                   tmp_path: Path) -> None:
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    src, tensors = gpt_oss_experts
+    blocks, scales = (tensors[f"model.layers.0.mlp.experts.gate_up_proj_{k}"] for k in ("blocks", "scales"))
+    # transformers hands gpt-oss its experts as [E, in, out]; the checkpoint's (and pyconv's) order is [E, out, in]
+    theirs = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32).transpose(1, 2)
+    pyconv.convert(src, tmp_path / "f32.safetensors")
+    got = load_torch(str(tmp_path / "f32.safetensors"))
+    assert set(got) == {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.gate_up_proj_bias"}
+    assert torch.equal(got["model.layers.0.mlp.experts.gate_up_proj"], theirs)
+    pyconv.convert(src, tmp_path / "bf16.safetensors", outtype="bf16")
+    got = load_torch(str(tmp_path / "bf16.safetensors"))
+    assert torch.equal(got["model.layers.0.mlp.experts.gate_up_proj"], theirs.to(torch.bfloat16))
+
+
+def test_mxfp4_blocks_without_scales_are_refused(gpt_oss_experts: tuple[Path, dict[str, torch.Tensor]],
+                                                 tmp_path: Path) -> None:
+    src, tensors = gpt_oss_experts
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    save_torch({n: t for n, t in tensors.items() if not n.endswith("_scales")}, str(broken / "model.safetensors"))
+    _one_line_error([broken, "-o", tmp_path / "a.safetensors"], "gate_up_proj_blocks")

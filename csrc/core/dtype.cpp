@@ -97,6 +97,15 @@ constexpr DTypeTraits i2_s() {
   return r;
 }
 
+// The codes of MX formats without their scales (gpt-oss's *_blocks): a pre-quantized checkpoint's
+// source, decoded and multiplied by its e8m0 scales; no container stores it under this type.
+constexpr DTypeTraits f4_e2m1() {
+  DTypeTraits r = block(DType::F4_E2M1, "f4_e2m1", 2, 1, bk::dequantize_f4_e2m1);
+  r.ggml_id = -1;
+  r.mainline = false;
+  return r;
+}
+
 // llama.cpp's file types (LLAMA_FTYPE_*) are given for the types pyconv writes.
 constexpr DTypeTraits kBuiltin[] = {
     floating(DType::F32, "f32", 4, "F32", "f", 0),
@@ -114,6 +123,8 @@ constexpr DTypeTraits kBuiltin[] = {
     plain(DType::U64, "u64", 8, "U64", "Q"),
     float8(DType::F8_E4M3, "f8_e4m3", "F8_E4M3"),
     float8(DType::F8_E5M2, "f8_e5m2", "F8_E5M2"),
+    float8(DType::F8_E8M0, "f8_e8m0", "F8_E8M0"),
+    f4_e2m1(),
     block(DType::Q4_0, "q4_0", 32, 18, bk::dequantize_q4_0),
     block(DType::Q4_1, "q4_1", 32, 20, bk::dequantize_q4_1),
     block(DType::Q5_0, "q5_0", 32, 22, bk::dequantize_q5_0),
@@ -138,7 +149,7 @@ constexpr DTypeTraits kBuiltin[] = {
     ternary(block(DType::TQ1_0, "tq1_0", 256, 54, bk::dequantize_tq1_0, bk::quantize_tq1_0, 36)),
     tq2_0(),
     i2_s(),
-    block(DType::MXFP4, "mxfp4", 32, 17),
+    block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4),
     block(DType::NVFP4, "nvfp4", 64, 36),
     block(DType::Q1_0, "q1_0", 128, 18),
 };

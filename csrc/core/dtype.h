@@ -21,7 +21,8 @@ enum class DType : uint32_t {
   IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
   I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
   TQ1_0 = 34, TQ2_0 = 35, I2_S = 36, MXFP4 = 39, NVFP4 = 40, Q1_0 = 41,
-  U8 = 101, BOOL = 102, U16 = 103, U32 = 104, U64 = 105, F8_E4M3 = 106, F8_E5M2 = 107,
+  U8 = 101, BOOL = 102, U16 = 103, U32 = 104, U64 = 105, F8_E4M3 = 106, F8_E5M2 = 107, F8_E8M0 = 108,
+  F4_E2M1 = 109,
 };
 
 // Every type id is below this; the table is an array indexed by id.

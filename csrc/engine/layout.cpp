@@ -284,8 +284,8 @@ void check_scale(const Plan& plan, const Source& s) {
   if (!traits(by.dtype).is_float() || by.scale.source >= 0)
     throw Error(std::string("a scale is a float source holding plain values, not ") + traits(by.dtype).name + " data");
   const DTypeTraits& tr = traits(s.dtype);
-  if (tr.is_block() || (tr.kind == TypeKind::Plain && s.dtype != DType::I8 && s.dtype != DType::U8))
-    throw Error(std::string("a scale applies to float or 8-bit integer codes, not ") + tr.name + " data");
+  if ((tr.is_block() && (!tr.dequantize || tr.tail_bytes)) || (tr.kind == TypeKind::Plain && s.dtype != DType::I8 && s.dtype != DType::U8))
+    throw Error(std::string("a scale applies to float, 8-bit integer or decodable block codes, not ") + tr.name + " data");
   if (sc.shape.empty() || sc.shape.size() > static_cast<size_t>(kMaxDims) || sc.block.size() != sc.shape.size())
     throw Error("a scale needs a shape of 1 to " + std::to_string(kMaxDims) + " dims and a block size per dim");
   uint64_t scales = 1;

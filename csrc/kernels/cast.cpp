@@ -67,6 +67,9 @@ void f8_e4m3_to_f32(const uint8_t* src, float* dst, size_t n) {
 void f8_e5m2_to_f32(const uint8_t* src, float* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = f32_from_bits(f8_e5m2_to_f32_bits(src[i]));
 }
+void f8_e8m0_to_f32(const uint8_t* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = f32_from_bits(f8_e8m0_to_f32_bits(src[i]));
+}
 
 }  // namespace cast_ref
 
@@ -120,9 +123,11 @@ void cast(DType from, const void* src, DType to, void* dst, size_t n) {
     return;
   }
   using F = DType;
-  if (from == F::F8_E4M3 || from == F::F8_E5M2) {
+  if (from == F::F8_E4M3 || from == F::F8_E5M2 || from == F::F8_E8M0) {
     // every f8 value is exact in f32; other targets are reached through it, a stack buffer at a time
-    const auto decode = from == F::F8_E4M3 ? cast_ref::f8_e4m3_to_f32 : cast_ref::f8_e5m2_to_f32;
+    const auto decode = from == F::F8_E4M3   ? cast_ref::f8_e4m3_to_f32
+                        : from == F::F8_E5M2 ? cast_ref::f8_e5m2_to_f32
+                                             : cast_ref::f8_e8m0_to_f32;
     const auto* in8 = static_cast<const uint8_t*>(src);
     if (to == F::F32) return decode(in8, static_cast<float*>(dst), n);
     if (!cast_writes(to)) throw Error(std::string("cannot cast ") + traits(from).name + " to " + traits(to).name);

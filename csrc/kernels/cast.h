@@ -1,6 +1,6 @@
 // Conversions between f64, f32, f16 and bf16, round-to-nearest-even, and from the 8-bit floats
 // f8_e4m3 (e4m3fn: no infinities, S.1111.111 is NaN) and f8_e5m2 (the top byte of an f16), which
-// every wider float holds exactly.
+// every wider float holds exactly, and f8_e8m0 (a power of two).
 //   f32 -> f16 follows numpy: NaN keeps its sign and top payload bits (never becomes Inf).
 //   f32 -> bf16 follows torch for every non-NaN value; NaN keeps its sign and top payload bits and
 //   is made quiet (ggml's rule; torch writes 0xffff for every NaN).
@@ -95,6 +95,12 @@ inline uint32_t f8_e4m3_to_f32_bits(uint8_t b) {
 }
 
 inline uint32_t f8_e5m2_to_f32_bits(uint8_t b) { return f16_to_f32_bits(static_cast<uint16_t>(b << 8)); }
+
+// e8m0 (the MX formats' scales): 2^(b - 127); 0 is 2^-127, a subnormal; 0xff is NaN.
+inline uint32_t f8_e8m0_to_f32_bits(uint8_t b) {
+  if (b == 0xffu) return 0x7fc00000u;
+  return b == 0 ? 0x00400000u : static_cast<uint32_t>(b) << 23;
+}
 
 inline float f16_to_f32(uint16_t h) { return f32_from_bits(f16_to_f32_bits(h)); }
 inline uint16_t f32_to_f16(float f) { return f32_to_f16_bits(f32_bits(f)); }

@@ -66,6 +66,12 @@ void dequantize_q5_k(const uint8_t* src, float* dst, size_t n, const QuantParams
 void dequantize_q6_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// ggml's MXFP4 blocks: an e8m0 scale byte, then 16 bytes whose low nibbles are elements 0..15 and
+// high nibbles 16..31, e2m1 codes.
+void dequantize_mxfp4(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// Bare e2m1 codes, two a byte, the low nibble first (the element order of the OCP MX formats and
+// of gpt-oss's *_blocks tensors), without scales: 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6.
+void dequantize_f4_e2m1(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 // Codes -1, 0, +1 (a code of 3 reads as 0, as BitNet's reader does) times params.tensor_scale.
 void dequantize_i2_s(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 

@@ -10,6 +10,8 @@ converted without its scales it would give wrong weights without a word.
 - ``compressed-tensors`` in its ``float-quantized``, ``int-quantized`` and ``naive-quantized`` formats:
   symmetric 8-bit f8_e4m3 or int8 weights and a ``weight_scale`` per tensor, output channel, group
   or block.
+- ``mxfp4`` (gpt-oss): ``<weight>_blocks`` of e2m1 codes and ``<weight>_scales`` of e8m0 exponents,
+  32 elements a block.
 - ``bitnet``: transformers' packed ternary weights, which the GGUF target unpacks.
 """
 
@@ -19,6 +21,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .. import dtypes
@@ -34,7 +37,7 @@ CODE_TYPES = {"float": ("f8_e4m3",), "int": ("i8",)}
 # the last name component of tensors that quantizers write beside the weights they describe
 COMPANIONS = re.compile(r"(^|\.)(weight_scale_inv|weight_scale|weight_global_scale|weight_zero_point|weight_packed|"
                         r"weight_shape|input_scale|input_global_scale|input_zero_point|output_scale|activation_scale|"
-                        r"k_scale|v_scale|qweight|qzeros|scales|g_idx|SCB|absmax|quant_map|\w+_scale_inv|\w+_blocks)$"
+                        r"k_scale|v_scale|qweight|qzeros|scales|g_idx|SCB|absmax|quant_map|\w+_scale_inv|\w+_blocks|\w+_scales)$"
                         r"|\.quant_state\.")
 # activation and cache scales: what a runtime quantizing activations reads; the weights do not need them
 ACTIVATION_SCALES = re.compile(r"(^|\.)(input_scale|input_zero_point|output_scale|activation_scale|k_scale|v_scale)$")
@@ -46,7 +49,7 @@ def value_dtype(config: dict[str, Any]) -> str:
     return TORCH_FLOATS.get(str(named), "bf16")
 
 
-def _where(ck: Checkpoint) -> Any:
+def _where(ck: Checkpoint) -> Path:
     return ck.folder / "config.json"
 
 
@@ -182,7 +185,35 @@ def _compressed(ck: Checkpoint, quant: dict[str, Any], values: str) -> dict[str,
     return out
 
 
-READERS = {"fp8": _fp8, "compressed-tensors": _compressed}
+def mxfp4_codes(blocks: SourceTensor, scales: SourceTensor, name: str, values: str, file: Path | None = None) -> SourceTensor:
+    """An MX-format weight from its two tensors, as gpt-oss stores its experts: ``blocks`` (u8,
+    [..., G, 16]: 32 e2m1 codes a block, the low nibble first) and ``scales`` (u8, [..., G]: one e8m0
+    exponent a block), as the weight [..., G * 32] the engine decodes."""
+    if blocks.dtype != "u8" or scales.dtype != "u8" or len(blocks.shape) < 2 or blocks.shape[-1] != 16 \
+            or blocks.shape[:-1] != scales.shape or blocks.strides is not None or scales.strides is not None:
+        raise ConversionError(f"MXFP4 blocks {blocks.dtype}{list(blocks.shape)} and scales {scales.dtype}"
+                              f"{list(scales.shape)}: they must be u8 [..., G, 16] and u8 [..., G]", file=file, tensor=name)
+    shape = (*blocks.shape[:-2], blocks.shape[-2] * 32)
+    exponents = replace(scales, dtype="f8_e8m0")
+    block = (1,) * (len(shape) - 1) + (32,)
+    return replace(blocks, name=name, dtype="f4_e2m1", shape=shape, scale=Scale(exponents, block, values))
+
+
+def _mxfp4(ck: Checkpoint, _quant: dict[str, Any], values: str) -> dict[str, SourceTensor]:
+    out: dict[str, SourceTensor] = {}
+    for name, t in ck.tensors.items():
+        if name.endswith("_scales") and name.removesuffix("_scales") + "_blocks" in ck.tensors:
+            continue
+        if name.endswith("_blocks") and (scales := ck.tensors.get(name.removesuffix("_blocks") + "_scales")):
+            weight = name.removesuffix("_blocks")
+            out[weight] = mxfp4_codes(t, scales, weight, values, ck.path)
+            continue
+        out[name] = t
+    _refuse_companions(ck, (n for n in out if out[n].scale is None), "with no weight beside it")
+    return out
+
+
+READERS = {"fp8": _fp8, "compressed-tensors": _compressed, "mxfp4": _mxfp4}
 
 
 def dequantize(ck: Checkpoint) -> None:
