@@ -220,6 +220,12 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("needs_stats", &DTypeTraits::needs_stats)
       .def_property_readonly("safetensors_name", [=](const DTypeTraits& t) { return optional_str(t.safetensors_name); })
       .def_property_readonly("buffer_format", [=](const DTypeTraits& t) { return optional_str(t.buffer_format); })
+      .def_property_readonly("pack_codes", [](const DTypeTraits& t) {
+             return t.pack ? py::object(py::str(traits(t.pack_codes).name)) : py::object(py::none());
+           })
+      .def_property_readonly("pack_scales", [](const DTypeTraits& t) {
+             return t.pack ? py::object(py::str(traits(t.pack_scales).name)) : py::object(py::none());
+           })
       .def_readonly("ternary", &DTypeTraits::ternary)
       .def_readonly("mainline", &DTypeTraits::mainline)
       .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })

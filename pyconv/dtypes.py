@@ -77,3 +77,12 @@ def file_type(name: str) -> int | None:
     """llama.cpp's general.file_type for a file mostly of ``name``, for the types pyconv writes."""
     ft = row(name).file_type
     return None if ft is None else int(ft)
+
+
+def packed_type(codes: str, scales: str, block: tuple[int, ...]) -> str | None:
+    """The block type whose blocks are ``codes`` with one ``scales`` value per ``block`` (elements along
+    each dim) in another layout, so that the engine writes them without requantizing; None if none is."""
+    for name, t in TYPES.items():
+        if (t.pack_codes, t.pack_scales) == (codes, scales) and block[-1:] == (t.block_elems,) and set(block[:-1]) <= {1}:
+            return name
+    return None

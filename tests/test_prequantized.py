@@ -236,3 +236,39 @@ def test_mxfp4_blocks_without_scales_are_refused(gpt_oss_experts: tuple[Path, di
     shutil.copytree(src, broken)
     save_torch({n: t for n, t in tensors.items() if not n.endswith("_scales")}, str(broken / "model.safetensors"))
     _one_line_error([broken, "-o", tmp_path / "a.safetensors"], "gate_up_proj_blocks")
+
+
+def test_mxfp4_experts_repack_into_gguf_without_requantizing(gpt_oss_experts: tuple[Path, dict[str, torch.Tensor]],
+                                                             tmp_path: Path) -> None:
+    """The GGUF type the codes already are is what the target picks, and the engine moves their bits into
+    ggml's blocks: the scale byte, then byte j holding elements j and j + 16 (ggml's block_mxfp4)."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    from pyconv import engine
+    from pyconv.options import ConvertOptions
+    from pyconv.plan import OutFile, OutTensor, Plan, View
+    from pyconv.sources.opening import open_checkpoint
+    from pyconv.targets.gguf import TypeRules, packed, tensor_type
+
+    src, tensors = gpt_oss_experts
+    weight = open_checkpoint(src).tensors["model.layers.0.mlp.experts.gate_up_proj"]
+    rules = TypeRules.of(ConvertOptions.of(outtype="q8_0"), "gpt-oss", None)
+    kind = gguf.MODEL_TENSOR.FFN_GATE_UP_EXP
+    assert tensor_type(rules, weight.value_dtype, kind, "x.weight", weight.shape, packed_as=packed(weight))[0] == "mxfp4"
+    floats = TypeRules.of(ConvertOptions.of(outtype="bf16"), "gpt-oss", None)
+    assert tensor_type(floats, weight.value_dtype, kind, "x.weight", weight.shape, packed_as=packed(weight))[0] == "bf16"
+
+    out = tmp_path / "experts.gguf"
+    plan = Plan([OutFile(out.name, "gguf")], [OutTensor.from_view("blk.0.ffn_gate_up_exps.weight", View.of(weight), "mxfp4")])
+    engine.execute(plan, [out], threads=2, chunk_bytes=64)
+    stored = next(iter(gguf.GGUFReader(out).tensors))
+    assert stored.tensor_type == gguf.GGMLQuantizationType.MXFP4
+    blocks = tensors["model.layers.0.mlp.experts.gate_up_proj_blocks"].numpy()
+    scales = tensors["model.layers.0.mlp.experts.gate_up_proj_scales"].numpy()
+    codes = np.stack([blocks & 0xF, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    want = np.concatenate([scales[..., None], codes[..., :16] | (codes[..., 16:] << 4)], axis=-1)
+    assert np.asarray(stored.data).tobytes() == want.astype(np.uint8).tobytes()
+    values = gguf.quants.dequantize(np.asarray(stored.data), gguf.GGMLQuantizationType.MXFP4)
+    theirs = convert_moe_packed_tensors(torch.from_numpy(blocks), torch.from_numpy(scales), dtype=torch.float32)
+    # ggml reads code 8 (-0) as +0, the only difference a value can show
+    np.testing.assert_array_equal(values.reshape(weight.shape), theirs.transpose(1, 2).numpy() + 0.0)

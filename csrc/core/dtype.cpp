@@ -106,6 +106,15 @@ constexpr DTypeTraits f4_e2m1() {
   return r;
 }
 
+// ggml's MXFP4, which gpt-oss's experts (f4_e2m1 codes, f8_e8m0 scales) are repacked into.
+constexpr DTypeTraits mxfp4() {
+  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4);
+  r.pack = bk::pack_mxfp4;
+  r.pack_codes = DType::F4_E2M1;
+  r.pack_scales = DType::F8_E8M0;
+  return r;
+}
+
 // llama.cpp's file types (LLAMA_FTYPE_*) are given for the types pyconv writes.
 constexpr DTypeTraits kBuiltin[] = {
     floating(DType::F32, "f32", 4, "F32", "f", 0),
@@ -149,7 +158,7 @@ constexpr DTypeTraits kBuiltin[] = {
     ternary(block(DType::TQ1_0, "tq1_0", 256, 54, bk::dequantize_tq1_0, bk::quantize_tq1_0, 36)),
     tq2_0(),
     i2_s(),
-    block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4),
+    mxfp4(),
     block(DType::NVFP4, "nvfp4", 64, 36),
     block(DType::Q1_0, "q1_0", 128, 18),
 };

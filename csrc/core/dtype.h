@@ -55,6 +55,9 @@ using WriteTailFn = void (*)(const QuantParams& params, uint8_t* tail);
 using ReadTailFn = QuantParams (*)(const uint8_t* tail);
 // The codes in n elements of blocks that the type's quantizer never writes (a sign of damage).
 using InvalidCodesFn = uint64_t (*)(const uint8_t* src, size_t n);
+// One block of the type from the codes of its block_elems elements and its one scale, stored in
+// another layout (a pre-quantized checkpoint's): bits move, no value is computed.
+using PackFn = void (*)(const uint8_t* codes, const uint8_t* scale, uint8_t* dst);
 
 struct DTypeTraits {
   DType id = DType::F32;
@@ -74,6 +77,11 @@ struct DTypeTraits {
   WriteTailFn write_tail = nullptr;  // set when tail_bytes > 0
   ReadTailFn read_tail = nullptr;    // set when tail_bytes > 0
   InvalidCodesFn invalid_codes = nullptr;  // null: every encoding is one the quantizer may write
+  // Set when a source of pack_codes codes scaled by pack_scales values, one per block_elems
+  // elements along the rows, can be written as this type without requantizing.
+  PackFn pack = nullptr;
+  DType pack_codes = DType::F32;
+  DType pack_scales = DType::F32;
   const char* safetensors_name = nullptr;  // null: safetensors cannot hold it
   const char* buffer_format = nullptr;     // one element as a Python buffer format ("f", "e", "q"...), or null
   bool ternary = false;             // stores signs and a scale only: every weight is -s, 0 or +s

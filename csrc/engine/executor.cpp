@@ -55,22 +55,25 @@ struct SourceView {
     const size_t s = segment_of(unit);
     return ptrs[s] + (unit - starts[s]) * unit_bytes;
   }
+  // The element of the scale source that element e is multiplied by.
+  uint64_t scale_index(uint64_t e) const {
+    const int last = scale_dims - 1;
+    uint64_t rest = e / shape[last], idx = e % shape[last] / block[last];
+    for (int d = last - 1; d >= 0; --d) {
+      idx += rest % shape[d] / block[d] * scale_strides[d];
+      rest /= shape[d];
+    }
+    return idx;
+  }
   // Multiplies the f32 values of elements [e, e + n) by their scales: one scale per run inside a
   // block of the last dim.
   void apply_scale(uint64_t e, float* dst, size_t n) const {
-    const int last = scale_dims - 1;
-    const uint64_t cols = shape[last], bc = block[last];
+    const uint64_t cols = shape[scale_dims - 1], bc = block[scale_dims - 1];
     while (n > 0) {
-      uint64_t rest = e / cols, idx = 0;
       const uint64_t col = e % cols;
-      for (int d = last - 1; d >= 0; --d) {
-        idx += rest % shape[d] / block[d] * scale_strides[d];
-        rest /= shape[d];
-      }
-      idx += col / bc;
       const size_t take = static_cast<size_t>(std::min<uint64_t>(n, std::min(bc - col % bc, cols - col)));
       float f;
-      cast(scale->dtype, scale->at(idx), DType::F32, &f, 1);
+      cast(scale->dtype, scale->at(scale_index(e)), DType::F32, &f, 1);
       for (size_t i = 0; i < take; ++i) dst[i] *= f;
       dst += take;
       e += take;
@@ -108,6 +111,7 @@ struct TensorRun {
   bool gaps = false;
   bool needs_stats = false;
   bool ternarize = false;   // decided after stats
+  bool packed = false;      // blocks packed from codes and scales (engine/layout.h: packs)
   const Op* ternarize_op = nullptr;
   float s = 0.0f;
   float magnitude = 0.0f;  // 1/s rounded as the model rounds its weights
@@ -262,7 +266,8 @@ class Worker {
       }
       if (empty) continue;
       dst_off -= static_cast<int64_t>(b.flat_begin);
-      copy_part(sources_[p.source], p.field, src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
+      if (r.packed) pack_box(sources_[p.source], src_off, box, 0, traits(r.work), work_.data() + static_cast<uint64_t>(dst_off) / traits(r.work).block_elems * traits(r.work).block_bytes);
+      else copy_part(sources_[p.source], p.field, src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
     }
     return work_.data();
   }
@@ -419,6 +424,23 @@ class Worker {
     for (int64_t i = 0; i < b.shape[0]; ++i)
       copy_units(sv, u0 + static_cast<uint64_t>(i * b.src_strides[0]),
                  inner, dst + static_cast<size_t>(i * b.dst_strides[0]) * sv.unit_bytes);
+  }
+
+  // Blocks of `out` packed from a source's codes and scales (engine/layout.h: packs), a block at a
+  // time: the codes and their scale may lie in different segments.
+  void pack_box(const SourceView& sv, int64_t src_off, const StridedBox& b, int d, const DTypeTraits& out, uint8_t* dst) {
+    if (d == b.ndim - 1) {
+      const uint64_t e0 = static_cast<uint64_t>(src_off);
+      for (int64_t k = 0; k < b.shape[d] / out.block_elems; ++k) {
+        const uint64_t e = e0 + static_cast<uint64_t>(k * out.block_elems);
+        out.pack(sv.at(e / sv.unit_elems), sv.scale->at(sv.scale_index(e)), dst + static_cast<size_t>(k) * out.block_bytes);
+      }
+      released_.push_back({&sv, e0 / sv.unit_elems, (e0 + static_cast<uint64_t>(b.shape[d])) / sv.unit_elems});
+      return;
+    }
+    for (int64_t i = 0; i < b.shape[d]; ++i)
+      pack_box(sv, src_off + i * b.src_strides[d], b, d + 1, out,
+               dst + static_cast<size_t>(i * b.dst_strides[d] / out.block_elems) * out.block_bytes);
   }
 
   // Copy with conversion into f32 (or another float type): innermost runs convert in one call.
@@ -594,7 +616,8 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     const Tensor& t = plan.tensors[ti];
     auto r = std::make_unique<TensorRun>();
     r->tensor = &t;
-    r->work = choose_work_dtype(plan, t);
+    r->packed = packs(plan, t);
+    r->work = r->packed ? t.out : choose_work_dtype(plan, t);
     uint64_t covered = 0;
     for (const Part& p : t.parts) covered += numel(p.shape);
     r->gaps = covered != numel(t.layout);

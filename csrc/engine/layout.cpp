@@ -176,7 +176,8 @@ void check_tensor(const Plan& plan, const Tensor& t) {
   for (const Part& p : t.parts)
     raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out &&
                plan.sources[p.source].scale.source < 0;
-  if (out.is_block() && !raw_copy && !out.quantize) throw Error(std::string("pyconv cannot quantize to ") + out.name);
+  if (out.is_block() && !raw_copy && !out.quantize && !packs(plan, t))
+    throw Error(std::string("pyconv cannot quantize to ") + out.name);
   if (out.is_float() && !raw_copy && !cast_writes(t.out))
     throw Error(std::string("pyconv cannot write ") + out.name + " values; it only copies " + out.name + " data as it is");
   if (out.kind == TypeKind::Plain) {  // integers and bools are never converted
@@ -233,6 +234,32 @@ void check_tensor(const Plan& plan, const Tensor& t) {
 
 
 }  // namespace
+
+bool packs(const Plan& plan, const Tensor& t) {
+  const DTypeTraits& out = traits(t.out);
+  if (!out.pack || !t.ops.empty() || t.parts.empty() || t.layout.empty()) return false;
+  const int64_t be = out.block_elems;
+  uint64_t covered = 0;
+  for (const Part& p : t.parts) {
+    if (p.source >= plan.sources.size() || p.field.bits != 0 || p.shape.size() != t.layout.size()) return false;
+    const Source& s = plan.sources[p.source];
+    const Scale& sc = s.scale;
+    if (s.dtype != out.pack_codes || sc.source < 0 || static_cast<uint64_t>(sc.source) >= plan.sources.size() ||
+        plan.sources[static_cast<size_t>(sc.source)].dtype != out.pack_scales || sc.shape.empty() ||
+        sc.block.size() != sc.shape.size() || sc.block.back() != be || sc.shape.back() % be != 0)
+      return false;
+    for (size_t d = 0; d + 1 < sc.block.size(); ++d)
+      if (sc.block[d] != 1) return false;
+    // whole blocks along the rows, on both sides
+    const size_t last = p.shape.size() - 1;
+    if (p.src_strides[last] != 1 || p.shape[last] % be != 0 || p.src_offset % be != 0 || p.dst_start[last] % be != 0)
+      return false;
+    for (size_t d = 0; d < last; ++d)
+      if (p.src_strides[d] % be != 0) return false;
+    covered += numel(p.shape);
+  }
+  return t.layout.back() % be == 0 && covered == numel(t.layout);
+}
 
 uint64_t numel(const std::vector<int64_t>& shape) {
   uint64_t n = 1;

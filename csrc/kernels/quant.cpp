@@ -428,6 +428,11 @@ void dequantize_mxfp4(const uint8_t* src, float* dst, size_t n, const QuantParam
     }
   }
 }
+void pack_mxfp4(const uint8_t* codes, const uint8_t* scale, uint8_t* dst) {
+  const auto code = [codes](int i) { return static_cast<uint8_t>((codes[i / 2] >> (4 * (i & 1))) & 0xf); };
+  dst[0] = scale[0];
+  for (int j = 0; j < 16; ++j) dst[1 + j] = static_cast<uint8_t>(code(j) | code(j + 16) << 4);
+}
 void dequantize_f4_e2m1(const uint8_t* src, float* dst, size_t n, const QuantParams&) {
   static constexpr float kValues[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                         -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};

@@ -69,6 +69,8 @@ void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParam
 // ggml's MXFP4 blocks: an e8m0 scale byte, then 16 bytes whose low nibbles are elements 0..15 and
 // high nibbles 16..31, e2m1 codes.
 void dequantize_mxfp4(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// One MXFP4 block from 32 e2m1 codes in f4_e2m1's order (16 bytes) and their e8m0 scale byte.
+void pack_mxfp4(const uint8_t* codes, const uint8_t* scale, uint8_t* dst);
 // Bare e2m1 codes, two a byte, the low nibble first (the element order of the OCP MX formats and
 // of gpt-oss's *_blocks tensors), without scales: 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6.
 void dequantize_f4_e2m1(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
