@@ -108,7 +108,7 @@ constexpr DTypeTraits f4_e2m1() {
 
 // ggml's MXFP4, which gpt-oss's experts (f4_e2m1 codes, f8_e8m0 scales) are repacked into.
 constexpr DTypeTraits mxfp4() {
-  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4);
+  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4, nullptr, 38);  // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
   r.pack = bk::pack_mxfp4;
   r.pack_codes = DType::F4_E2M1;
   r.pack_scales = DType::F8_E8M0;
