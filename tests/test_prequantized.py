@@ -75,6 +75,15 @@ def test_a_torch_checkpoint_is_dequantized_too(fp8_model: tuple[Path, dict[str, 
         np.testing.assert_array_equal(got[name], values, err_msg=name)
 
 
+def test_inspect_shows_each_weight_with_its_scale(fp8_model: tuple[Path, dict[str, np.ndarray]]) -> None:
+    src, _ = fp8_model
+    r = run_cli("inspect", src)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("model.layers.0.mlp.up_proj.weight "))
+    assert "f8_e4m3" in line and "× model.layers.0.mlp.up_proj.weight_scale_inv[32×32] → f32" in line
+    assert "weight_scale_inv " not in r.stdout
+
+
 def test_partial_blocks_and_any_view_of_the_codes(tiny_base: Path, tmp_path: Path) -> None:
     """Blocks that do not divide the weights (DeepSeek's 576-row projections) and codes read through
     llama.cpp's Q/K row permutation: each value still meets its own block's scale."""
