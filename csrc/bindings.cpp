@@ -222,6 +222,12 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("needs_stats", &DTypeTraits::needs_stats)
       .def_property_readonly("safetensors_name", [=](const DTypeTraits& t) { return optional_str(t.safetensors_name); })
       .def_property_readonly("buffer_format", [=](const DTypeTraits& t) { return optional_str(t.buffer_format); })
+      .def_property_readonly("pack_codes", [](const DTypeTraits& t) {
+             return t.pack ? py::object(py::str(traits(t.pack_codes).name)) : py::object(py::none());
+           })
+      .def_property_readonly("pack_scales", [](const DTypeTraits& t) {
+             return t.pack ? py::object(py::str(traits(t.pack_scales).name)) : py::object(py::none());
+           })
       .def_readonly("ternary", &DTypeTraits::ternary)
       .def_readonly("mainline", &DTypeTraits::mainline)
       .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })
@@ -245,7 +251,7 @@ PYBIND11_MODULE(_core, m) {
     py::bytes out(nullptr, n * traits(to).block_bytes);  // filled in place
     cast(from, in.data, to, PyBytes_AsString(out.ptr()), n);
     return out;
-  }, py::arg("data"), py::arg("from_dtype"), py::arg("to_dtype"), "Convert raw elements between f64/f32/f16/bf16.");
+  }, py::arg("data"), py::arg("from_dtype"), py::arg("to_dtype"), "Convert raw elements between f64/f32/f16/bf16, or from f8_e4m3/f8_e5m2.");
 
   py::class_<QuantParams>(m, "QuantParams", "Per-tensor values a type's kernels use (a tensor's scale).")
       .def(py::init<>())
@@ -327,11 +333,24 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("file", &Segment::file)
       .def_readwrite("offset", &Segment::offset)
       .def_readwrite("nbytes", &Segment::nbytes);
-  py::class_<Source>(m, "Source", "A virtual row-major array of `dtype`: its segments one after another.")
-      .def(py::init([](DType dtype, std::vector<Segment> segments) { return Source{dtype, std::move(segments)}; }),
-           py::arg("dtype"), py::arg("segments"))
+  py::class_<Scale>(m, "Scale", "Codes of a source times the element of scale source `source` covering their block: "
+                                "the source seen as `shape`, `block` elements per scale along each dim; source -1: none.")
+      .def(py::init([](int64_t source, std::vector<int64_t> shape, std::vector<int64_t> block) {
+             return Scale{source, std::move(shape), std::move(block)};
+           }),
+           py::arg("source") = -1, py::arg("shape") = std::vector<int64_t>{}, py::arg("block") = std::vector<int64_t>{})
+      .def_readwrite("source", &Scale::source)
+      .def_readwrite("shape", &Scale::shape)
+      .def_readwrite("block", &Scale::block);
+  py::class_<Source>(m, "Source", "A virtual row-major array of `dtype`: its segments one after another, its values "
+                                  "times a scale when one is given.")
+      .def(py::init([](DType dtype, std::vector<Segment> segments, Scale scale) {
+             return Source{dtype, std::move(segments), std::move(scale)};
+           }),
+           py::arg("dtype"), py::arg("segments"), py::arg_v("scale", Scale{}, "Scale()"))
       .def_readwrite("dtype", &Source::dtype)
-      .def_readwrite("segments", &Source::segments);
+      .def_readwrite("segments", &Source::segments)
+      .def_readwrite("scale", &Source::scale);
   py::class_<BitField>(m, "BitField", "A u8 source read as (((x >> shift) & (2^bits - 1)) + offset) * scale; bits 0: as it is.")
       .def(py::init([](uint32_t bits, uint32_t shift, float offset, float scale) { return BitField{bits, shift, offset, scale}; }),
            py::arg("bits") = 0, py::arg("shift") = 0, py::arg("offset") = 0.0f, py::arg("scale") = 1.0f)

@@ -9,7 +9,7 @@ import numpy.typing
 
 # Anything the buffer protocol exposes as contiguous bytes (numpy arrays included).
 _Buffer: typing.TypeAlias = bytes | bytearray | memoryview | numpy.ndarray
-__all__: list[str] = ['BitField', 'Container', 'CoreError', 'DType', 'GgufKV', 'GgufType', 'Op', 'OpKind', 'OutputFile', 'Part', 'Plan', 'QuantParams', 'Segment', 'Source', 'Tensor', 'TensorReport', 'TypeInfo', 'TypeKind', 'cast', 'default_threads', 'dequantize', 'dequantize_blocks', 'invalid_codes', 'quantize', 'set_simd_enabled', 'simd_level', 'tensor_nbytes', 'tensor_params', 'types']
+__all__: list[str] = ['BitField', 'Container', 'CoreError', 'DType', 'GgufKV', 'GgufType', 'Op', 'OpKind', 'OutputFile', 'Part', 'Plan', 'QuantParams', 'Scale', 'Segment', 'Source', 'Tensor', 'TensorReport', 'TypeInfo', 'TypeKind', 'cast', 'default_threads', 'dequantize', 'dequantize_blocks', 'invalid_codes', 'quantize', 'set_simd_enabled', 'simd_level', 'tensor_nbytes', 'tensor_params', 'types']
 class CoreError(RuntimeError):
     message: str
     tensor: int | None
@@ -49,6 +49,10 @@ class DType:
       F8_E4M3
 
       F8_E5M2
+
+      F8_E8M0
+
+      F4_E2M1
 
       Q4_0
 
@@ -108,9 +112,11 @@ class DType:
     BOOL: typing.ClassVar[DType]
     F16: typing.ClassVar[DType]
     F32: typing.ClassVar[DType]
+    F4_E2M1: typing.ClassVar[DType]
     F64: typing.ClassVar[DType]
     F8_E4M3: typing.ClassVar[DType]
     F8_E5M2: typing.ClassVar[DType]
+    F8_E8M0: typing.ClassVar[DType]
     I16: typing.ClassVar[DType]
     I2_S: typing.ClassVar[DType]
     I32: typing.ClassVar[DType]
@@ -272,6 +278,12 @@ class TypeInfo:
         ...
     @property
     def needs_stats(self) -> bool:
+        ...
+    @property
+    def pack_codes(self) -> typing.Any:
+        ...
+    @property
+    def pack_scales(self) -> typing.Any:
         ...
     @property
     def row_elems(self) -> int:
@@ -486,12 +498,37 @@ class Segment:
     @offset.setter
     def offset(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+class Scale:
+    """
+    Codes of a source times the element of scale source `source` covering their block: the source seen as `shape`, `block` elements per scale along each dim; source -1: none.
+    """
+    def __init__(self, source: typing.SupportsInt | typing.SupportsIndex = -1, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], block: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> None:
+        ...
+    @property
+    def block(self) -> list[int]:
+        ...
+    @block.setter
+    def block(self, arg0: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    @property
+    def shape(self) -> list[int]:
+        ...
+    @shape.setter
+    def shape(self, arg0: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    @property
+    def source(self) -> int:
+        ...
+    @source.setter
+    def source(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
 class Source:
     """
-    A virtual row-major array of `dtype`: its segments one after another.
+    A virtual row-major array of `dtype`: its segments one after another, its values times a scale when one is given.
     """
     dtype: DType
-    def __init__(self, dtype: DType | str, segments: collections.abc.Sequence[Segment]) -> None:
+    scale: Scale
+    def __init__(self, dtype: DType | str, segments: collections.abc.Sequence[Segment], scale: Scale = ...) -> None:
         ...
     @property
     def segments(self) -> list[Segment]:
@@ -706,7 +743,7 @@ class Plan:
         """
 def cast(data: _Buffer, from_dtype: DType | str, to_dtype: DType | str) -> bytes:
     """
-    Convert raw elements between f64/f32/f16/bf16.
+    Convert raw elements between f64/f32/f16/bf16, or from f8_e4m3/f8_e5m2.
     """
 def default_threads() -> int:
     ...

@@ -200,8 +200,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print("config: " + ", ".join(f"{k}={cfg[k]}" for k in ("architectures", "model_type") if k in cfg))
     rows = [(t["name"], t["dtype"], "×".join(map(str, t["shape"])) or "scalar", format_bytes(t["bytes"])) for t in info["tensors"]]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
-    for r in rows:
-        print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}")
+    for r, t in zip(rows, info["tensors"]):
+        scale = t["scale"]
+        dequantized = f"  × {scale['tensor']}[{'×'.join(map(str, scale['block']))}] → {scale['values']}" if scale else ""
+        print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}{dequantized}")
     return 0
 
 

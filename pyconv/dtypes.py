@@ -84,3 +84,12 @@ def fallback(name: str) -> str | None:
     (None: it has none, and F16 is what remains)."""
     fb = row(name).fallback
     return None if fb is None else GGML_NAMES[int(fb)]
+
+
+def packed_type(codes: str, scales: str, block: tuple[int, ...]) -> str | None:
+    """The block type whose blocks are ``codes`` with one ``scales`` value per ``block`` (elements along
+    each dim) in another layout, so that the engine writes them without requantizing; None if none is."""
+    for name, t in TYPES.items():
+        if (t.pack_codes, t.pack_scales) == (codes, scales) and block[-1:] == (t.block_elems,) and set(block[:-1]) <= {1}:
+            return name
+    return None

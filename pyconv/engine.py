@@ -43,7 +43,10 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
                 if s.path not in inputs:
                     inputs[s.path] = core.add_input(str(s.path))
                 segments.append(_core.Segment(inputs[s.path], s.offset, s.nbytes))
-            sources[id(t)] = core.add_source(_core.Source(dtypes.row(t.dtype).id, segments))
+            scale = _core.Scale()
+            if t.scale is not None:
+                scale = _core.Scale(source_id(t.scale.tensor), list(t.shape), list(t.scale.block))
+            sources[id(t)] = core.add_source(_core.Source(dtypes.row(t.dtype).id, segments, scale))
         return sources[id(t)]
 
     for f, path in zip(plan.files, paths):

@@ -51,6 +51,9 @@ def _described(ck: Checkpoint) -> dict[str, Any]:
                 "shape": list(t.shape),
                 "bytes": t.nbytes,
                 "files": [str(f) for f in t.files],
+                # a pre-quantized weight: the scale its codes are multiplied by, and the block of each scale
+                "scale": {"tensor": t.scale.tensor.name, "block": list(t.scale.block), "values": t.scale.value_dtype}
+                if t.scale is not None else None,
             }
             for t in ck.tensors.values()
         ],

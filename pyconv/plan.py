@@ -49,7 +49,7 @@ class View:
 
     @property
     def dtype(self) -> str:
-        return self.tensor.dtype
+        return self.tensor.value_dtype
 
     def _with(self, step: str, **changes: Any) -> View:
         return replace(self, steps=self.steps + (step,), **changes)
@@ -97,7 +97,9 @@ class View:
         return self._with(f"reshape{tuple(shape)}", shape=tuple(shape), strides=strides)
 
     def describe(self) -> str:
-        return self.tensor.name + "".join(f" · {s}" for s in self.steps)
+        scale = self.tensor.scale
+        dequantized = f" · × {scale.tensor.name}[{'×'.join(map(str, scale.block))}]" if scale else ""
+        return self.tensor.name + dequantized + "".join(f" · {s}" for s in self.steps)
 
 
 def _nocopy_strides(old: tuple[int, ...], old_strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -177,6 +177,20 @@ def ci_export(k: Inputs) -> Path:
     return k.folder("export", build)
 
 
+def fp8_model(k: Inputs) -> Path:
+    """A tiny Llama with SmolLM2's tokenizer, its projections in FP8 with 32×32 block scales."""
+    def build(d: Path) -> None:
+        from .archs_fixtures import FAMILIES
+        from .prequantized_fixtures import fp8_block, write_quantized
+
+        base = k.root / "fp8-base"
+        FAMILIES["llama"].build(base, k.smollm2)
+        config = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 32]}
+        write_quantized(base, d / "fp8_model", config, fp8_block((32, 32)))
+        shutil.rmtree(base)
+    return k.folder("fp8-model", build)
+
+
 # doc path (without a trailing "/") -> what makes it: a folder whose entries are put into the command's
 # folder (linked, or copied when pyconv would write beside them), as the docs' commands expect them
 INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
@@ -196,6 +210,7 @@ INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
     "checkpoints/step-1000": (dcp_run, False),
     "export/model.gguf": (ci_export, False),
     "export/model.gguf.zst": (ci_export, False),
+    "fp8_model": (fp8_model, False),
 }
 
 

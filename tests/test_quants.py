@@ -28,7 +28,7 @@ VECTORS = Path(__file__).parent / "vectors" / "i2s"
 GGUF_QUANTIZED = ["q8_0", "tq1_0", "tq2_0"]
 SIMD_QUANTIZED = ["q8_0", "tq2_0", "i2_s"]
 ONE_BLOCK = {"q8_0": 32, "tq2_0": 256, "i2_s": 128}
-DECODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0"]
+DECODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4"]
 F32 = np.float32
 THRESHOLD = F32(1e-6)  # BitNet's |x| < 1e-6, compared in double
 

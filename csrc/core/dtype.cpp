@@ -28,7 +28,16 @@ constexpr DTypeTraits floating(DType id, const char* name, uint32_t bytes, const
   return r;
 }
 
-// Integers, bool and the f8 types: GGUF holds some of them (ggml ids below 100), safetensors all.
+// The 8-bit floats of pre-quantized checkpoints: decoded exactly to f32 by the casts, never written
+// by them, and unknown to GGUF.
+constexpr DTypeTraits float8(DType id, const char* name, const char* safetensors) {
+  DTypeTraits r = floating(id, name, 1, safetensors, nullptr, -1);
+  r.ggml_id = -1;
+  r.mainline = false;
+  return r;
+}
+
+// Integers and bool: GGUF holds some of them (ggml ids below 100), safetensors all.
 constexpr DTypeTraits plain(DType id, const char* name, uint32_t bytes, const char* safetensors, const char* format) {
   DTypeTraits r;
   r.id = id;
@@ -94,6 +103,24 @@ constexpr DTypeTraits i2_s() {
   return r;
 }
 
+// The codes of MX formats without their scales (gpt-oss's *_blocks): a pre-quantized checkpoint's
+// source, decoded and multiplied by its e8m0 scales; no container stores it under this type.
+constexpr DTypeTraits f4_e2m1() {
+  DTypeTraits r = block(DType::F4_E2M1, "f4_e2m1", 2, 1, bk::dequantize_f4_e2m1);
+  r.ggml_id = -1;
+  r.mainline = false;
+  return r;
+}
+
+// ggml's MXFP4, which gpt-oss's experts (f4_e2m1 codes, f8_e8m0 scales) are repacked into.
+constexpr DTypeTraits mxfp4() {
+  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4, nullptr, 38);  // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+  r.pack = bk::pack_mxfp4;
+  r.pack_codes = DType::F4_E2M1;
+  r.pack_scales = DType::F8_E8M0;
+  return r;
+}
+
 // llama.cpp's file types (LLAMA_FTYPE_*) are given for the types pyconv writes.
 constexpr DTypeTraits kBuiltin[] = {
     floating(DType::F32, "f32", 4, "F32", "f", 0),
@@ -109,8 +136,10 @@ constexpr DTypeTraits kBuiltin[] = {
     plain(DType::U16, "u16", 2, "U16", "H"),
     plain(DType::U32, "u32", 4, "U32", "I"),
     plain(DType::U64, "u64", 8, "U64", "Q"),
-    plain(DType::F8_E4M3, "f8_e4m3", 1, "F8_E4M3", nullptr),
-    plain(DType::F8_E5M2, "f8_e5m2", 1, "F8_E5M2", nullptr),
+    float8(DType::F8_E4M3, "f8_e4m3", "F8_E4M3"),
+    float8(DType::F8_E5M2, "f8_e5m2", "F8_E5M2"),
+    float8(DType::F8_E8M0, "f8_e8m0", "F8_E8M0"),
+    f4_e2m1(),
     block(DType::Q4_0, "q4_0", 32, 18, bk::dequantize_q4_0, bk::quantize_q4_0, 2),
     block(DType::Q4_1, "q4_1", 32, 20, bk::dequantize_q4_1, bk::quantize_q4_1, 3),
     block(DType::Q5_0, "q5_0", 32, 22, bk::dequantize_q5_0, bk::quantize_q5_0, 8),
@@ -135,7 +164,7 @@ constexpr DTypeTraits kBuiltin[] = {
     ternary(block(DType::TQ1_0, "tq1_0", 256, 54, bk::dequantize_tq1_0, bk::quantize_tq1_0, 36)),
     tq2_0(),
     i2_s(),
-    block(DType::MXFP4, "mxfp4", 32, 17),
+    mxfp4(),
     block(DType::NVFP4, "nvfp4", 64, 36),
     block(DType::Q1_0, "q1_0", 128, 18),
 };

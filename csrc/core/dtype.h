@@ -21,15 +21,16 @@ enum class DType : uint32_t {
   IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
   I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
   TQ1_0 = 34, TQ2_0 = 35, I2_S = 36, MXFP4 = 39, NVFP4 = 40, Q1_0 = 41,
-  U8 = 101, BOOL = 102, U16 = 103, U32 = 104, U64 = 105, F8_E4M3 = 106, F8_E5M2 = 107,
+  U8 = 101, BOOL = 102, U16 = 103, U32 = 104, U64 = 105, F8_E4M3 = 106, F8_E5M2 = 107, F8_E8M0 = 108,
+  F4_E2M1 = 109,
 };
 
 // Every type id is below this; the table is an array indexed by id.
 constexpr uint32_t kMaxTypeIds = 256;
 
 enum class TypeKind : uint8_t {
-  Float,  // f64, f32, f16, bf16: converted to and from f32 by the casts
-  Plain,  // fixed-size elements copied as they are, never converted (integers, bool, f8)
+  Float,  // f64, f32, f16, bf16 (converted to and from f32 by the casts), f8 (decoded only)
+  Plain,  // fixed-size elements copied as they are, never converted (integers, bool)
   Block,  // blocks of elements: quantized from f32, decoded to f32
 };
 
@@ -54,6 +55,9 @@ using WriteTailFn = void (*)(const QuantParams& params, uint8_t* tail);
 using ReadTailFn = QuantParams (*)(const uint8_t* tail);
 // The codes in n elements of blocks that the type's quantizer never writes (a sign of damage).
 using InvalidCodesFn = uint64_t (*)(const uint8_t* src, size_t n);
+// One block of the type from the codes of its block_elems elements and its one scale, stored in
+// another layout (a pre-quantized checkpoint's): bits move, no value is computed.
+using PackFn = void (*)(const uint8_t* codes, const uint8_t* scale, uint8_t* dst);
 
 struct DTypeTraits {
   DType id = DType::F32;
@@ -73,6 +77,11 @@ struct DTypeTraits {
   WriteTailFn write_tail = nullptr;  // set when tail_bytes > 0
   ReadTailFn read_tail = nullptr;    // set when tail_bytes > 0
   InvalidCodesFn invalid_codes = nullptr;  // null: every encoding is one the quantizer may write
+  // Set when a source of pack_codes codes scaled by pack_scales values, one per block_elems
+  // elements along the rows, can be written as this type without requantizing.
+  PackFn pack = nullptr;
+  DType pack_codes = DType::F32;
+  DType pack_scales = DType::F32;
   const char* safetensors_name = nullptr;  // null: safetensors cannot hold it
   const char* buffer_format = nullptr;     // one element as a Python buffer format ("f", "e", "q"...), or null
   bool ternary = false;             // stores signs and a scale only: every weight is -s, 0 or +s

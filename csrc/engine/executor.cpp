@@ -42,6 +42,10 @@ struct SourceView {
   std::vector<const uint8_t*> ptrs;
   std::vector<const MappedFile*> files;
   std::vector<uint64_t> offsets;
+  // A scaled source (engine/plan.h: Scale): its scale source, and the geometry of its blocks.
+  const SourceView* scale = nullptr;
+  int scale_dims = 0;
+  uint64_t shape[kMaxDims] = {}, block[kMaxDims] = {}, scale_strides[kMaxDims] = {};
 
   // Segment holding `unit`.
   size_t segment_of(uint64_t unit) const {
@@ -50,6 +54,31 @@ struct SourceView {
   const uint8_t* at(uint64_t unit) const {
     const size_t s = segment_of(unit);
     return ptrs[s] + (unit - starts[s]) * unit_bytes;
+  }
+  // The element of the scale source that element e is multiplied by.
+  uint64_t scale_index(uint64_t e) const {
+    const int last = scale_dims - 1;
+    uint64_t rest = e / shape[last], idx = e % shape[last] / block[last];
+    for (int d = last - 1; d >= 0; --d) {
+      idx += rest % shape[d] / block[d] * scale_strides[d];
+      rest /= shape[d];
+    }
+    return idx;
+  }
+  // Multiplies the f32 values of elements [e, e + n) by their scales: one scale per run inside a
+  // block of the last dim.
+  void apply_scale(uint64_t e, float* dst, size_t n) const {
+    const uint64_t cols = shape[scale_dims - 1], bc = block[scale_dims - 1];
+    while (n > 0) {
+      const uint64_t col = e % cols;
+      const size_t take = static_cast<size_t>(std::min<uint64_t>(n, std::min(bc - col % bc, cols - col)));
+      float f;
+      cast(scale->dtype, scale->at(scale_index(e)), DType::F32, &f, 1);
+      for (size_t i = 0; i < take; ++i) dst[i] *= f;
+      dst += take;
+      e += take;
+      n -= take;
+    }
   }
   void release(uint64_t first, uint64_t end) const {
     if (end <= first) return;
@@ -82,6 +111,7 @@ struct TensorRun {
   bool gaps = false;
   bool needs_stats = false;
   bool ternarize = false;   // decided after stats
+  bool packed = false;      // blocks packed from codes and scales (engine/layout.h: packs)
   const Op* ternarize_op = nullptr;
   float s = 0.0f;
   float magnitude = 0.0f;  // 1/s rounded as the model rounds its weights
@@ -170,6 +200,9 @@ void convert_run(DType from, const uint8_t* src, DType to, uint8_t* dst, size_t 
     unpack_bits(src, reinterpret_cast<float*>(dst), n, field.bits, field.shift, field.offset, field.scale);
   } else if (from == to) {
     std::memcpy(dst, src, static_cast<size_t>(row_nbytes(from, n)));
+  } else if (traits(from).kind == TypeKind::Plain) {  // a scaled source's integer codes
+    if (to != DType::F32) throw Error("internal: integer codes decode to f32");
+    integers_to_f32(from, src, reinterpret_cast<float*>(dst), n);
   } else if (traits(from).is_block()) {
     if (to != DType::F32) throw Error("internal: dequantization goes to f32");
     dequantize(from, src, reinterpret_cast<float*>(dst), n, params);
@@ -187,7 +220,7 @@ class Worker {
   const uint8_t* gather(const TensorRun& r, const ChunkBox& b) {
     const Tensor& t = *r.tensor;
     // Zero-copy: one part covers the whole chunk with a contiguous run of one segment.
-    if (t.parts.size() == 1 && !r.gaps && r.work == sources_[t.parts[0].source].dtype) {
+    if (t.parts.size() == 1 && !r.gaps && r.work == sources_[t.parts[0].source].dtype && !sources_[t.parts[0].source].scale) {
       const Part& p = t.parts[0];
       const SourceView& sv = sources_[p.source];
       int64_t first = 0;
@@ -233,7 +266,8 @@ class Worker {
       }
       if (empty) continue;
       dst_off -= static_cast<int64_t>(b.flat_begin);
-      copy_part(sources_[p.source], p.field, src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
+      if (r.packed) pack_box(sources_[p.source], src_off, box, 0, traits(r.work), work_.data() + static_cast<uint64_t>(dst_off) / traits(r.work).block_elems * traits(r.work).block_bytes);
+      else copy_part(sources_[p.source], p.field, src_off, box, r.work, work_.data(), static_cast<uint64_t>(dst_off));
     }
     return work_.data();
   }
@@ -315,7 +349,7 @@ class Worker {
   void copy_part(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& box, DType work,
                  uint8_t* base, uint64_t dst_off) {
     release_if_dense(sv, src_off, box);
-    if (sv.dtype == work && field.bits == 0) {
+    if (sv.dtype == work && field.bits == 0 && !sv.scale) {
       uint8_t* dst = base + dst_off / sv.unit_elems * sv.unit_bytes;
       StridedBox ub = box;  // in units (blocks for quantized types)
       const int64_t ue = static_cast<int64_t>(sv.unit_elems);
@@ -392,6 +426,23 @@ class Worker {
                  inner, dst + static_cast<size_t>(i * b.dst_strides[0]) * sv.unit_bytes);
   }
 
+  // Blocks of `out` packed from a source's codes and scales (engine/layout.h: packs), a block at a
+  // time: the codes and their scale may lie in different segments.
+  void pack_box(const SourceView& sv, int64_t src_off, const StridedBox& b, int d, const DTypeTraits& out, uint8_t* dst) {
+    if (d == b.ndim - 1) {
+      const uint64_t e0 = static_cast<uint64_t>(src_off);
+      for (int64_t k = 0; k < b.shape[d] / out.block_elems; ++k) {
+        const uint64_t e = e0 + static_cast<uint64_t>(k * out.block_elems);
+        out.pack(sv.at(e / sv.unit_elems), sv.scale->at(sv.scale_index(e)), dst + static_cast<size_t>(k) * out.block_bytes);
+      }
+      released_.push_back({&sv, e0 / sv.unit_elems, (e0 + static_cast<uint64_t>(b.shape[d])) / sv.unit_elems});
+      return;
+    }
+    for (int64_t i = 0; i < b.shape[d]; ++i)
+      pack_box(sv, src_off + i * b.src_strides[d], b, d + 1, out,
+               dst + static_cast<size_t>(i * b.dst_strides[d] / out.block_elems) * out.block_bytes);
+  }
+
   // Copy with conversion into f32 (or another float type): innermost runs convert in one call.
   void convert_box(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& b, int d, DType work,
                    uint8_t* dst) {
@@ -405,16 +456,20 @@ class Worker {
           const uint64_t unit = e / sv.unit_elems;
           const size_t seg = sv.segment_of(unit);
           const uint64_t take = std::min(len - done, (sv.starts[seg + 1] - unit) * sv.unit_elems);
-          convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work,
-                      dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb, static_cast<size_t>(take), field,
-                      sv.params);
+          uint8_t* out = dst + static_cast<size_t>(done * static_cast<uint64_t>(b.dst_strides[d])) * wb;
+          convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work, out, static_cast<size_t>(take),
+                      field, sv.params);
+          if (sv.scale) sv.apply_scale(e, reinterpret_cast<float*>(out), static_cast<size_t>(take));
           done += take;
         }
         released_.push_back({&sv, static_cast<uint64_t>(src_off) / sv.unit_elems, (static_cast<uint64_t>(src_off) + len) / sv.unit_elems});
       } else {
-        for (uint64_t i = 0; i < len; ++i)
-          convert_run(sv.dtype, sv.at(static_cast<uint64_t>(src_off) + i * static_cast<uint64_t>(b.src_strides[d])), work,
-                      dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb, 1, field, sv.params);
+        for (uint64_t i = 0; i < len; ++i) {
+          const uint64_t e = static_cast<uint64_t>(src_off) + i * static_cast<uint64_t>(b.src_strides[d]);
+          uint8_t* out = dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb;
+          convert_run(sv.dtype, sv.at(e), work, out, 1, field, sv.params);
+          if (sv.scale) sv.apply_scale(e, reinterpret_cast<float*>(out), 1);
+        }
       }
       return;
     }
@@ -481,9 +536,11 @@ float round_to_type(DType t, float x) {
 
 DType choose_work_dtype(const Plan& plan, const Tensor& t) {
   if (t.parts.empty()) return traits(t.out).is_block() ? DType::F32 : t.out;
-  // Bit fields decode to floats; a source with a tail is decoded with its parameters, never copied.
+  // Bit fields decode to floats; a source with a tail is decoded with its parameters and a scaled
+  // source with its scales, never copied.
   for (const Part& p : t.parts)
-    if (p.field.bits != 0 || traits(plan.sources[p.source].dtype).tail_bytes != 0) return DType::F32;
+    if (p.field.bits != 0 || traits(plan.sources[p.source].dtype).tail_bytes != 0 || plan.sources[p.source].scale.source >= 0)
+      return DType::F32;
   const DType s = plan.sources[t.parts[0].source].dtype;
   bool same = true;
   for (const Part& p : t.parts) same = same && plan.sources[p.source].dtype == s;
@@ -533,6 +590,17 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     }
     v.starts.push_back(at);
     if (tr.tail_bytes) v.params = tr.read_tail(tail.data());
+    if (s.scale.source >= 0) {  // validated by layout(): a plain float source, blocks tiling the shape
+      v.scale = &views[static_cast<size_t>(s.scale.source)];
+      v.scale_dims = static_cast<int>(s.scale.shape.size());
+      uint64_t stride = 1;
+      for (int d = v.scale_dims - 1; d >= 0; --d) {
+        v.shape[d] = static_cast<uint64_t>(s.scale.shape[d]);
+        v.block[d] = static_cast<uint64_t>(s.scale.block[d]);
+        v.scale_strides[d] = stride;
+        stride *= (v.shape[d] + v.block[d] - 1) / v.block[d];
+      }
+    }
     if (s.segments.empty()) {  // sentinel segment keeps lookups simple for empty sources
       v.starts.insert(v.starts.begin(), 0);
       v.ptrs.push_back(nullptr);
@@ -548,7 +616,8 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
     const Tensor& t = plan.tensors[ti];
     auto r = std::make_unique<TensorRun>();
     r->tensor = &t;
-    r->work = choose_work_dtype(plan, t);
+    r->packed = packs(plan, t);
+    r->work = r->packed ? t.out : choose_work_dtype(plan, t);
     uint64_t covered = 0;
     for (const Part& p : t.parts) covered += numel(p.shape);
     r->gaps = covered != numel(t.layout);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "kernels/cast.h"
 #include "kernels/gather.h"
 
 namespace pyconv {
@@ -173,12 +174,17 @@ void check_tensor(const Plan& plan, const Tensor& t) {
   // quantized. A type with a tail is always re-quantized: its per-tensor state is made afresh.
   bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;
   for (const Part& p : t.parts)
-    raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out;
-  if (out.is_block() && !raw_copy && !out.quantize) throw Error(std::string("pyconv cannot quantize to ") + out.name);
-  if (out.kind == TypeKind::Plain) {  // integers, bools and f8 are never converted
+    raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out &&
+               plan.sources[p.source].scale.source < 0;
+  if (out.is_block() && !raw_copy && !out.quantize && !packs(plan, t))
+    throw Error(std::string("pyconv cannot quantize to ") + out.name);
+  if (out.is_float() && !raw_copy && !cast_writes(t.out))
+    throw Error(std::string("pyconv cannot write ") + out.name + " values; it only copies " + out.name + " data as it is");
+  if (out.kind == TypeKind::Plain) {  // integers and bools are never converted
     if (!t.ops.empty()) throw Error(std::string("a ") + out.name + " tensor takes no operations");
     for (const Part& p : t.parts)
-      if (p.field.bits != 0 || p.source >= plan.sources.size() || plan.sources[p.source].dtype != t.out)
+      if (p.field.bits != 0 || p.source >= plan.sources.size() || plan.sources[p.source].dtype != t.out ||
+          plan.sources[p.source].scale.source >= 0)
         throw Error(std::string("a ") + out.name + " tensor is copied from " + out.name + " data only");
   }
   bool float_like_sources = true;
@@ -194,6 +200,8 @@ void check_tensor(const Plan& plan, const Tensor& t) {
         throw Error("part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
                     std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
       if (out.kind == TypeKind::Plain) throw Error(std::string("bit fields decode to floats, not ") + out.name);
+    } else if (src.scale.source >= 0) {  // decoded to floats
+      if (out.kind == TypeKind::Plain) throw Error(std::string("scaled sources decode to floats, not ") + out.name);
     } else if (st.kind == TypeKind::Plain) {
       float_like_sources = false;
       if (src.dtype != t.out || !t.ops.empty())
@@ -227,6 +235,32 @@ void check_tensor(const Plan& plan, const Tensor& t) {
 
 }  // namespace
 
+bool packs(const Plan& plan, const Tensor& t) {
+  const DTypeTraits& out = traits(t.out);
+  if (!out.pack || !t.ops.empty() || t.parts.empty() || t.layout.empty()) return false;
+  const int64_t be = out.block_elems;
+  uint64_t covered = 0;
+  for (const Part& p : t.parts) {
+    if (p.source >= plan.sources.size() || p.field.bits != 0 || p.shape.size() != t.layout.size()) return false;
+    const Source& s = plan.sources[p.source];
+    const Scale& sc = s.scale;
+    if (s.dtype != out.pack_codes || sc.source < 0 || static_cast<uint64_t>(sc.source) >= plan.sources.size() ||
+        plan.sources[static_cast<size_t>(sc.source)].dtype != out.pack_scales || sc.shape.empty() ||
+        sc.block.size() != sc.shape.size() || sc.block.back() != be || sc.shape.back() % be != 0)
+      return false;
+    for (size_t d = 0; d + 1 < sc.block.size(); ++d)
+      if (sc.block[d] != 1) return false;
+    // whole blocks along the rows, on both sides
+    const size_t last = p.shape.size() - 1;
+    if (p.src_strides[last] != 1 || p.shape[last] % be != 0 || p.src_offset % be != 0 || p.dst_start[last] % be != 0)
+      return false;
+    for (size_t d = 0; d < last; ++d)
+      if (p.src_strides[d] % be != 0) return false;
+    covered += numel(p.shape);
+  }
+  return t.layout.back() % be == 0 && covered == numel(t.layout);
+}
+
 uint64_t numel(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (int64_t d : shape) {
@@ -259,11 +293,48 @@ std::vector<uint64_t> block_bytes_per_segment(const Source& s) {
 }
 
 
+namespace {
+
+uint64_t source_elems(const Source& s) {
+  const DTypeTraits& tr = traits(s.dtype);
+  uint64_t n = 0;
+  for (uint64_t bytes : block_bytes_per_segment(s)) n += bytes / tr.block_bytes * tr.block_elems;
+  return n;
+}
+
+// A scale names a float source of one element per block, blocks tiling the scaled source's shape.
+void check_scale(const Plan& plan, const Source& s) {
+  const Scale& sc = s.scale;
+  if (sc.source < 0) return;
+  if (static_cast<uint64_t>(sc.source) >= plan.sources.size()) throw Error("a source's scale names a missing source");
+  const Source& by = plan.sources[static_cast<size_t>(sc.source)];
+  if (!traits(by.dtype).is_float() || by.scale.source >= 0)
+    throw Error(std::string("a scale is a float source holding plain values, not ") + traits(by.dtype).name + " data");
+  const DTypeTraits& tr = traits(s.dtype);
+  if ((tr.is_block() && (!tr.dequantize || tr.tail_bytes)) || (tr.kind == TypeKind::Plain && s.dtype != DType::I8 && s.dtype != DType::U8))
+    throw Error(std::string("a scale applies to float, 8-bit integer or decodable block codes, not ") + tr.name + " data");
+  if (sc.shape.empty() || sc.shape.size() > static_cast<size_t>(kMaxDims) || sc.block.size() != sc.shape.size())
+    throw Error("a scale needs a shape of 1 to " + std::to_string(kMaxDims) + " dims and a block size per dim");
+  uint64_t scales = 1;
+  for (size_t d = 0; d < sc.shape.size(); ++d) {
+    if (sc.shape[d] < 0 || sc.block[d] < 1) throw Error("a scale's shape is negative or its block empty");
+    scales *= static_cast<uint64_t>((sc.shape[d] + sc.block[d] - 1) / sc.block[d]);
+  }
+  if (numel(sc.shape) != source_elems(s))
+    throw Error("a scaled source of " + std::to_string(source_elems(s)) + " elements does not have its scale's shape");
+  if (scales != source_elems(by))
+    throw Error("the scale of a source has " + std::to_string(source_elems(by)) + " elements, its blocks need " +
+                std::to_string(scales));
+}
+
+}  // namespace
+
 void validate(const Plan& plan) {
   for (const Source& s : plan.sources) {
     for (const Segment& seg : s.segments)
       if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
     block_bytes_per_segment(s);
+    check_scale(plan, s);
   }
   for (uint32_t i = 0; i < plan.tensors.size(); ++i) {
     try {

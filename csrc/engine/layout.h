@@ -10,6 +10,9 @@ namespace pyconv {
 
 // Checks every index, bound and type rule of the plan; throws Error naming the tensor.
 void validate(const Plan& plan);
+// Whether the tensor's blocks are packed from its sources' codes and scales as they are (its type's
+// pack, core/dtype.h): every part reads whole blocks of such a source, nothing else is done.
+bool packs(const Plan& plan, const Tensor& t);
 // Validates, then fills Tensor::offset/nbytes and OutputFileSpec::blobs/size.
 void layout(Plan& plan);
 

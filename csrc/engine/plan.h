@@ -16,11 +16,22 @@ struct Segment {
   uint64_t nbytes = 0;
 };
 
+// Dequantization by a scale tensor, as pre-quantized checkpoints store weights (FP8 with block or
+// channel scales, int8): the source, seen as an array of `shape`, holds codes whose value is
+// code * scale[i[0] / block[0], ..., i[n-1] / block[n-1]], the scale source being the row-major
+// array of ceil(shape[d] / block[d]) elements along each dim. The product is taken in f32.
+struct Scale {
+  int64_t source = -1;  // the scale source (a float type); -1: the source holds plain values
+  std::vector<int64_t> shape;
+  std::vector<int64_t> block;
+};
+
 // A virtual row-major array of `dtype`: its segments concatenated in order. A ZeRO parameter is a
 // source whose segments live in several rank files.
 struct Source {
   DType dtype = DType::F32;
   std::vector<Segment> segments;
+  Scale scale;
 };
 
 // Reads the elements of a u8 source as bit fields: (((x >> shift) & (2^bits - 1)) + offset) * scale.

@@ -1,5 +1,6 @@
 #include "kernels/cast.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -60,6 +61,15 @@ void bf16_to_f16(const uint16_t* src, uint16_t* dst, size_t n) {
 void f16_to_bf16(const uint16_t* src, uint16_t* dst, size_t n) {
   each<uint16_t, uint16_t>(src, dst, n, [](uint16_t h) { return f32_to_bf16_bits(f16_to_f32_bits(h)); });
 }
+void f8_e4m3_to_f32(const uint8_t* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = f32_from_bits(f8_e4m3_to_f32_bits(src[i]));
+}
+void f8_e5m2_to_f32(const uint8_t* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = f32_from_bits(f8_e5m2_to_f32_bits(src[i]));
+}
+void f8_e8m0_to_f32(const uint8_t* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = f32_from_bits(f8_e8m0_to_f32_bits(src[i]));
+}
 
 }  // namespace cast_ref
 
@@ -99,13 +109,38 @@ void set_simd_enabled(bool enabled) {
 
 bool simd_enabled() { return use_avx2(); }
 
+void integers_to_f32(DType from, const void* src, float* dst, size_t n) {
+  if (from == DType::I8) return each<int8_t, float>(src, dst, n, [](int8_t v) { return static_cast<float>(v); });
+  if (from == DType::U8) return each<uint8_t, float>(src, dst, n, [](uint8_t v) { return static_cast<float>(v); });
+  throw Error(std::string("cannot decode ") + traits(from).name + " codes");
+}
+
+bool cast_writes(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64; }
+
 void cast(DType from, const void* src, DType to, void* dst, size_t n) {
   if (from == to) {
     std::memcpy(dst, src, n * traits(from).block_bytes / traits(from).block_elems);
     return;
   }
-  const bool avx2 = use_avx2();
   using F = DType;
+  if (from == F::F8_E4M3 || from == F::F8_E5M2 || from == F::F8_E8M0) {
+    // every f8 value is exact in f32; other targets are reached through it, a stack buffer at a time
+    const auto decode = from == F::F8_E4M3   ? cast_ref::f8_e4m3_to_f32
+                        : from == F::F8_E5M2 ? cast_ref::f8_e5m2_to_f32
+                                             : cast_ref::f8_e8m0_to_f32;
+    const auto* in8 = static_cast<const uint8_t*>(src);
+    if (to == F::F32) return decode(in8, static_cast<float*>(dst), n);
+    if (!cast_writes(to)) throw Error(std::string("cannot cast ") + traits(from).name + " to " + traits(to).name);
+    float buf[1024];
+    const size_t out_elem = traits(to).block_bytes;
+    for (size_t i = 0; i < n; i += 1024) {
+      const size_t m = std::min<size_t>(1024, n - i);
+      decode(in8 + i, buf, m);
+      cast(F::F32, buf, to, static_cast<uint8_t*>(dst) + i * out_elem, m);
+    }
+    return;
+  }
+  const bool avx2 = use_avx2();
   const auto* in16 = static_cast<const uint16_t*>(src);
   auto* out16 = static_cast<uint16_t*>(dst);
   if (from == F::F32 && to == F::F16)

@@ -416,6 +416,32 @@ void dequantize_q5_k(const uint8_t* src, float* dst, size_t n, const QuantParams
 void dequantize_q6_k(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_q6_k(src, dst, n); }
 void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_tq1_0(src, dst, n); }
 void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams&) { decode_tq2_0(src, dst, n); }
+void dequantize_mxfp4(const uint8_t* src, float* dst, size_t n, const QuantParams&) {
+  // e2m1 values doubled, times half the block's e8m0 scale: ggml's kvalues_mxfp4 and
+  // GGML_E8M0_TO_FP32_HALF (exponents 0 and 1 give subnormal halves)
+  static constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  for (size_t b = 0; b < n / 32; ++b, src += 17, dst += 32) {
+    const uint32_t e = src[0];
+    const float d = f32_from_bits(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+    for (int j = 0; j < 16; ++j) {
+      dst[j] = static_cast<float>(kValues[src[1 + j] & 0xf]) * d;
+      dst[j + 16] = static_cast<float>(kValues[src[1 + j] >> 4]) * d;
+    }
+  }
+}
+void pack_mxfp4(const uint8_t* codes, const uint8_t* scale, uint8_t* dst) {
+  const auto code = [codes](int i) { return static_cast<uint8_t>((codes[i / 2] >> (4 * (i & 1))) & 0xf); };
+  dst[0] = scale[0];
+  for (int j = 0; j < 16; ++j) dst[1 + j] = static_cast<uint8_t>(code(j) | code(j + 16) << 4);
+}
+void dequantize_f4_e2m1(const uint8_t* src, float* dst, size_t n, const QuantParams&) {
+  static constexpr float kValues[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                        -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  for (size_t i = 0; i < n / 2; ++i) {
+    dst[2 * i] = kValues[src[i] & 0xf];
+    dst[2 * i + 1] = kValues[src[i] >> 4];
+  }
+}
 void dequantize_i2_s(const uint8_t* src, float* dst, size_t n, const QuantParams& params) {
   decode_i2_s(src, dst, n, params.tensor_scale);
 }

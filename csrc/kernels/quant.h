@@ -84,6 +84,14 @@ void dequantize_iq4_nl(const uint8_t* src, float* dst, size_t n, const QuantPara
 void dequantize_iq4_xs(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// ggml's MXFP4 blocks: an e8m0 scale byte, then 16 bytes whose low nibbles are elements 0..15 and
+// high nibbles 16..31, e2m1 codes.
+void dequantize_mxfp4(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+// One MXFP4 block from 32 e2m1 codes in f4_e2m1's order (16 bytes) and their e8m0 scale byte.
+void pack_mxfp4(const uint8_t* codes, const uint8_t* scale, uint8_t* dst);
+// Bare e2m1 codes, two a byte, the low nibble first (the element order of the OCP MX formats and
+// of gpt-oss's *_blocks tensors), without scales: 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6.
+void dequantize_f4_e2m1(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 // Codes -1, 0, +1 (a code of 3 reads as 0, as BitNet's reader does) times params.tensor_scale.
 void dequantize_i2_s(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 

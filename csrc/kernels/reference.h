@@ -17,6 +17,9 @@ void f32_to_bf16(const float* src, uint16_t* dst, size_t n);
 void bf16_to_f32(const uint16_t* src, float* dst, size_t n);
 void bf16_to_f16(const uint16_t* src, uint16_t* dst, size_t n);
 void f16_to_bf16(const uint16_t* src, uint16_t* dst, size_t n);
+void f8_e4m3_to_f32(const uint8_t* src, float* dst, size_t n);
+void f8_e5m2_to_f32(const uint8_t* src, float* dst, size_t n);
+void f8_e8m0_to_f32(const uint8_t* src, float* dst, size_t n);
 }  // namespace cast_ref
 
 namespace quant_ref {

@@ -23,6 +23,17 @@ class Segment:
 
 
 @dataclass(frozen=True, eq=False)
+class Scale:
+    """How a pre-quantized tensor's codes become values: each code times the element of ``tensor``
+    covering its block, ``block`` elements along each dim (the engine multiplies in f32). The values
+    are of type ``value_dtype``, the model's float type."""
+
+    tensor: SourceTensor
+    block: tuple[int, ...]
+    value_dtype: str
+
+
+@dataclass(frozen=True, eq=False)
 class SourceTensor:
     """A tensor over the bytes of its segments concatenated in order (its storage).
 
@@ -37,6 +48,12 @@ class SourceTensor:
     segments: tuple[Segment, ...]
     offset: int = 0
     strides: tuple[int, ...] | None = None
+    scale: Scale | None = None  # set for the codes of a pre-quantized weight
+
+    @property
+    def value_dtype(self) -> str:
+        """The type of the values the tensor holds: its own, or its scale's for codes."""
+        return self.scale.value_dtype if self.scale is not None else self.dtype
 
     @property
     def numel(self) -> int:

@@ -9,6 +9,7 @@ from .. import registry
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from .checkpoint import Checkpoint
+from .prequantized import dequantize
 
 
 def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> Checkpoint:
@@ -42,6 +43,7 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
         raise ConversionError(f"{e.message} (read as {found[0].name}; this folder also holds {', '.join(others)}: "
                               f"pick one with --source {'|'.join(r.name for r in found)})", file=e.file, tensor=e.tensor) from None
     ck.strip_prefixes(opts.source.strip_prefixes)
+    dequantize(ck)
     return ck
 
 

@@ -39,7 +39,7 @@ def _plan_safetensors(ck: Checkpoint, out: Path, opts: ConvertOptions) -> Plan:
     outtype = opts.common.outtype
     st.check_outtype(outtype)
     _folder, stem = st.output_names(out)
-    tensors = [OutTensor.from_view(name, View.of(t), st.out_dtype(t.dtype, outtype, name)) for name, t in ck.tensors.items()]
+    tensors = [OutTensor.from_view(name, View.of(t), st.out_dtype(t.value_dtype, outtype, name)) for name, t in ck.tensors.items()]
     return st.place_in_files(tensors, stem=stem, max_shard_size=opts.common.max_shard_size, metadata=ck.metadata)
 
 

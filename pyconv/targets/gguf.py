@@ -88,10 +88,16 @@ class TypeRules:
         return next((p for p in self.keep_float if any(re.search(p, n) for n in names if n)), None)
 
 
+def packed(t: SourceTensor) -> str | None:
+    """The GGUF block type a pre-quantized weight's codes and scales already are, in another layout."""
+    return dtypes.packed_type(t.dtype, t.scale.tensor.dtype, t.scale.block) if t.scale is not None else None
+
+
 def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, name: str, shape: tuple[int, ...],
-                source_name: str = "") -> tuple[str, str, list[Op]]:
+                source_name: str = "", packed_as: str | None = None) -> tuple[str, str, list[Op]]:
     """(GGUF type, why, ops) for one tensor, following llama.cpp's rules and BitNet's: only the
-    projections become ternary, embeddings and other matrices of a ternary file f16."""
+    projections become ternary, embeddings and other matrices of a ternary file f16. Pre-quantized
+    codes that are a GGUF type (``packed_as``) keep it, unless a float type is asked for."""
     if len(shape) <= 1 or name.endswith("_norm.weight"):
         return "f32", "1-d or norm: f32", []
     if kind in ALWAYS_F32 or not name.endswith(".weight"):
@@ -103,6 +109,8 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
     if pattern := rules.kept_float(name, source_name):
         kept = want if dtypes.is_float(want) else "f16"
         return kept, f"kept float by --keep-float {pattern!r}: {kept}", []
+    if packed_as is not None and not (rules.outtype and dtypes.is_float(rules.outtype)):
+        return packed_as, f"{packed_as} codes and scales repacked as they are", []
     ops: list[Op] = []
     why = ""
     if rules.ternarize and kind in PROJECTIONS:
@@ -353,7 +361,7 @@ class GgufMapper:
             first = m.stacked[0]
             shape = (len(m.stacked), *first.shape)
             parts = [Part(v.reshape(1, *v.shape), (e,) + (0,) * first.ndim) for e, v in enumerate(m.stacked)]
-            dtype, why, ops = tensor_type(rules, first.dtype, m.kind, m.name, shape, m.source)
+            dtype, why, ops = tensor_type(rules, first.dtype, m.kind, m.name, shape, m.source, packed(first.tensor))
             return OutTensor(m.name, shape, dtype, parts, ops=ops, note=" · ".join(x for x in (m.source, why) if x))
         if m.joined is not None:
             shape = (sum(v.shape[0] for v in m.joined), *m.joined[0].shape[1:])
@@ -388,7 +396,7 @@ class GgufMapper:
         if m.kind in fixes.kv_grouped:
             layout, parts = queries_keys_values(view, int(cfg.require("num_attention_heads", "n_head")),
                                                 kv_head_count(self.arch, cfg), head_dim(cfg))
-        dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf)
+        dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf, packed(view.tensor))
         t = OutTensor(m.name, shape, dtype, parts, layout, note=why)
         if fixes.norm_shift and hf.endswith("norm.weight"):
             t.ops.append(Op("add", fixes.norm_shift))

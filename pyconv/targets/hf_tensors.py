@@ -34,7 +34,7 @@ def source_dtype(view_dtype: str, outtype: str | None) -> str:
 
 
 def same_bytes(a: SourceTensor, b: SourceTensor) -> bool:
-    return (a.segments, a.offset, a.strides, a.shape, a.dtype) == (b.segments, b.offset, b.strides, b.shape, b.dtype)
+    return (a.segments, a.offset, a.strides, a.shape, a.dtype, a.scale) == (b.segments, b.offset, b.strides, b.shape, b.dtype, b.scale)
 
 
 def _tie(arch: Arch | None, config: dict[str, Any], names: dict[str, SourceTensor], notes: list[str]) -> None:
@@ -79,7 +79,7 @@ def from_hf_source(ck: Checkpoint, catalog: Catalog, forced: str | None, *, need
         if dropped:
             notes.append(f"dropped {len(dropped)} buffers transformers 5 does not load, e.g. '{dropped[0]}'")
     _tie(arch, config, names, notes)
-    tensors = [OutTensor.from_view(n, View.of(t), t.dtype) for n, t in names.items()]
+    tensors = [OutTensor.from_view(n, View.of(t), t.value_dtype) for n, t in names.items()]
     return HfTensors(tensors, arch, config, notes)
 
 
