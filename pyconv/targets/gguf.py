@@ -14,7 +14,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from .. import _core, dtypes
+from .. import _core, dtypes, gguf_mixes
 from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..archs.config import Config
@@ -52,18 +52,28 @@ NUMPY_ARRAY_TYPES = {
 
 
 def check_outtype(outtype: str | None) -> None:
-    if outtype is not None and outtype not in OUTTYPES:
-        raise ConversionError(f"--outtype {outtype} is not a GGUF type pyconv writes ({', '.join(OUTTYPES)})")
+    if outtype is not None and outtype not in OUTTYPES and outtype not in gguf_mixes.FILE_TYPES:
+        names = sorted(set(OUTTYPES) | set(gguf_mixes.FILE_TYPES))
+        raise ConversionError(f"--outtype {outtype} is not a GGUF type pyconv writes ({', '.join(names)})")
+
+
+# the options that only llama-quantize's file types take, by flag
+MIX_FLAGS = {"--pure": "pure", "--output-tensor-type": "output_tensor_type", "--token-embedding-type": "token_embedding_type",
+             "--tensor-type": "tensor_types", "--leave-output-tensor": "leave_output_tensor", "--imatrix": "imatrix"}
 
 
 @dataclass(frozen=True)
 class TypeRules:
     """What decides each tensor's GGUF type: the out type, how projections are ternarized (None: not)
-    and the --keep-float patterns."""
+    and the --keep-float patterns; with one of llama-quantize's file types (``mix``), its options.
+    A mix types the tensors in a second pass (``apply_mix``), as it looks at all of them: the
+    first keeps them float."""
 
     outtype: str | None
     ternarize: str | None
     keep_float: tuple[str, ...]
+    mix: gguf_mixes.FileType | None = None
+    choices: gguf_mixes.Choices = gguf_mixes.NO_CHOICES
 
     @classmethod
     def of(cls, opts: ConvertOptions, model: str, model_ternarize: str | None) -> TypeRules:
@@ -78,7 +88,23 @@ class TypeRules:
                 re.compile(pattern)
             except re.error as e:
                 raise ConversionError(f"--keep-float {pattern!r} is not a regular expression: {e}") from None
+        mix = gguf_mixes.FILE_TYPES.get(outtype or "")
+        if mix is None:
+            given = [f for f, name in MIX_FLAGS.items() if getattr(wanted, name)]
+            if given:
+                raise ConversionError(f"{given[0]} needs one of llama-quantize's file types as --outtype "
+                                      f"({', '.join(gguf_mixes.FILE_TYPES)})")
+            choices = gguf_mixes.NO_CHOICES
+        else:
+            choices = gguf_mixes.Choices(
+                wanted.pure, wanted.output_tensor_type, wanted.token_embedding_type,
+                tuple(gguf_mixes.parse_tensor_type(t) for t in wanted.tensor_types), wanted.leave_output_tensor,
+                wanted.imatrix is not None)
         ternarize = wanted.ternarize or model_ternarize
+        if mix is not None:
+            if wanted.ternarize:
+                raise ConversionError(f"--ternarize makes ternary types, not --outtype {outtype}")
+            return cls(None, None, tuple(wanted.keep_float), mix, choices)
         if dtypes.is_ternary(outtype) and ternarize is None:
             raise ConversionError(f"--outtype {outtype} stores ternary weights and '{model}' is not a ternary model; "
                                   "pass --ternarize absmean to ternarize its projections")
@@ -116,6 +142,19 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
         if shape[-1] % block:
             return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
     return want, why, ops
+
+
+def apply_mix(rules: TypeRules, tensors: list[OutTensor], kvs: dict[str, Any]) -> None:
+    """The types of a llama-quantize file type, given to the tensors it quantizes (the others, and
+    those --keep-float names, stay as the first pass made them). ``kvs``: the file's KVs by key."""
+    if rules.mix is None:
+        return
+    model = gguf_mixes.Model.of_kvs(kvs)
+    chosen = gguf_mixes.choose(rules.mix, [(t.name, t.shape) for t in tensors], model, rules.choices)
+    for t in tensors:
+        if t.name in chosen and not rules.kept_float(t.name, *(s.name for s in t.sources)):
+            t.dtype, why = chosen[t.name]
+            t.note = " · ".join(x for x in (t.note, why) if x)
 
 
 def small_values(t: SourceTensor) -> np.ndarray:
@@ -356,6 +395,8 @@ class GgufMapper:
 
 
 def file_type(outtype: str | None, tensors: list[OutTensor]) -> int:
+    if (mix := gguf_mixes.FILE_TYPES.get(outtype or "")) is not None:
+        return mix.number
     if outtype is None:  # the type most 2-d weights ended up with
         counts: dict[str, int] = {}
         for t in tensors:
@@ -457,6 +498,7 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions, catalog: Catalog)
             raise ConversionError(f"two tensors map to GGUF name '{t.name}'", tensor=t.name)
         seen[t.name] = t.name
     writer = metadata(ck, arch, cfg, tensors, opts)
+    apply_mix(rules, tensors, {k: v.value for k, v in writer.kv_data[0].items()})
     files = place(tensors, kv_tuples(writer.kv_data[0]), out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors, architecture=arch.name)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]

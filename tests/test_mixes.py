@@ -1,0 +1,177 @@
+"""llama-quantize's file types (Q4_K_M, Q5_K_S, ...) and its options, against llama.cpp's own quantizer.
+
+The reference is ``llama_model_quantize`` from llama-cpp-python run on pyconv's F32 GGUF of the same
+model; pyconv's file, made in one pass from the HF folder (or by ``pyconv quantize`` from a GGUF),
+must hold the same tensors with the same types and bytes, and the same ``general.file_type``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gguf
+import pytest
+
+import pyconv
+from pyconv.gguf_mixes import FILE_TYPES
+
+from .archs_fixtures import save_model, train_sentencepiece
+from .conftest import run_cli
+
+MIXES = [name for name, ft in FILE_TYPES.items() if not ft.pure and name != "q2_k_s"]
+
+
+def ggml_type(name: str) -> int:
+    return int(gguf.GGMLQuantizationType[name.upper()])
+
+
+def llama_quantize(src: Path, dst: Path, file_type: str, *, output_tensor_type: str | None = None,
+                   token_embedding_type: str | None = None, pure: bool = False, leave_output_tensor: bool = False,
+                   tensor_types: tuple[str, ...] = (), allow_requantize: bool = False) -> Path:
+    """llama.cpp's quantizer, through llama-cpp-python's binding of ``llama_model_quantize``."""
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.pure, p.allow_requantize = FILE_TYPES[file_type].number, 2, pure, allow_requantize
+    p.quantize_output_tensor = not leave_output_tensor
+    if output_tensor_type:
+        p.output_tensor_type = ggml_type(output_tensor_type)
+    if token_embedding_type:
+        p.token_embedding_type = ggml_type(token_embedding_type)
+    if tensor_types:
+        pairs = [t.split("=") for t in tensor_types]
+        overrides = (llama_cpp.llama_model_tensor_override * (len(pairs) + 1))(
+            *(llama_cpp.llama_model_tensor_override(k.encode(), ggml_type(v)) for k, v in pairs))
+        p.tt_overrides = overrides
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) == 0
+    return dst
+
+
+def tensors(path: Path) -> dict[str, tuple[str, bytes]]:
+    return {t.name: (t.tensor_type.name, t.data.tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+def file_type_of(path: Path) -> int:
+    return int(gguf.GGUFReader(path).fields["general.file_type"].contents())
+
+
+def assert_same_file(got: Path, want: Path) -> None:
+    g, w = tensors(got), tensors(want)
+    assert sorted(g) == sorted(w)
+    types = {n: (g[n][0], w[n][0]) for n in w if g[n][0] != w[n][0]}
+    assert not types, f"{len(types)} tensors typed differently (pyconv, llama.cpp), e.g. {sorted(types.items())[:4]}"
+    data = [n for n in w if g[n][1] != w[n][1]]
+    assert not data, f"{len(data)} tensors with other bytes, e.g. {data[:4]}"
+    assert file_type_of(got) == file_type_of(want)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A llama whose rows are multiples of 256 (so no fallbacks), 16 layers (every layer rule has
+    layers on both sides), 4 query heads per key head and its own output matrix: its HF folder
+    and pyconv's F32 GGUF of it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("mix-llama")
+    cfg = LlamaConfig(vocab_size=train_sentencepiece(folder, gemma=False), hidden_size=256, intermediate_size=512,
+                      num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=False)
+    save_model(LlamaForCausalLM, cfg, folder, seed=13)
+    f32 = folder.parent / "mix-llama-f32.gguf"
+    pyconv.convert(folder, f32, outtype="f32", progress=False, fingerprint=False)
+    return folder, f32
+
+
+@pytest.fixture(scope="module")
+def smollm2_f32(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mix-smollm2") / "smollm2-f32.gguf"
+    pyconv.convert(smollm2_hf, out, outtype="f32", progress=False, fingerprint=False)
+    return out
+
+
+def one_pass(src: Path, out: Path, outtype: str, **options: Any) -> Path:
+    pyconv.convert(src, out, outtype=outtype, progress=False, fingerprint=False, **options)
+    return out
+
+
+@pytest.mark.parametrize("file_type", MIXES)
+def test_file_type_equals_llama_quantize(tiny: tuple[Path, Path], tmp_path: Path, file_type: str) -> None:
+    folder, f32 = tiny
+    want = llama_quantize(f32, tmp_path / "ref.gguf", file_type)
+    assert_same_file(one_pass(folder, tmp_path / "pyconv.gguf", file_type), want)
+
+
+@pytest.mark.parametrize("file_type", ["q4_k_m", "iq4_xs"])
+def test_smollm2_rows_of_576_fall_back_as_llama_quantize(smollm2_hf: Path, smollm2_f32: Path, tmp_path: Path,
+                                                         file_type: str) -> None:
+    want = llama_quantize(smollm2_f32, tmp_path / "ref.gguf", file_type)
+    assert_same_file(one_pass(smollm2_hf, tmp_path / "pyconv.gguf", file_type), want)
+
+
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("q4_k", {"pure": True}),
+    ("q4_k_m", {"pure": True}),
+    ("q5_k_m", {"output_tensor_type": "q8_0", "token_embedding_type": "q8_0"}),
+    ("q4_k_m", {"tensor_types": ("ffn_down=q6_k", "attn_v=q8_0", r"blk\.1[0-5]\.attn_q=q5_0")}),
+    ("q3_k_m", {"leave_output_tensor": True}),
+]
+
+
+@pytest.mark.parametrize("file_type, options", OPTIONS, ids=[f"{t}-{'-'.join(o)}" for t, o in OPTIONS])
+def test_options_equal_llama_quantize(tiny: tuple[Path, Path], tmp_path: Path, file_type: str, options: dict[str, Any]) -> None:
+    folder, f32 = tiny
+    reference = {**options, "pure": options.get("pure", False) or FILE_TYPES[file_type].pure}
+    want = llama_quantize(f32, tmp_path / "ref.gguf", file_type, **reference)
+    assert_same_file(one_pass(folder, tmp_path / "pyconv.gguf", file_type, **options), want)
+
+
+@pytest.mark.parametrize("source_type", ["f16", "bf16"])
+def test_pyconv_quantize_takes_a_float_gguf(tiny: tuple[Path, Path], tmp_path: Path, cli: Callable[..., Any],
+                                            source_type: str) -> None:
+    src = one_pass(tiny[0], tmp_path / f"{source_type}.gguf", source_type)
+    want = llama_quantize(src, tmp_path / "ref.gguf", "q5_k_s", leave_output_tensor=True)
+    r = cli("quantize", src, "-o", tmp_path / "pyconv.gguf", "--outtype", "q5_k_s", "--leave-output-tensor", "-q")
+    assert r.returncode == 0, r.stderr
+    assert_same_file(tmp_path / "pyconv.gguf", want)
+
+
+def test_requantizing_needs_allow_requantize(tiny: tuple[Path, Path], tmp_path: Path, cli: Callable[..., Any]) -> None:
+    src = one_pass(tiny[0], tmp_path / "q4_k_m.gguf", "q4_k_m")
+    r = cli("quantize", src, "-o", tmp_path / "out.gguf", "--outtype", "q6_k")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--allow-requantize" in r.stderr
+    assert not (tmp_path / "out.gguf").exists()
+    r = cli("quantize", src, "-o", tmp_path / "out.gguf", "--outtype", "q6_k", "--allow-requantize", "-q")
+    assert r.returncode == 0, r.stderr
+    want = llama_quantize(src, tmp_path / "ref.gguf", "q6_k", allow_requantize=True)
+    assert {n: t for n, (t, _) in tensors(tmp_path / "out.gguf").items()} == {n: t for n, (t, _) in tensors(want).items()}
+
+
+def test_dry_run_shows_each_type_and_why(tiny: tuple[Path, Path], cli: Callable[..., Any], tmp_path: Path) -> None:
+    r = cli("convert", tiny[0], "-o", tmp_path / "m.gguf", "--outtype", "q4_k_m", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith(("blk.", "output.", "token_embd."))}
+    assert " q6_k " in rows["blk.0.attn_v.weight"] and "layer that gets more bits" in rows["blk.0.attn_v.weight"]
+    assert " q4_k " in rows["blk.3.attn_v.weight"] and "default q4_k" in rows["blk.3.attn_v.weight"]
+    assert " q6_k " in rows["output.weight"] and "output: q6_k" in rows["output.weight"]
+    assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--outtype", "q2_k_s"], "q2_k_s needs an importance matrix"),
+    (["--outtype", "f16", "--pure"], "--pure needs one of llama-quantize's file types"),
+    (["--outtype", "q8_0", "--output-tensor-type", "q6_k"], "--output-tensor-type needs one of llama-quantize's file types"),
+    (["--outtype", "q4_k_m", "--tensor-type", "attn_v"], "--tensor-type 'attn_v' is not PATTERN=TYPE"),
+    (["--outtype", "q4_k_m", "--tensor-type", "attn_v=q9_k"], "--tensor-type q9_k: not a llama.cpp type"),
+    (["--outtype", "q4_k_m", "--tensor-type", "(attn=q6_k"], "is not a regular expression"),
+    (["--outtype", "q4_k_m", "--token-embedding-type", "i2_s"], "--token-embedding-type i2_s: not a llama.cpp type"),
+    (["--outtype", "q4_k_x"], "--outtype q4_k_x is not a GGUF type"),
+])
+def test_bad_options_are_one_line_errors(tiny: tuple[Path, Path], cli: Callable[..., Any], tmp_path: Path,
+                                         args: list[str], message: str) -> None:
+    r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", *args)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "out.gguf").exists()
