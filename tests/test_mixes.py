@@ -8,11 +8,13 @@ must hold the same tensors with the same types and bytes, and the same ``general
 from __future__ import annotations
 
 import ctypes
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 import pytest
 
 import pyconv
@@ -174,4 +176,119 @@ def test_bad_options_are_one_line_errors(tiny: tuple[Path, Path], cli: Callable[
     r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", *args)
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "out.gguf").exists()
+
+
+# --- importance matrices -------------------------------------------------------------------------
+
+HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down"}
+
+
+@pytest.fixture(scope="module")
+def activations(tiny: tuple[Path, Path]) -> dict[str, tuple[np.ndarray, int]]:
+    """What llama-imatrix collects, measured with transformers: per linear layer (GGUF name), the
+    sum over tokens of each input column squared, and the token count."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny[0], torch_dtype=torch.float32).eval()
+    sums: dict[str, tuple[np.ndarray, int]] = {}
+
+    def hook(name: str) -> Any:
+        def record(_module: Any, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+            s, n = sums.get(name, (np.zeros(x.shape[-1]), 0))
+            sums[name] = (s + (x * x).sum(0).numpy(), n + x.shape[0])
+        return record
+
+    for hf, module in model.named_modules():
+        if hf == "lm_head":
+            module.register_forward_hook(hook("output.weight"))
+        for part, kind in HF_TO_GGUF.items():
+            if hf.endswith(part):
+                module.register_forward_hook(hook(f"blk.{hf.split('.')[2]}.{kind}.weight"))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model(torch.randint(0, model.config.vocab_size, (4, 32), generator=gen))
+    return sums
+
+
+def weights(s: np.ndarray, n: int) -> np.ndarray:
+    """An entry's importance row as llama-quantize computes it from the f32 sums: sums / count."""
+    return s.astype(np.float32) / np.float32(n)
+
+
+def write_gguf_imatrix(path: Path, sums: dict[str, tuple[np.ndarray, int]]) -> Path:
+    """The layout current llama-imatrix writes: <name>.in_sum2 and <name>.counts per entry, f32."""
+    w = gguf.GGUFWriter(str(path), arch="")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["random-tokens.txt"])
+    w.add_uint32("imatrix.chunk_count", 4)
+    w.add_uint32("imatrix.chunk_size", 32)
+    for name, (s, n) in sorted(sums.items()):
+        w.add_tensor(name + ".in_sum2", s.astype(np.float32).reshape(1, -1))
+        w.add_tensor(name + ".counts", np.array([[n]], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_legacy_imatrix(path: Path, sums: dict[str, tuple[np.ndarray, int]]) -> Path:
+    """The legacy .dat: per entry its name, call count and sums times calls / tokens; then the
+    chunk count and dataset."""
+    out = [struct.pack("<i", len(sums))]
+    for name, (s, n) in sorted(sums.items()):
+        calls = 4
+        out += [struct.pack("<i", len(name)), name.encode(), struct.pack("<ii", calls, s.size),
+                (weights(s, n) * np.float32(calls)).astype("<f4").tobytes()]
+    out += [struct.pack("<i", 4), struct.pack("<i", len(b"random-tokens.txt")), b"random-tokens.txt"]
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def llama_quantize_weighted(src: Path, dst: Path, file_type: str, sums: dict[str, tuple[np.ndarray, int]]) -> Path:
+    """llama_model_quantize given the importance rows llama-quantize derives (sums / count)."""
+    import llama_cpp
+
+    rows = {name: weights(s, n) for name, (s, n) in sums.items()}
+    entries = (llama_cpp.llama_model_imatrix_data * (len(rows) + 1))(*(
+        llama_cpp.llama_model_imatrix_data(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
+        for name, v in rows.items()))
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.imatrix = FILE_TYPES[file_type].number, 2, entries
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) == 0
+    return dst
+
+
+@pytest.mark.parametrize("file_type, layout", [("q4_k_m", "gguf"), ("q2_k_s", "gguf"), ("q4_0", "legacy"), ("iq4_xs", "legacy")])
+def test_imatrix_weighs_the_rounding_as_llama_quantize(tiny: tuple[Path, Path], activations: dict, tmp_path: Path,
+                                                       file_type: str, layout: str) -> None:
+    write = write_gguf_imatrix if layout == "gguf" else write_legacy_imatrix
+    im = write(tmp_path / f"imatrix.{'gguf' if layout == 'gguf' else 'dat'}", activations)
+    want = llama_quantize_weighted(tiny[1], tmp_path / "ref.gguf", file_type, activations)
+    got = one_pass(tiny[0], tmp_path / "pyconv.gguf", file_type, imatrix=str(im))
+    assert_same_file(got, want)
+    kv = {f.name: f.contents() for f in gguf.GGUFReader(got).fields.values() if f.name.startswith("quantize.imatrix.")}
+    assert kv == {"quantize.imatrix.file": str(im), "quantize.imatrix.dataset": "random-tokens.txt",
+                  "quantize.imatrix.entries_count": len(activations), "quantize.imatrix.chunks_count": 4}
+
+
+def test_imatrix_that_does_not_fit_names_the_tensor(tiny: tuple[Path, Path], activations: dict, tmp_path: Path) -> None:
+    missing = {k: v for k, v in activations.items() if k != "blk.3.ffn_up.weight"}
+    r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", "--outtype", "q4_k_m",
+                "--imatrix", write_gguf_imatrix(tmp_path / "missing.gguf", missing))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "blk.3.ffn_up.weight" in r.stderr and "no entry" in r.stderr
+    short = {**activations, "blk.0.attn_q.weight": (activations["blk.0.attn_q.weight"][0][:128], 10)}
+    r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", "--outtype", "q4_k_m",
+                "--imatrix", write_legacy_imatrix(tmp_path / "short.dat", short))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "blk.0.attn_q.weight" in r.stderr and "128 values" in r.stderr
+    (tmp_path / "junk.dat").write_bytes(b"\x00\x00")
+    r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", "--outtype", "q4_k_m", "--imatrix", tmp_path / "junk.dat")
+    assert r.returncode != 0 and "not an imatrix" in r.stderr and "junk.dat" in r.stderr
     assert not (tmp_path / "out.gguf").exists()

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 
-from .. import _core, dtypes, gguf_mixes
+from .. import _core, dtypes, gguf_mixes, imatrix
 from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..archs.config import Config
@@ -74,6 +74,7 @@ class TypeRules:
     keep_float: tuple[str, ...]
     mix: gguf_mixes.FileType | None = None
     choices: gguf_mixes.Choices = gguf_mixes.NO_CHOICES
+    importance: imatrix.Imatrix | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, opts: ConvertOptions, model: str, model_ternarize: str | None) -> TypeRules:
@@ -104,7 +105,8 @@ class TypeRules:
         if mix is not None:
             if wanted.ternarize:
                 raise ConversionError(f"--ternarize makes ternary types, not --outtype {outtype}")
-            return cls(None, None, tuple(wanted.keep_float), mix, choices)
+            loaded = imatrix.load(wanted.imatrix) if wanted.imatrix is not None else None
+            return cls(None, None, tuple(wanted.keep_float), mix, choices, loaded)
         if dtypes.is_ternary(outtype) and ternarize is None:
             raise ConversionError(f"--outtype {outtype} stores ternary weights and '{model}' is not a ternary model; "
                                   "pass --ternarize absmean to ternarize its projections")
@@ -155,6 +157,13 @@ def apply_mix(rules: TypeRules, tensors: list[OutTensor], kvs: dict[str, Any]) -
         if t.name in chosen and not rules.kept_float(t.name, *(s.name for s in t.sources)):
             t.dtype, why = chosen[t.name]
             t.note = " · ".join(x for x in (t.note, why) if x)
+            if rules.importance is not None and dtypes.is_quant(t.dtype):
+                t.importance = rules.importance.importance(t.name, t.shape)
+
+
+def imatrix_kvs(rules: TypeRules) -> list[tuple[str, int, Any]]:
+    """The quantize.imatrix.* keys llama-quantize records, when an imatrix weighs the rounding."""
+    return rules.importance.kvs() if rules.importance is not None else []
 
 
 def small_values(t: SourceTensor) -> np.ndarray:
@@ -499,7 +508,7 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions, catalog: Catalog)
         seen[t.name] = t.name
     writer = metadata(ck, arch, cfg, tensors, opts)
     apply_mix(rules, tensors, {k: v.value for k, v in writer.kv_data[0].items()})
-    files = place(tensors, kv_tuples(writer.kv_data[0]), out.stem if out.suffix == ".gguf" else out.name, opts)
+    files = place(tensors, kv_tuples(writer.kv_data[0]) + imatrix_kvs(rules), out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors, architecture=arch.name)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
     plan.notes.append(f"architecture {arch.name} → GGUF '{graph}'")

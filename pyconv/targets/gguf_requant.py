@@ -24,7 +24,15 @@ from ..options import ConvertOptions
 from ..plan import OutTensor, Part, Plan, View
 from ..sources.checkpoint import Checkpoint
 from ..sources.gguf import GgufValue
-from .gguf import TypeRules, apply_mix, file_type, place, tensor_type, ternary_note
+from .gguf import (
+    TypeRules,
+    apply_mix,
+    file_type,
+    imatrix_kvs,
+    place,
+    tensor_type,
+    ternary_note,
+)
 
 log = logging.getLogger("pyconv")
 # keys the new file states afresh
@@ -112,6 +120,7 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
     kvs = moved_keys(kv, source, target, arch)
     kvs.append(("general.file_type", int(gguf.GGUFValueType.UINT32), file_type(outtype, tensors)))
     kvs.append(("general.quantization_version", int(gguf.GGUFValueType.UINT32), gguf.GGML_QUANT_VERSION))
+    kvs += imatrix_kvs(rules)
     files = place(tensors, kvs, out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors, architecture=source)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
