@@ -15,12 +15,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pyconv.units import parse_size
-
 from pyconv.bench.harness import Measurement, best_of, markdown_table, memory_cap, remove
 from pyconv.bench.jobs import PY, add_tokenizer, pyconv_cmd
 from pyconv.bench.reference import reference_converter
 from pyconv.bench.synth import SHAPES, ensure_checkpoint
+from pyconv.units import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data"

@@ -175,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
   static py::exception<Error> core_error(m, "CoreError", PyExc_RuntimeError);
   core_error.attr("tensor") = py::none();
   core_error.attr("file") = py::none();
+  core_error.attr("message") = py::str("");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -224,6 +225,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("ternary", &DTypeTraits::ternary)
       .def_readonly("mainline", &DTypeTraits::mainline)
       .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })
+      .def_property_readonly("fallback", [=](const DTypeTraits& t) { return optional_int(t.fallback); })
       .def("__repr__", [](const DTypeTraits& t) { return std::string("<TypeInfo ") + t.name + ">"; });
   m.def("types", &all_types, py::return_value_policy::reference,
         "Every row of the type table: the built-in ones, then those registered from C++.");
@@ -289,7 +291,7 @@ PYBIND11_MODULE(_core, m) {
       dequantize(type, in.data, dst, n, params);
     }
     return out;
-  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("params") = QuantParams{},
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg_v("params", QuantParams{}, "QuantParams()"),
      "Decode `numel` elements of a tensor's blocks (a part of them: the tensor's parameters are given) into f32.");
   m.def("tensor_params", [](const py::buffer& src, DType type, size_t n) {
     const ContiguousBytes in = contiguous_bytes(src, "tensor_params");
@@ -344,7 +346,7 @@ PYBIND11_MODULE(_core, m) {
              return Part{source, src_offset, std::move(src_strides), std::move(dst_start), std::move(shape), field};
            }),
            py::arg("source"), py::arg("src_offset"), py::arg("src_strides"), py::arg("dst_start"), py::arg("shape"),
-           py::arg("field") = BitField{})
+           py::arg_v("field", BitField{}, "BitField()"))
       .def_readwrite("source", &Part::source)
       .def_readwrite("src_offset", &Part::src_offset)
       .def_readwrite("src_strides", &Part::src_strides)
@@ -355,7 +357,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](OpKind kind, double value, bool keep_if_ternary, DType round_to) {
              return Op{kind, value, keep_if_ternary, round_to};
            }),
-           py::arg("kind"), py::arg("value") = 0.0, py::arg("keep_if_ternary") = true, py::arg("round_to") = DType::F32)
+           py::arg("kind"), py::arg("value") = 0.0, py::arg("keep_if_ternary") = true, py::arg_v("round_to", DType::F32, "DType.F32"))
       .def_readwrite("kind", &Op::kind)
       .def_readwrite("value", &Op::value)
       .def_readwrite("keep_if_ternary", &Op::keep_if_ternary)

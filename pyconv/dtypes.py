@@ -77,3 +77,10 @@ def file_type(name: str) -> int | None:
     """llama.cpp's general.file_type for a file mostly of ``name``, for the types pyconv writes."""
     ft = row(name).file_type
     return None if ft is None else int(ft)
+
+
+def fallback(name: str) -> str | None:
+    """The type llama.cpp's quantizer writes instead of ``name`` for rows that do not fit its blocks
+    (None: it has none, and F16 is what remains)."""
+    fb = row(name).fallback
+    return None if fb is None else GGML_NAMES[int(fb)]

@@ -60,9 +60,6 @@ ROLES = (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v
          ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down"))
 TOKEN_EMBEDDINGS = ("token_embd.weight", "per_layer_token_embd.weight")
 
-# where a type whose blocks do not fit a row goes; a 32-element type stays and then becomes f16
-FALLBACK = {"iq4_xs": "iq4_nl", "q2_k": "q4_0", "q3_k": "q4_0", "tq1_0": "q4_0", "tq2_0": "q4_0",
-            "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 # the architectures whose 80-layer models llama.cpp calls 70B (llama only with grouped-query attention)
 SEVENTY_B = {"llama": True, "qwen2": False}
 
@@ -250,14 +247,16 @@ def llama_order(names: Sequence[str]) -> list[int]:
     return sorted(range(len(names)), key=key)
 
 
-def fallback(type_: str, cols: int) -> tuple[str, str]:
-    """The type when rows of ``cols`` do not fit ``type_``'s blocks, and why ("" when they do)."""
-    if cols % dtypes.block_elems(type_) == 0:
-        return type_, ""
-    smaller = FALLBACK.get(type_, type_)
-    if cols % dtypes.block_elems(smaller):
-        return "f16", f"rows of {cols} do not fit {type_} blocks: f16"
-    return smaller, f"rows of {cols} do not fit {type_} blocks of {dtypes.block_elems(type_)}: {smaller}"
+def fitting_type(want: str, n_cols: int) -> tuple[str, str]:
+    """(type, why) for rows of ``n_cols`` that should be ``want``: ``want`` itself (why "") when they
+    fit its blocks, else llama.cpp's fallback for it (the type table's), or F16 when that does not
+    fit either."""
+    if n_cols % dtypes.row_elems(want) == 0:
+        return want, ""
+    smaller = dtypes.fallback(want)
+    if smaller is None or n_cols % dtypes.row_elems(smaller):
+        smaller = "f16"
+    return smaller, f"rows of {n_cols} do not fit {want} blocks: {smaller}"
 
 
 @dataclass
@@ -304,7 +303,7 @@ def one(ft: FileType, name: str, cols: int, model: Model, choices: Choices, coun
         type_, why = pattern[1], f"--tensor-type {pattern[0].pattern}={pattern[1]}"
     elif not (choices.pure or ft.pure):
         type_, why = by_rules(ft, name, r, cols, model, choices, counters, tied, type_, why)
-    smaller, fell = fallback(type_, cols)
+    smaller, fell = fitting_type(type_, cols)
     return smaller, f"{why}; {fell}" if fell else why
 
 

@@ -69,10 +69,12 @@ class CommonOptions:
     to: str | None = option(None, flag("--to", help="output format: safetensors, gguf, hf, native (default: from OUT's suffix)"))
     outtype: str | None = option(  # None: every tensor keeps its type
         None,
-        flag("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s, the block types and "
-                                     "llama-quantize's file types (q4_k_m, q5_k_m, q6_k, ...) (default: keep)"),
-        flag("--outtype", type=str.lower, required=True, help="a llama-quantize file type (q4_k_m, q5_k_m, q6_k, ...), q8_0, tq1_0, tq2_0, i2_s, "
-                                                             "or f32, f16, bf16", commands=(QUANTIZE,)))
+        flag("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, q4_0, q4_1, q5_0, q5_1, "
+                                               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, and llama-quantize's "
+                                               "file types q2_k_s, q3_k_s/m/l, q4_k_s/m, q5_k_s/m (default: keep)"),
+        flag("--outtype", type=str.lower, required=True, commands=(QUANTIZE,),
+             help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, "
+                  "q2_k_s, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, or f32, f16, bf16"))
     threads: int = option(0, flag("--threads", type=threads_arg, help="worker threads (default: all CPUs)", commands=BOTH))
     max_shard_size: int | None = option(  # bytes per safetensors shard
         None, flag("--max-shard-size", type=size_arg, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)"))

@@ -104,7 +104,7 @@ def describe_difference(got: bytes, want: bytes, dtype: str) -> str:
     first = differing[0]
     lo, hi = first * block_bytes, (first + 1) * block_bytes
     g, w = got[lo:hi], want[lo:hi]
-    at = next((i for i in range(max(len(g), len(w))) if g[i:i + 1] != w[i:i + 1]))
+    at = next(i for i in range(max(len(g), len(w))) if g[i:i + 1] != w[i:i + 1])
     if lo >= packed:
         where = f"the tail (the tensor's own values), bytes {lo}..{hi - 1}"
     else:

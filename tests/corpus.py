@@ -526,7 +526,7 @@ def zst_bytes(data: bytes) -> bytes:
 
 
 def _zst(name: str, blob: Callable[[], bytes]) -> Callable[[Workshop], Path]:
-    return lambda w: _raw(name, blob())(w)
+    return _raw(name, blob())
 
 
 def _lying_frame() -> bytes:

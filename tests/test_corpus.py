@@ -4,6 +4,7 @@ problem, exit 1, no payload run, nothing written, the input untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import pyconv
-from pyconv.errors import ConversionError
 from pyconv.compression import opened
+from pyconv.errors import ConversionError
 from pyconv.options import ConvertOptions
 
 from .conftest import file_digests
@@ -104,8 +105,6 @@ def test_payloads_are_live(name: str, tmp_path: Path, shared: Path) -> None:
     source = case.build(work)
     if source.is_dir():
         source = source / "global_step1" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
-    try:
+    with contextlib.suppress(Exception):
         torch.load(source, weights_only=False)
-    except Exception:  # noqa: BLE001 - the payload has run by the time the rest of the file fails to make sense
-        pass
     assert work.marker.exists()

@@ -38,8 +38,23 @@ from pyconv.sources.checkpoint import Checkpoint
 from pyconv.sources.gguf import read_gguf
 from pyconv.sources.safetensors import read_file
 
-from .corpus import (LLAMA_CONFIG, Call, Global, StorageRef, Workshop, gguf_str, gguf_tensor_info, zst_bytes,
-                     memory_cap, pickle_bytes, rebuilt_tensor, safetensors_bytes, st_entry, tiny_llama, torch_zip)
+from .corpus import (
+    LLAMA_CONFIG,
+    Call,
+    Global,
+    StorageRef,
+    Workshop,
+    gguf_str,
+    gguf_tensor_info,
+    memory_cap,
+    pickle_bytes,
+    rebuilt_tensor,
+    safetensors_bytes,
+    st_entry,
+    tiny_llama,
+    torch_zip,
+    zst_bytes,
+)
 
 EXAMPLES = int(os.environ.get("PYCONV_FUZZ_EXAMPLES", "0"))
 MEMORY = 512 << 20  # more than any of these small inputs can honestly need
@@ -73,7 +88,7 @@ def inside_files(tensors: dict[str, Any]) -> None:
     for t in tensors.values():
         for s in t.segments:
             size = sizes.setdefault(s.path, s.path.stat().st_size)
-            assert 0 <= s.offset and s.nbytes >= 0 and s.offset + s.nbytes <= size, (t.name, s)
+            assert s.offset >= 0 and s.nbytes >= 0 and s.offset + s.nbytes <= size, (t.name, s)
 
 
 @pytest.fixture

@@ -129,10 +129,82 @@ def test_decoder_equals_gguf_py(ggml: ctypes.CDLL, cases: tuple, name: str) -> N
     x, _, importance = cases
     finite = x[np.abs(x).max(axis=1) < 1e30]
     data = ggml_quantize(ggml, finite, name, importance["random"])
-    block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype(name)]
     blocks = np.frombuffer(data, np.uint8).reshape(finite.shape[0], -1)
     with np.errstate(over="ignore", invalid="ignore"):
         want = gguf.quants.dequantize(blocks, qtype(name))
     got = pyconv.dequantize(data, name, finite.shape)
     assert got.tobytes() == want.astype(F32).tobytes()
 
+
+
+# llama.cpp's types for rows that do not fit a type's blocks (llama-quant.cpp: tensor_type_fallback)
+FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0", "iq4_xs": "iq4_nl"}
+# general.file_type as llama-quantize records it; its Q3_K, Q4_K and Q5_K stand for the _M mixes
+FILE_TYPE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q2_k": "Q2_K", "q3_k": "Q3_K_M",
+             "q4_k": "Q4_K_M", "q5_k": "Q5_K_M", "q6_k": "Q6_K", "iq4_nl": "IQ4_NL", "iq4_xs": "IQ4_XS"}
+
+
+@pytest.fixture(scope="module")
+def wide_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """A one-layer llama written by transformers, rows of 256 (one super-block) except ffn_down's 320,
+    pyconv's F32 GGUF of it, and that file's tensors (llama.cpp's names and row order)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .archs_fixtures import train_sentencepiece
+
+    out = tmp_path_factory.mktemp("wide-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=train_sentencepiece(out, gemma=False), hidden_size=256, intermediate_size=320,
+                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out)
+    f32 = out.parent / "wide-llama-f32.gguf"
+    pyconv.convert(out, f32, outtype="f32")
+    tensors = {t.name: np.array(t.data, np.float32).reshape([int(d) for d in reversed(t.shape)])
+               for t in gguf.GGUFReader(f32).tensors}
+    return out, f32, tensors
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_gguf_outtype_writes_llama_cpp_types_and_bytes(ggml: ctypes.CDLL, wide_llama: tuple, tmp_path: Path,
+                                                       name: str) -> None:
+    folder, _, source = wide_llama
+    out = tmp_path / f"m-{name}.gguf"
+    # the names that are also llama-quantize file types (q4_0, q6_k, ...) mean the mix; --pure, the block type
+    pyconv.convert(folder, out, outtype=name, pure=True)
+    reader = gguf.GGUFReader(out)
+    ftype = reader.fields["general.file_type"]
+    assert int(ftype.parts[ftype.data[0]][0]) == gguf.LlamaFileType[f"MOSTLY_{FILE_TYPE[name]}"]
+    for t in reader.tensors:
+        x = source[t.name]
+        if x.ndim == 1:
+            assert t.tensor_type == gguf.GGMLQuantizationType.F32
+            continue
+        fits = x.shape[1] % gguf.GGML_QUANT_SIZES[qtype(name)][0] == 0
+        want_type = name if fits else FALLBACK.get(name, "f16")
+        assert t.tensor_type == qtype(want_type), t.name
+        assert bytes(t.data) == ggml_quantize(ggml, x, want_type, None) == pyconv.quantize(x, want_type), t.name
+    assert {t.name for t in reader.tensors if t.tensor_type != qtype(name) and len(t.shape) > 1} == (
+        {"blk.0.ffn_down.weight"} if name in FALLBACK else set())
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_pure_file_equals_llama_quantize(wide_llama: tuple, tmp_path: Path, name: str) -> None:
+    """One pass from the HF folder gives the file llama.cpp's quantizer makes with --pure from the F32
+    GGUF of the same folder: every tensor's type and bytes, and general.file_type."""
+    folder, f32, _ = wide_llama
+    ours, theirs = tmp_path / "pyconv.gguf", tmp_path / "llama.gguf"
+    pyconv.convert(folder, ours, outtype=name, pure=True)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(gguf.LlamaFileType[f"MOSTLY_{FILE_TYPE[name]}"])
+    params.pure = True
+    params.nthread = 1
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), ctypes.byref(params)) == 0
+    got, want = gguf.GGUFReader(ours), gguf.GGUFReader(theirs)
+    assert [f.parts[-1][0] for f in (got.fields["general.file_type"], want.fields["general.file_type"])] == [params.ftype] * 2
+    want_tensors = {t.name: t for t in want.tensors}
+    assert sorted(want_tensors) == sorted(t.name for t in got.tensors)
+    for t in got.tensors:
+        w = want_tensors[t.name]
+        assert (t.tensor_type, bytes(t.data)) == (w.tensor_type, bytes(w.data)), t.name

@@ -25,6 +25,7 @@ from pyconv import ConversionError
 from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
 from pyconv.sources.zero import ZeroCheckpoint
+
 from .test_sources_torch import WritesMarker, assert_bitwise_equal
 
 GENERATOR = Path(__file__).parent / "zero_fixtures" / "make_checkpoints.py"
@@ -215,7 +216,7 @@ def test_folder_forms(references: dict[str, Reference], tmp_path: Path) -> None:
     assert_bitwise_equal(convert(tmp_path / "run", tmp_path / "a.safetensors"), expected)
     assert_bitwise_equal(convert(tag, tmp_path / "b.safetensors"), expected)
     shutil.copytree(tag, tmp_path / "run" / "global_step6")
-    with pytest.raises(ConversionError, match="several checkpoints .*global_step3, global_step6.* and no 'latest'"):
+    with pytest.raises(ConversionError, match=r"several checkpoints .*global_step3, global_step6.* and no 'latest'"):
         open_checkpoint(tmp_path / "run")
     (tmp_path / "run" / "latest").write_text("global_step9")
     with pytest.raises(ConversionError, match="'latest' names 'global_step9', which is not a folder"):

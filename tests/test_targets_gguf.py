@@ -35,7 +35,7 @@ def smol_gguf(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return files
 
 
-def llama(path: Path):  # noqa: ANN201 - llama_cpp has no stubs
+def llama(path: Path):
     from llama_cpp import Llama
 
     return Llama(str(path), n_ctx=256, n_threads=2, verbose=True, seed=1)

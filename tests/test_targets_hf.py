@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_special_token_missing_from_the_vocabulary_is_an_error(models: Models, t
     tcfg = json.loads((src / "tokenizer_config.json").read_text())
     tcfg["eos_token"] = "<|no-such-token|>"
     (src / "tokenizer_config.json").write_text(json.dumps(tcfg))
-    with pytest.raises(pyconv.ConversionError, match="eos_token '<|no-such-token|>' is not in the tokenizer's vocabulary"):
+    with pytest.raises(pyconv.ConversionError, match=re.escape("eos_token '<|no-such-token|>' is not in the tokenizer's vocabulary")):
         pyconv.convert(src, tmp_path / "out", to="hf", progress=False)
 
 

@@ -13,6 +13,7 @@
 #include "kernels/cast.h"
 #include "kernels/quant.h"
 #include "kernels/reference.h"
+#include "kernels/simd.h"
 
 namespace pyconv {
 namespace {
@@ -92,6 +93,15 @@ float signed_levels(int n, int nmax, const float* x, int8_t* levels, const float
   return scale;
 }
 
+// signed_levels over groups of n: group g is x + n g with weights w + n g (w null: x^2), eight at a
+// time on the AVX2 path.
+void signed_groups(int groups, int n, int nmax, const float* x, const float* w, int8_t* L, float* scales) {
+  int g = 0;
+  if (simd_enabled())
+    for (; g + 8 <= groups; g += 8) simd::signed_levels_x8(n, nmax, x + n * g, w ? w + n * g : nullptr, L + n * g, scales + g);
+  for (; g < groups; ++g) scales[g] = signed_levels(n, nmax, x + n * g, L + n * g, w ? w + n * g : nullptr);
+}
+
 // Q3_K's levels without importance: start from -nmax / max, then move single levels while that
 // lowers the x^2-weighted error (at most five sweeps). Levels are stored as l + nmax.
 float q3_levels(int n, int nmax, const float* x, int8_t* levels) {
@@ -144,78 +154,18 @@ float q3_levels(int n, int nmax, const float* x, int8_t* levels) {
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-// Levels 0..nmax with a scale and a minimum (x ~ scale * l - the_min), searched over nstep + 1
-// trial scales (rmin + rdelta * step + nmax) / (max - min), each refined by weighted least squares;
-// the error is |diff| (use_mad) or diff^2 times the weight. Null weights mean x^2 (with_x2_default,
-// ggml's make_qkx3_quants); the two ggml variants differ only in that and in how a constant group
-// (max == min vs max <= min) is caught, which gives the same result for finite input.
-float levels_with_min(int n, int nmax, const float* x, const float* weights, uint8_t* levels, float* the_min,
-                      uint8_t* trial, float rmin, float rdelta, int nstep, bool use_mad) {
-  auto weight = [&](int i) { return weights ? weights[i] : x[i] * x[i]; };
-  float min = x[0], max = x[0];
-  float sum_w = weight(0);
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    const float w = weight(i);
-    sum_w += w;
-    sum_x += w * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    std::memset(levels, 0, static_cast<size_t>(n));
-    *the_min = -min;
-    return 0.0f;
-  }
-  const float fmax_l = static_cast<float>(nmax);
-  float iscale = fmax_l / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
-  auto error_of = [&](float diff) { return use_mad ? std::fabs(diff) : diff * diff; };
-  for (int i = 0; i < n; ++i) {
-    levels[i] = static_cast<uint8_t>(clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax));
-    const float diff = scale * static_cast<float>(levels[i]) + min - x[i];
-    best_error += weight(i) * error_of(diff);
-  }
-  if (nstep < 1) {
-    *the_min = -min;
-    return scale;
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * static_cast<float>(is) + fmax_l) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax);
-      trial[i] = static_cast<uint8_t>(l);
-      const float w = weight(i), fl = static_cast<float>(l);
-      sum_l += w * fl;
-      sum_l2 += w * fl * fl;
-      sum_xl += w * fl * x[i];
-    }
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    if (det > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float cur_error = 0;
-      for (int i = 0; i < n; ++i) {
-        const float diff = this_scale * static_cast<float>(trial[i]) + this_min - x[i];
-        cur_error += weight(i) * error_of(diff);
-      }
-      if (cur_error < best_error) {
-        std::memcpy(levels, trial, static_cast<size_t>(n));
-        best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
+// The searches in groups: eight groups at a time on the AVX2 path (one group per lane, each lane
+// doing levels_with_min's operations), the rest one by one. Group g is x + n g, its weights
+// w + n g, its levels L + n g.
+void groups_with_min(int groups, int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales, float* mins,
+                     float rmin, float rdelta, int nstep, bool use_mad) {
+  int g = 0;
+  if (simd_enabled())
+    for (; g + 8 <= groups; g += 8)
+      simd::levels_with_min_x8(n, nmax, x + n * g, w + n * g, L + n * g, scales + g, mins + g, rmin, rdelta, nstep, use_mad);
+  uint8_t trial[32];
+  for (; g < groups; ++g)
+    scales[g] = quant_ref::levels_with_min(n, nmax, x + n * g, w + n * g, L + n * g, &mins[g], trial, rmin, rdelta, nstep, use_mad);
 }
 
 // Unsigned levels 0..nmax for non-negative x (sub-block scales or mins) with importance weights:
@@ -362,38 +312,45 @@ void affine_block(const float* x, uint8_t* q, float* d_out, float* m_out) {
   }
 }
 
-// The legacy types' importance path: per-row sigma2, weights per block, then signed_levels
-// (Q4_0, Q5_0) or levels_with_min (Q4_1, Q5_1).
+// A row of a legacy type, eight blocks at a time. With importance: per-row sigma2, weights per
+// column, then signed_levels (Q4_0, Q5_0) or the search with a minimum (Q4_1, Q5_1).
 template <bool kHasMin, bool kFiveBit>
 void legacy_row(const float* x, uint8_t* y, size_t n_per_row, const float* qw) {
   constexpr size_t kBytes = 2 + (kHasMin ? 2 : 0) + (kFiveBit ? 4 : 0) + 16;
   constexpr int kMax = kFiveBit ? 31 : 15;
   const float sigma2 = qw ? sum_squares(x, n_per_row) / static_cast<float>(n_per_row) : 0.0f;
-  for (size_t b = 0; b < n_per_row / 32; ++b, x += 32, y += kBytes) {
-    uint8_t q[32];
-    float d = 0.0f, m = 0.0f;
+  const size_t blocks = n_per_row / 32;
+  for (size_t b0 = 0; b0 < blocks; b0 += 8) {
+    const int count = static_cast<int>(std::min<size_t>(8, blocks - b0));
+    const float* xb = x + 32 * b0;
+    uint8_t q[kSuper];
+    float d[8], m[8] = {};
     if (!qw) {
-      if (kHasMin) affine_block<kMax + 1>(x, q, &d, &m);
-      else symmetric_block<(kMax + 1) / 2>(x, q, &d);
+      for (int k = 0; k < count; ++k) {
+        if (kHasMin) affine_block<kMax + 1>(xb + 32 * k, q + 32 * k, &d[k], &m[k]);
+        else symmetric_block<(kMax + 1) / 2>(xb + 32 * k, q + 32 * k, &d[k]);
+      }
     } else {
-      float w[32];
-      importance_weights(qw + 32 * b, x, 32, sigma2, w);
+      float w[kSuper];
+      importance_weights(qw + 32 * b0, xb, 32 * count, sigma2, w);
       if (kHasMin) {
-        uint8_t trial[32];
-        float neg_min;
-        d = levels_with_min(32, kMax, x, w, q, &neg_min, trial, -0.9f, 0.05f, 36, false);
-        m = -neg_min;
+        float neg_min[8];
+        groups_with_min(count, 32, kMax, xb, w, q, d, neg_min, -0.9f, 0.05f, 36, false);
+        for (int k = 0; k < count; ++k) m[k] = -neg_min[k];
       } else {
-        int8_t l[32];
-        d = signed_levels(32, (kMax + 1) / 2, x, l, w);
-        for (int j = 0; j < 32; ++j) q[j] = static_cast<uint8_t>(l[j]);
+        int8_t l[kSuper];
+        signed_groups(count, 32, (kMax + 1) / 2, xb, w, l, d);
+        for (int j = 0; j < 32 * count; ++j) q[j] = static_cast<uint8_t>(l[j]);
       }
     }
-    put_f16(y, d);
-    if (kHasMin) put_f16(y + 2, m);
-    uint32_t qh = 0;
-    pack_nibbles(q, y + kBytes - 16, kFiveBit ? &qh : nullptr);
-    if (kFiveBit) std::memcpy(y + 2 + (kHasMin ? 2 : 0), &qh, 4);
+    for (int k = 0; k < count; ++k) {
+      uint8_t* yb = y + (b0 + static_cast<size_t>(k)) * kBytes;
+      put_f16(yb, d[k]);
+      if (kHasMin) put_f16(yb + 2, m[k]);
+      uint32_t qh = 0;
+      pack_nibbles(q + 32 * k, yb + kBytes - 16, kFiveBit ? &qh : nullptr);
+      if (kFiveBit) std::memcpy(yb + 2 + (kHasMin ? 2 : 0), &qh, 4);
+    }
   }
 }
 
@@ -410,14 +367,14 @@ void pack_2bit(const uint8_t* l, uint8_t* qs) {
 void q2_k_block(const float* x, uint8_t* y, const float* qw) {
   uint8_t* scales = y;
   uint8_t* qs = y + 16;
-  uint8_t L[kSuper], trial[16];
-  float mins[16], sc[16], w[16];
+  uint8_t L[kSuper];
+  float mins[16], sc[16], w[kSuper];
   float d_block, m_block;
   if (!qw) {
+    for (int l = 0; l < kSuper; ++l) w[l] = std::fabs(x[l]);
+    groups_with_min(16, 16, 3, x, w, L, sc, mins, -0.5f, 0.1f, 15, true);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[16 * j + l]);
-      sc[j] = levels_with_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], trial, -0.5f, 0.1f, 15, true);
       if (sc[j] > max_scale) max_scale = sc[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -440,12 +397,12 @@ void q2_k_block(const float* x, uint8_t* y, const float* qw) {
     float sw[16];
     uint8_t ls[16], lm[16];
     const float sigma2 = sum_squares(x, kSuper) / static_cast<float>(kSuper);
+    importance_weights(qw, x, kSuper, sigma2, w);
     for (int j = 0; j < 16; ++j) {
-      importance_weights(qw + 16 * j, x + 16 * j, 16, sigma2, w);
       sw[j] = 0;
-      for (int l = 0; l < 16; ++l) sw[j] += w[l];
-      sc[j] = levels_with_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], trial, -0.9f, 0.05f, 36, false);
+      for (int l = 0; l < 16; ++l) sw[j] += w[16 * j + l];
     }
+    groups_with_min(16, 16, 3, x, w, L, sc, mins, -0.9f, 0.05f, 36, false);
     d_block = positive_levels(16, 15, sc, ls, sw);
     m_block = positive_levels(16, 15, mins, lm, sw);
     for (int j = 0; j < 16; ++j) scales[j] = static_cast<uint8_t>(ls[j] | (lm[j] << 4));
@@ -510,16 +467,16 @@ void q3_k_block(const float* x, uint8_t* y, const float* qw) {
       d_block = 0.f;
     }
   } else {
-    float w[16], sw[16];
+    float w[kSuper], sw[16];
     int8_t ls[16];
     const float sigma2 = 2 * sum_squares(x, kSuper) / static_cast<float>(kSuper);
+    importance_weights(qw, x, kSuper, sigma2, w);
     for (int j = 0; j < 16; ++j) {
-      importance_weights(qw + 16 * j, x + 16 * j, 16, sigma2, w);
       float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += w[l];
+      for (int l = 0; l < 16; ++l) sumw += w[16 * j + l];
       sw[j] = sumw;
-      sc[j] = signed_levels(16, 4, x + 16 * j, L + 16 * j, w);
     }
+    signed_groups(16, 16, 4, x, w, L, sc);
     d_block = signed_levels(16, 32, sc, ls, sw);
     for (int j = 0; j < 16; ++j) packed[j] = ls[j];
     pack_q3_scales(packed, scales);
@@ -573,17 +530,19 @@ void k4_scale_min(const uint8_t* q, int j, int* d, int* m) {
 template <int kMax>
 void q45_k_block(const float* x, uint8_t* y, const float* qw) {
   constexpr bool kFiveBit = kMax == 31;
-  uint8_t L[kSuper], trial[32], ls[8], lm[8];
-  float sc[8], mins[8], w[32];
+  uint8_t L[kSuper], ls[8], lm[8];
+  float sc[8], mins[8], w[kSuper];
   float d_block, m_block;
   if (!qw) {
-    float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; ++j) {
       const float* xg = x + 32 * j;
       const float av_x = std::sqrt(sum_squares(xg, 32) / 32);
-      for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xg[l]);
-      sc[j] = kFiveBit ? levels_with_min(32, kMax, xg, w, L + 32 * j, &mins[j], trial, -0.5f, 0.1f, 15, false)
-                       : levels_with_min(32, kMax, xg, w, L + 32 * j, &mins[j], trial, -1.f, 0.1f, 20, false);
+      for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + std::fabs(xg[l]);
+    }
+    if (kFiveBit) groups_with_min(8, 32, kMax, x, w, L, sc, mins, -0.5f, 0.1f, 15, false);
+    else groups_with_min(8, 32, kMax, x, w, L, sc, mins, -1.f, 0.1f, 20, false);
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
       if (sc[j] > max_scale) max_scale = sc[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -598,13 +557,13 @@ void q45_k_block(const float* x, uint8_t* y, const float* qw) {
   } else {
     float sw[8];
     const float sigma2 = 2 * sum_squares(x, kSuper) / static_cast<float>(kSuper);
+    importance_weights(qw, x, kSuper, sigma2, w);
     for (int j = 0; j < 8; ++j) {
-      importance_weights(qw + 32 * j, x + 32 * j, 32, sigma2, w);
       float sumw = 0;
-      for (int l = 0; l < 32; ++l) sumw += w[l];
+      for (int l = 0; l < 32; ++l) sumw += w[32 * j + l];
       sw[j] = sumw;
-      sc[j] = levels_with_min(32, kMax, x + 32 * j, w, L + 32 * j, &mins[j], trial, -0.9f, 0.05f, 36, false);
     }
+    groups_with_min(8, 32, kMax, x, w, L, sc, mins, -0.9f, 0.05f, 36, false);
     d_block = positive_levels(8, 63, sc, ls, sw);
     m_block = positive_levels(8, 63, mins, lm, sw);
   }
@@ -647,8 +606,8 @@ void q6_k_block(const float* x, uint8_t* y, const float* qw) {
   int8_t L[kSuper];
   float sc[16];
   float max_scale = 0, max_abs_scale = 0;
+  signed_groups(16, 16, 32, x, qw, L, sc);
   for (int g = 0; g < 16; ++g) {
-    sc[g] = signed_levels(16, 32, x + 16 * g, L + 16 * g, qw ? qw + 16 * g : nullptr);
     if (std::fabs(sc[g]) > max_abs_scale) {
       max_abs_scale = std::fabs(sc[g]);
       max_scale = sc[g];
@@ -695,66 +654,75 @@ int nearest_level(float v) {
   return v - static_cast<float>(val[hi - 1]) < static_cast<float>(val[hi]) - v ? hi - 1 : hi;
 }
 
-// One IQ4 super-block of `size` elements (32 for IQ4_NL, 256 for IQ4_XS) in groups of 32: each
-// group's scale is the best of 15 trials around max / -127 by weighted least squares; IQ4_XS then
-// stores the group scales as 6-bit multiples of the super-block's d and requantizes.
-void iq4_block(int size, const float* x, uint8_t* d_out, uint8_t* qs, uint16_t* scales_h, uint8_t* scales_l,
-               const float* qw) {
+// The scale of one IQ4 group of 32 with weights w: the best of 15 trials around max / -127 by
+// weighted least squares (0 for an all-zero group).
+float iq4_group_scale(const float* x, const float* w) {
   constexpr int kTries = 7;
-  float sigma2 = sum_squares(x, static_cast<size_t>(size));
-  sigma2 *= 2.f / static_cast<float>(size);
-  uint8_t L[kSuper];
-  float sc[8], w[32];
-  float max_scale = 0, amax_scale = 0;
   const float v0 = static_cast<float>(kIq4Levels[0]);
-  for (int g = 0; g < size / 32; ++g) {
-    const float* xg = x + 32 * g;
-    uint8_t* Lg = L + 32 * g;
-    if (qw) importance_weights(qw + 32 * g, xg, 32, sigma2, w);
-    else
-      for (int j = 0; j < 32; ++j) w[j] = xg[j] * xg[j];
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j)
-      if (std::fabs(xg[j]) > amax) {
-        amax = std::fabs(xg[j]);
-        max = xg[j];
-      }
-    if (amax < kGroupMaxEps) {
-      sc[g] = 0;
-      continue;
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
     }
-    float d = -max / v0;
-    float id = 1 / d;
-    float sumqx = 0, sumq2 = 0;
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / v0;
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = static_cast<float>(kIq4Levels[nearest_level(id * x[j])]);
+    sumqx += w[j] * q * x[j];
+    sumq2 += w[j] * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int t = -kTries; t <= kTries; ++t) {
+    id = static_cast<float>(t + kIq4Levels[0]) / max;
+    sumqx = sumq2 = 0;
     for (int j = 0; j < 32; ++j) {
-      const int l = nearest_level(id * xg[j]);
-      Lg[j] = static_cast<uint8_t>(l);
-      const float q = static_cast<float>(kIq4Levels[l]);
-      sumqx += w[j] * q * xg[j];
+      const float q = static_cast<float>(kIq4Levels[nearest_level(id * x[j])]);
+      sumqx += w[j] * q * x[j];
       sumq2 += w[j] * q * q;
     }
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int t = -kTries; t <= kTries; ++t) {
-      id = static_cast<float>(t + kIq4Levels[0]) / max;
-      sumqx = sumq2 = 0;
-      for (int j = 0; j < 32; ++j) {
-        const float q = static_cast<float>(kIq4Levels[nearest_level(id * xg[j])]);
-        sumqx += w[j] * q * xg[j];
-        sumq2 += w[j] * q * q;
-      }
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-    sc[g] = d;
-    if (std::fabs(d) > amax_scale) {
-      amax_scale = std::fabs(d);
-      max_scale = d;
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
     }
   }
+  return d;
+}
+
+// iq4_group_scale over groups of 32 (group g: x + 32 g, weights w + 32 g), eight at a time on
+// the AVX2 path.
+void iq4_groups(int groups, const float* x, const float* w, float* scales) {
+  int g = 0;
+  if (simd_enabled())
+    for (; g + 8 <= groups; g += 8) simd::iq4_scales_x8(x + 32 * g, w + 32 * g, scales + g);
+  for (; g < groups; ++g) scales[g] = iq4_group_scale(x + 32 * g, w + 32 * g);
+}
+
+// IQ4 weights of `size` elements (a super-block): importance * sqrt(sigma2 + x^2), else x^2.
+void iq4_weights(int size, const float* x, const float* qw, float* w) {
+  float sigma2 = sum_squares(x, static_cast<size_t>(size));
+  sigma2 *= 2.f / static_cast<float>(size);
+  if (qw) importance_weights(qw, x, size, sigma2, w);
+  else
+    for (int j = 0; j < size; ++j) w[j] = x[j] * x[j];
+}
+
+// An IQ4 super-block of `size` elements (32 for IQ4_NL, 256 for IQ4_XS) from its group scales:
+// IQ4_NL stores its one scale, IQ4_XS the group scales as 6-bit multiples of the super-block's d;
+// each element is the level nearest to it over its group's stored scale.
+void iq4_finish(int size, const float* x, const float* sc, uint8_t* d_out, uint8_t* qs, uint16_t* scales_h,
+                uint8_t* scales_l) {
+  uint8_t L[kSuper];
   if (size > 32) {
+    float max_scale = 0, amax_scale = 0;
+    for (int g = 0; g < size / 32; ++g)
+      if (std::fabs(sc[g]) > amax_scale) {
+        amax_scale = std::fabs(sc[g]);
+        max_scale = sc[g];
+      }
     *scales_h = 0;
     const float d = -max_scale / 32;
     put_f16(d_out, d);
@@ -796,6 +764,73 @@ void decode_iq4(const uint8_t* qs, float dl, float* y) {
 
 namespace quant_ref {
 
+// ggml's make_qkx2_quants and make_qkx3_quants, which differ only when weights are null (no caller
+// here passes null) and in how they catch a constant group (max == min, max <= min: the same test
+// once min <= 0).
+float levels_with_min(int n, int nmax, const float* x, const float* weights, uint8_t* levels, float* the_min,
+                      uint8_t* trial, float rmin, float rdelta, int nstep, bool use_mad) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max <= min) {
+    std::memset(levels, 0, static_cast<size_t>(n));
+    *the_min = -min;
+    return 0.0f;
+  }
+  const float fmax_l = static_cast<float>(nmax);
+  float iscale = fmax_l / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  auto error_of = [&](float diff) { return use_mad ? std::fabs(diff) : diff * diff; };
+  for (int i = 0; i < n; ++i) {
+    levels[i] = static_cast<uint8_t>(clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax));
+    const float diff = scale * static_cast<float>(levels[i]) + min - x[i];
+    best_error += weights[i] * error_of(diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * static_cast<float>(is) + fmax_l) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax);
+      trial[i] = static_cast<uint8_t>(l);
+      const float w = weights[i], fl = static_cast<float>(l);
+      sum_l += w * fl;
+      sum_l2 += w * fl * fl;
+      sum_xl += w * fl * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * static_cast<float>(trial[i]) + this_min - x[i];
+        cur_error += weights[i] * error_of(diff);
+      }
+      if (cur_error < best_error) {
+        std::memcpy(levels, trial, static_cast<size_t>(n));
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
 void q4_0(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance) {
   for (size_t r = 0; r < n_rows; ++r, x += n_per_row, y += n_per_row / 32 * 18) legacy_row<false, false>(x, y, n_per_row, importance);
 }
@@ -824,14 +859,27 @@ void q6_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const flo
   k_rows(x, y, n_rows, n_per_row, importance, 210, q6_k_block);
 }
 void iq4_nl(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance) {
-  for (size_t r = 0; r < n_rows; ++r)
-    for (size_t b = 0; b < n_per_row / 32; ++b, x += 32, y += 18)
-      iq4_block(32, x, y, y + 2, nullptr, nullptr, importance ? importance + 32 * b : nullptr);
+  const size_t blocks = n_per_row / 32;
+  for (size_t r = 0; r < n_rows; ++r, x += n_per_row, y += blocks * 18)
+    for (size_t b0 = 0; b0 < blocks; b0 += 8) {
+      const int count = static_cast<int>(std::min<size_t>(8, blocks - b0));
+      float w[kSuper], sc[8];
+      for (int k = 0; k < count; ++k)
+        iq4_weights(32, x + 32 * (b0 + k), importance ? importance + 32 * (b0 + k) : nullptr, w + 32 * k);
+      iq4_groups(count, x + 32 * b0, w, sc);
+      for (int k = 0; k < count; ++k) {
+        uint8_t* yb = y + 18 * (b0 + k);
+        iq4_finish(32, x + 32 * (b0 + k), sc + k, yb, yb + 2, nullptr, nullptr);
+      }
+    }
 }
 void iq4_xs(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance) {
   k_rows(x, y, n_rows, n_per_row, importance, 136, [](const float* xb, uint8_t* yb, const float* qw) {
+    float w[kSuper], sc[8];
+    iq4_weights(kSuper, xb, qw, w);
+    iq4_groups(8, xb, w, sc);
     uint16_t scales_h = 0;
-    iq4_block(kSuper, xb, yb, yb + 8, &scales_h, yb + 4, qw);
+    iq4_finish(kSuper, xb, sc, yb, yb + 8, &scales_h, yb + 4);
     std::memcpy(yb + 2, &scales_h, 2);
   });
 }

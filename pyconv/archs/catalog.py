@@ -15,7 +15,7 @@ log = logging.getLogger("pyconv")
 
 
 class Catalog:
-    """Tables by name, in registration order (which decides between tables that fit equally well)."""
+    """Tables by name, in registration order."""
 
     def __init__(self, tables: dict[str, Arch]) -> None:
         self.tables = tables
@@ -35,10 +35,15 @@ class Catalog:
         return next((a for a in self.tables.values() if name in a.gguf.names), None)
 
     def guess(self, tensor_names: list[str]) -> Arch | None:
-        """The family whose signature matches the names, the most specific one (most patterns) first."""
-        found = [a for a in self.tables.values()
-                 if a.signature and all(any(re.search(p, n) for n in tensor_names) for p in a.signature)]
-        return max(found, key=lambda a: len(a.signature), default=None)
+        """The family whose signature matches the names, the most specific one (most patterns). Two
+        that match equally well are an error: which one is a choice only the user can make."""
+        found = sorted((a for a in self.tables.values()
+                        if a.signature and all(any(re.search(p, n) for n in tensor_names) for p in a.signature)),
+                       key=lambda a: -len(a.signature))
+        if len(found) > 1 and len(found[0].signature) == len(found[1].signature):
+            ties = [a.name for a in found if len(a.signature) == len(found[0].signature)]
+            raise ConversionError(f"the tensor names fit {' and '.join(ties)} equally well; pass --arch to choose")
+        return found[0] if found else None
 
     def detect(self, config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None, *,
                guess_unknown: bool = False) -> Arch:

@@ -6,6 +6,7 @@ against the byte span, spans inside the file and not overlapping, index entries 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -97,7 +98,7 @@ def read_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, str]]:
         spans.append((begin, end, name))
         tensors[name] = SourceTensor(name, dtype, tuple(shape), (Segment(path, data_start + begin, end - begin),))
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise ConversionError(f"bytes of '{n0}' [{b0}, {e0}) and '{n1}' overlap", file=path)
     ordered = {name: tensors[name] for _b, _e, name in spans}

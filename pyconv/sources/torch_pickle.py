@@ -251,7 +251,7 @@ def _measured(load: Callable[[Any], None]) -> Callable[[Any], None]:
 class _Unpickler(pickle._Unpickler):
     """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
 
-    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
+    dispatch: ClassVar[dict[int, Any]] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
                 **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)},
                 **{op[0]: _measured(pickle._Unpickler.dispatch[op[0]])
                    for op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3)}}

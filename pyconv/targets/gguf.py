@@ -140,9 +140,9 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
     elif dtypes.is_ternary(rules.outtype):
         return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
-        block = dtypes.row_elems(want)
-        if shape[-1] % block:
-            return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
+        fitted, reason = gguf_mixes.fitting_type(want, shape[-1])
+        if reason:
+            return fitted, "; ".join(x for x in (why, reason) if x), ops
     return want, why, ops
 
 
@@ -178,7 +178,8 @@ def small_values(t: SourceTensor) -> np.ndarray:
     flat = np.frombuffer(_core.cast(bytes(raw), t.dtype, "f32"), np.float32)
     if t.strides is None:
         return flat[t.offset:t.offset + t.numel].reshape(t.shape)
-    return np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    values: np.ndarray = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    return values
 
 
 def unpacked_parts(packed: SourceTensor, scale: float) -> tuple[tuple[int, ...], list[Part]]:

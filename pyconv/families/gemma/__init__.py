@@ -9,7 +9,7 @@ import gguf
 from ...archs.gguf_layout import GgufLayout
 from ...archs.hf_layout import HfLayout, HfName
 from ...archs.hparams import COMMON_HPARAMS, HParam
-from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T, llama_like
+from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, LLAMA_SIGNATURE, SKIP_ROTARY, T, llama_like
 from ...family import Family
 
 # Gemma 2 norms around both sublayers: "post_attention_layernorm" is a different norm than Llama's
@@ -38,7 +38,8 @@ GEMMA2 = llama_like(
         constants=NO_SPACE_PREFIX,
     ),
     hf=HfLayout(GEMMA2_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY),
-    signature=(r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
+    # Llama's module tree plus the two extra norms: more specific than Llama's, so chosen over it
+    signature=(*LLAMA_SIGNATURE, r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
                r"^model\.layers\.\d+\.post_feedforward_layernorm\.weight$"),
 )
 
