@@ -106,7 +106,7 @@ def test_file_type_equals_llama_quantize(tiny: tuple[Path, Path], tmp_path: Path
     assert_same_file(one_pass(folder, tmp_path / "pyconv.gguf", file_type), want)
 
 
-@pytest.mark.parametrize("file_type", ["q4_k_m", "iq4_xs"])
+@pytest.mark.parametrize("file_type", ["q4_k_m"])
 def test_smollm2_rows_of_576_fall_back_as_llama_quantize(smollm2_hf: Path, smollm2_f32: Path, tmp_path: Path,
                                                          file_type: str) -> None:
     want = llama_quantize(smollm2_f32, tmp_path / "ref.gguf", file_type)
@@ -292,3 +292,50 @@ def test_imatrix_that_does_not_fit_names_the_tensor(tiny: tuple[Path, Path], act
     r = run_cli("quantize", tiny[1], "-o", tmp_path / "out.gguf", "--outtype", "q4_k_m", "--imatrix", tmp_path / "junk.dat")
     assert r.returncode != 0 and "not an imatrix" in r.stderr and "junk.dat" in r.stderr
     assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtral(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An 8-expert mixtral (the rules that look at experts) with rows of 256: HF folder, F32 GGUF."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    folder = tmp_path_factory.mktemp("mix-mixtral")
+    cfg = MixtralConfig(vocab_size=train_sentencepiece(folder, gemma=False), hidden_size=256, intermediate_size=256,
+                        num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, num_local_experts=8,
+                        num_experts_per_tok=2, max_position_embeddings=64, tie_word_embeddings=False)
+    save_model(MixtralForCausalLM, cfg, folder, seed=17)
+    f32 = folder.parent / "mix-mixtral-f32.gguf"
+    pyconv.convert(folder, f32, outtype="f32", progress=False, fingerprint=False)
+    return folder, f32
+
+
+def test_experts_get_their_own_imatrix_rows(tiny_mixtral: tuple[Path, Path], tmp_path: Path) -> None:
+    """Each expert of a stacked tensor is weighed by its own row, and the 8-expert rules apply."""
+    folder, f32 = tiny_mixtral
+    rng = np.random.default_rng(5)
+    sums = {}
+    for t in gguf.GGUFReader(f32).tensors:
+        if len(t.shape) >= 2 and t.name.endswith(".weight") and "norm" not in t.name and "gate_inp" not in t.name:
+            n_mat = int(np.prod([int(d) for d in t.shape[2:]]))
+            sums[t.name] = (rng.uniform(0.05, 3.0, (n_mat, int(t.shape[0]))), rng.integers(1, 9, n_mat))
+    im = tmp_path / "experts.gguf"
+    w = gguf.GGUFWriter(str(im), arch="")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["random"])
+    w.add_uint32("imatrix.chunk_count", 1)
+    w.add_uint32("imatrix.chunk_size", 8)
+    for name, (s, n) in sums.items():
+        w.add_tensor(name + ".in_sum2", s.astype(np.float32))
+        w.add_tensor(name + ".counts", n.astype(np.float32).reshape(-1, 1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    rows = {name: (s.astype(np.float32) / n.astype(np.float32)[:, None]).reshape(-1) for name, (s, n) in sums.items()}
+    per_matrix = {name: (v, 1) for name, v in rows.items()}
+    want = llama_quantize_weighted(f32, tmp_path / "ref.gguf", "q4_k_m", per_matrix)
+    got = one_pass(folder, tmp_path / "pyconv.gguf", "q4_k_m", imatrix=str(im))
+    assert_same_file(got, want)
+    types = {n: t for n, (t, _) in tensors(got).items()}
+    assert types["blk.0.attn_v.weight"] == types["blk.0.attn_k.weight"] == "Q8_0"
+    assert types["blk.1.attn_output.weight"] == "Q5_K"
