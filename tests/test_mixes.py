@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import pytest
 import pyconv
 from pyconv.gguf_mixes import FILE_TYPES
 
-from .archs_fixtures import save_model, train_sentencepiece
-from .conftest import run_cli
+from .archs_fixtures import CORPUS, save_model, train_sentencepiece
+from .conftest import REPO, run_cli
 
 MIXES = [name for name, ft in FILE_TYPES.items() if not ft.pure and name != "q2_k_s"]
 
@@ -339,3 +340,43 @@ def test_experts_get_their_own_imatrix_rows(tiny_mixtral: tuple[Path, Path], tmp
     types = {n: t for n, (t, _) in tensors(got).items()}
     assert types["blk.0.attn_v.weight"] == types["blk.0.attn_k.weight"] == "Q8_0"
     assert types["blk.1.attn_output.weight"] == "Q5_K"
+
+
+# --- llama.cpp's own tools (make llama-tools) ------------------------------------------------------
+
+LLAMA_TOOLS = REPO / "build" / "llama-tools" / "cmake" / "bin"
+
+
+def llama_tool(name: str, *args: str | Path) -> None:
+    exe = LLAMA_TOOLS / name
+    assert exe.exists(), f"{exe} is missing: `make llama-tools` builds it (make test does)"
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def smollm2_imatrix(smollm2_f32: Path) -> dict[str, Path]:
+    """Importance matrices llama-imatrix computes for SmolLM2 on a short English text, in both of
+    its output formats."""
+    text = smollm2_f32.with_name("calibration.txt")
+    text.write_text("\n".join(CORPUS * 4), encoding="utf-8")
+    out = {}
+    for fmt in ("gguf", "dat"):
+        out[fmt] = smollm2_f32.with_name(f"imatrix.{fmt}")
+        llama_tool("llama-imatrix", "-m", smollm2_f32, "-f", text, "-o", out[fmt], "-c", "128", "--chunks", "2",
+                   "-t", "2", "--output-format", fmt, "--no-ppl")
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "dat"])
+def test_smollm2_with_llama_imatrix_equals_llama_quantize(smollm2_hf: Path, smollm2_f32: Path,
+                                                          smollm2_imatrix: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    im = smollm2_imatrix[fmt]
+    want = tmp_path / "ref.gguf"
+    llama_tool("llama-quantize", "--imatrix", im, smollm2_f32, want, "Q4_K_M", "2")
+    got = one_pass(smollm2_hf, tmp_path / "pyconv.gguf", "q4_k_m", imatrix=str(im))
+    assert_same_file(got, want)
+
+    def recorded(path: Path) -> dict[str, Any]:
+        return {f.name: f.contents() for f in gguf.GGUFReader(path).fields.values() if f.name.startswith("quantize.")}
+    assert recorded(got) == recorded(want) and recorded(want)["quantize.imatrix.file"] == str(im)
