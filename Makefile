@@ -13,7 +13,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=O
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 
-.PHONY: install build native lint demo test fuzz bench clean
+.PHONY: install build native lint demo test fuzz bench clean llama-tools
 
 # doctest (Debian's doctest-dev) is the native tests' framework; its header is the target, so a
 # machine set up before it was needed gets it too.
@@ -73,8 +73,22 @@ lint: $(DEPS)
 	$(PY) -m ruff check pyconv tests benchmarks scripts
 	$(PY) -m mypy pyconv
 
-test: $(BUILT) lint native
+test: $(BUILT) lint native llama-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# llama.cpp's llama-imatrix and llama-quantize, which tests/test_mixes.py compares with: built from
+# the vendored llama.cpp of the llama-cpp-python sdist the suite already uses (fetched by
+# pyconv.bench.reference), with the same portable flags, only these two targets, once; kept in build/.
+LLAMA_TOOLS := build/llama-tools
+LLAMA_TOOLS_BIN := $(LLAMA_TOOLS)/cmake/bin
+llama-tools: $(LLAMA_TOOLS_BIN)/llama-quantize
+$(LLAMA_TOOLS_BIN)/llama-quantize: $(DEPS)
+	rm -rf $(LLAMA_TOOLS)/src && mkdir -p $(LLAMA_TOOLS)/src
+	tar -xzf "$$($(PY) -c 'import sys, pathlib; from pyconv.bench.reference import source_package; print(source_package(pathlib.Path(sys.argv[1])))' $(LLAMA_TOOLS))" \
+	  -C $(LLAMA_TOOLS)/src --strip-components=3 llama_cpp_python-0.3.36/vendor/llama.cpp
+	$(CMAKE) -S $(LLAMA_TOOLS)/src -B $(LLAMA_TOOLS)/cmake -DCMAKE_BUILD_TYPE=Release $(LLAMA_CMAKE_ARGS) \
+	  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF
+	$(CMAKE) --build $(LLAMA_TOOLS)/cmake --target llama-imatrix llama-quantize -j2
 
 # Longer than the suite's bounded runs: the engine's plans under libFuzzer (Debian's clang, with
 # AddressSanitizer + UndefinedBehaviorSanitizer; corpus kept in build/fuzz/corpus) for FUZZ_SECONDS,

@@ -383,7 +383,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("round_to", &Op::round_to);
   py::class_<Tensor>(m, "Tensor", "An output tensor: parts placed in its layout, then ops, then cast or quantized to `out`.")
       .def(py::init([](std::string name, std::vector<int64_t> shape, std::vector<int64_t> layout, DType out, uint32_t file,
-                       std::vector<Part> parts, std::vector<Op> ops, uint64_t offset) {
+                       std::vector<Part> parts, std::vector<Op> ops, uint64_t offset, std::vector<float> importance) {
              Tensor t;
              t.name = std::move(name);
              t.shape = std::move(shape);
@@ -393,10 +393,11 @@ PYBIND11_MODULE(_core, m) {
              t.parts = std::move(parts);
              t.ops = std::move(ops);
              t.offset = offset;
+             t.importance = std::move(importance);
              return t;
            }),
            py::arg("name"), py::arg("shape"), py::arg("layout"), py::arg("out"), py::arg("file"), py::arg("parts"),
-           py::arg("ops") = std::vector<Op>{}, py::arg("offset") = 0)
+           py::arg("ops") = std::vector<Op>{}, py::arg("offset") = 0, py::arg("importance") = std::vector<float>{})
       .def_readwrite("name", &Tensor::name)
       .def_readwrite("shape", &Tensor::shape)
       .def_readwrite("layout", &Tensor::layout)
@@ -404,7 +405,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("file", &Tensor::file)
       .def_readwrite("parts", &Tensor::parts)
       .def_readwrite("ops", &Tensor::ops)
-      .def_readwrite("offset", &Tensor::offset);
+      .def_readwrite("offset", &Tensor::offset)
+      .def_readwrite("importance", &Tensor::importance);
   py::class_<GgufKV>(m, "GgufKV", "A GGUF metadata key and value; an ARRAY value is (element type, items), items "
                                   "a list or numbers already packed little-endian as bytes.")
       .def(py::init([](std::string key, GgufType type, const py::handle& value) {

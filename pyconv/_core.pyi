@@ -624,13 +624,19 @@ class Tensor:
     """
     name: str
     out: DType
-    def __init__(self, name: str, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], layout: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], out: DType | str, file: typing.SupportsInt | typing.SupportsIndex, parts: collections.abc.Sequence[Part], ops: collections.abc.Sequence[Op] = [], offset: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def __init__(self, name: str, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], layout: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], out: DType | str, file: typing.SupportsInt | typing.SupportsIndex, parts: collections.abc.Sequence[Part], ops: collections.abc.Sequence[Op] = [], offset: typing.SupportsInt | typing.SupportsIndex = 0, importance: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] = []) -> None:
         ...
     @property
     def file(self) -> int:
         ...
     @file.setter
     def file(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def importance(self) -> list[float]:
+        ...
+    @importance.setter
+    def importance(self, arg0: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> None:
         ...
     @property
     def layout(self) -> list[int]:

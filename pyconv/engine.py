@@ -57,7 +57,7 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
                             list(p.view.shape) or [1], _field(p.field)) for p in t.parts]
         ops = [_core.Op(_OP_KINDS[op.kind], op.value, op.keep_if_ternary, dtypes.row(op.round_to).id) for op in t.ops]
         core.add_tensor(_core.Tensor(t.name, list(t.shape), list(t.layout) or [1], dtypes.row(t.dtype).id, t.file,
-                                     parts, ops, t.offset))
+                                     parts, ops, t.offset, [] if t.importance is None else t.importance.tolist()))
     return core
 
 

@@ -70,9 +70,11 @@ class CommonOptions:
     outtype: str | None = option(  # None: every tensor keeps its type
         None,
         flag("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, q4_0, q4_1, q5_0, q5_1, "
-                                               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s (default: keep)"),
+                                               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, and llama-quantize's "
+                                               "file types q2_k_s, q3_k_s/m/l, q4_k_s/m, q5_k_s/m (default: keep)"),
         flag("--outtype", type=str.lower, required=True, commands=(QUANTIZE,),
-             help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, or f32, f16, bf16"))
+             help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, "
+                  "q2_k_s, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, or f32, f16, bf16"))
     threads: int = option(0, flag("--threads", type=threads_arg, help="worker threads (default: all CPUs)", commands=BOTH))
     max_shard_size: int | None = option(  # bytes per safetensors shard
         None, flag("--max-shard-size", type=size_arg, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)"))
@@ -167,6 +169,20 @@ class QuantOptions:
     keep_float: tuple[str, ...] = option(  # regexes on GGUF or source names: these tensors stay float
         (), flag("--keep-float", action="append", metavar="PATTERN", commands=BOTH,
                  help="keep tensors whose GGUF or source name matches this regex float (repeatable)"))
+    # llama-quantize's options, spelled as it spells them (they need one of its file types as --outtype)
+    pure: bool = option(False, flag("--pure", action="store_true", commands=BOTH,
+                                    help="with a llama-quantize file type: every tensor its default type (no per-tensor rules)"))
+    output_tensor_type: str | None = option(None, flag("--output-tensor-type", type=str.lower, metavar="TYPE", commands=BOTH,
+                                                       help="type of output.weight"))
+    token_embedding_type: str | None = option(None, flag("--token-embedding-type", type=str.lower, metavar="TYPE",
+                                                         commands=BOTH, help="type of token_embd.weight"))
+    tensor_types: tuple[str, ...] = option(  # PATTERN=TYPE: GGUF names matching the regex get TYPE (first match wins)
+        (), flag("--tensor-type", action="append", metavar="PATTERN=TYPE", commands=BOTH,
+                 help="tensors whose GGUF name matches the regex PATTERN get TYPE (repeatable; the first match wins)"))
+    leave_output_tensor: bool = option(False, flag("--leave-output-tensor", action="store_true", commands=BOTH,
+                                                   help="keep output.weight in its source type"))
+    imatrix: str | None = option(None, flag("--imatrix", metavar="FILE", commands=BOTH,
+                                            help="importance matrix from llama-imatrix (GGUF or legacy .dat) to weigh rounding by"))
     # a GGUF source may hold quantized tensors (``pyconv quantize``: not unless asked)
     allow_requantize: bool = option(True, flag("--allow-requantize", action="store_true", commands=(QUANTIZE,),
                                                help="accept a source that already holds quantized tensors"))

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from . import dtypes
 from .errors import ConversionError
 from .sources.base import SourceTensor
@@ -181,6 +183,8 @@ class OutTensor:
     file: int = 0
     note: str = ""          # why this type or recipe, shown by --dry-run
     offset: int = 0         # raw files only: where the tensor's bytes go
+    # quantized types: one row of column weights per matrix (an imatrix's), for the kernels that use them
+    importance: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.shape = tuple(self.shape)

@@ -197,6 +197,7 @@ INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
     "hf_model": (hf_model, False),
     "model.gguf": (smollm2_gguf, False),
     "model-f16.gguf": (bitnet_f16, False),
+    "model-f32.gguf": (lambda k: k.converted("model-f32.gguf", k.smollm2, "model-f32.gguf", outtype="f32"), False),
     "bitnet_model": (bitnet_model, False),
     "hf_out": (lambda k: k.converted("hf_out", k.smollm2, "hf_out", to="hf"), False),
     "native_out": (lambda k: k.converted("native_out", k.smollm2, "native_out", to="native", layout="fused", tp_size=2), False),

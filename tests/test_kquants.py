@@ -171,7 +171,8 @@ def test_gguf_outtype_writes_llama_cpp_types_and_bytes(ggml: ctypes.CDLL, wide_l
                                                        name: str) -> None:
     folder, _, source = wide_llama
     out = tmp_path / f"m-{name}.gguf"
-    pyconv.convert(folder, out, outtype=name)
+    # the names that are also llama-quantize file types (q4_0, q6_k, ...) mean the mix; --pure, the block type
+    pyconv.convert(folder, out, outtype=name, pure=True)
     reader = gguf.GGUFReader(out)
     ftype = reader.fields["general.file_type"]
     assert int(ftype.parts[ftype.data[0]][0]) == gguf.LlamaFileType[f"MOSTLY_{FILE_TYPE[name]}"]
@@ -194,7 +195,7 @@ def test_pure_file_equals_llama_quantize(wide_llama: tuple, tmp_path: Path, name
     GGUF of the same folder: every tensor's type and bytes, and general.file_type."""
     folder, f32, _ = wide_llama
     ours, theirs = tmp_path / "pyconv.gguf", tmp_path / "llama.gguf"
-    pyconv.convert(folder, ours, outtype=name)
+    pyconv.convert(folder, ours, outtype=name, pure=True)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(gguf.LlamaFileType[f"MOSTLY_{FILE_TYPE[name]}"])
     params.pure = True

@@ -12,17 +12,19 @@ import pyconv
 from pyconv.cli import build_parser, options_from
 from pyconv.options import PART_OF, ConvertOptions
 
+# llama-quantize's options, spelled as it spells them
+MIX_FLAGS = ("--pure", "--output-tensor-type", "--token-embedding-type", "--tensor-type", "--leave-output-tensor", "--imatrix")
 # every flag of the two commands that convert, as pyconv has spelled them since before the options split
 CONVERT_FLAGS = {
     "-h", "--help", "-o", "--output", "--to", "--outtype", "--threads", "--max-shard-size", "--dry-run", "--force",
     "--chunk-size", "-q", "--quiet", "--strip-prefix", "--zero-weights", "--dcp-key", "--source", "--arch", "--include-pytorch-bin",
     "--allow-decoder-bias-drop", "--vocab-size", "--layout", "--tp-size", "--step", "--tokenizer", "--tokenizer-pre",
     "--split-max-size", "--split-max-tensors", "--name", "--no-fingerprint", "--hash-inputs", "--ternarize", "--keep-float",
-    "--compress", "--compress-only",
+    "--compress", "--compress-only", *MIX_FLAGS,
 }
 QUANTIZE_FLAGS = {
     "-h", "--help", "-o", "--output", "--outtype", "--allow-requantize", "--threads", "--dry-run", "--force", "-q",
-    "--quiet", "--ternarize", "--keep-float", "--compress", "--compress-only", "--hash-inputs",
+    "--quiet", "--ternarize", "--keep-float", "--compress", "--compress-only", "--hash-inputs", *MIX_FLAGS,
 }
 
 

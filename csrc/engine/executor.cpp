@@ -294,19 +294,34 @@ class Worker {
         floats_.resize(r.quant_run);
         float* tmp = floats_.data();
         const bool to_float = traits(t.out).is_float();
-        for (uint64_t i = 0; i < n; i += r.quant_run) {
-          const size_t m = static_cast<size_t>(std::min<uint64_t>(r.quant_run, n - i));
+        for (uint64_t i = 0, m = 0; i < n; i += m) {
+          m = std::min<uint64_t>(r.quant_run, n - i);
+          // importance weights are per column: a run stops at its row's end
+          if (!t.importance.empty()) m = std::min<uint64_t>(m, row_elems_of(t) - (flat_begin + i) % row_elems_of(t));
           to_floats(r, w + row_nbytes(r.work, i), tmp, m);
           uint8_t* dst = out_.data() + row_nbytes(t.out, i);
-          // A run may span rows: right while no importance weights (QuantParams::importance,
-          // one per column) are given, which would need runs cut at row ends.
           if (to_float) cast(DType::F32, tmp, t.out, dst, m);
-          else quantize(t.out, tmp, dst, 1, m, r.quant);
+          else quantize(t.out, tmp, dst, 1, m, with_importance(r, flat_begin + i));
         }
       }
       out = out_.data();
     }
     outs_[t.file]->write_at(out, out_bytes, out_off);
+  }
+
+  static uint64_t row_elems_of(const Tensor& t) { return static_cast<uint64_t>(t.shape.back()); }
+
+  // The tensor's parameters, with the importance of the columns from element `at` of its row on
+  // (the row of its matrix) when it has any.
+  static QuantParams with_importance(const TensorRun& r, uint64_t at) {
+    QuantParams q = r.quant;
+    const Tensor& t = *r.tensor;
+    if (t.importance.empty()) return q;
+    const uint64_t cols = row_elems_of(t);
+    const uint64_t rows_per_matrix = t.shape.size() > 1 ? static_cast<uint64_t>(t.shape[t.shape.size() - 2]) : 1;
+    const uint64_t matrix = at / cols / rows_per_matrix;
+    q.importance = t.importance.data() + matrix * cols + at % cols;
+    return q;
   }
 
   AbsStats stats(const TensorRun& r, const uint8_t* w, uint64_t n) {

@@ -170,6 +170,12 @@ void check_tensor(const Plan& plan, const Tensor& t) {
     throw Error("rows of " + std::to_string(ne0) + " elements do not fit " + out.name + " blocks");
   if (out.dims != 0 && t.shape.size() != out.dims)
     throw Error(std::string(out.name) + " needs a " + std::to_string(out.dims) + "-d tensor");
+  if (!t.importance.empty()) {
+    const uint64_t rows = t.shape.size() > 1 ? static_cast<uint64_t>(t.shape[t.shape.size() - 2]) : 1;
+    if (!out.is_block() || t.importance.size() != numel(t.shape) / rows)
+      throw Error("importance needs a quantized type and one row of " + std::to_string(ne0) + " values per matrix, got " +
+                  std::to_string(t.importance.size()) + " values");
+  }
   // Blocks of the output type copied as they are need no kernel; anything else is decoded and
   // quantized. A type with a tail is always re-quantized: its per-tensor state is made afresh.
   bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;

@@ -80,6 +80,9 @@ struct Tensor {
   std::vector<Op> ops;
   uint64_t offset = 0;          // absolute byte offset in its file (given for raw files)
   uint64_t nbytes = 0;          // filled by layout()
+  // Importance of each column for a quantized `out` (rows of an imatrix): empty, or one row of
+  // shape[-1] values per matrix (per expert of a 3-d stack, the leading dims' product).
+  std::vector<float> importance;
 };
 
 // Safetensors and GGUF files are laid out by the engine. A Raw file is laid out by the caller:

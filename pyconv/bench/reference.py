@@ -17,13 +17,9 @@ PACKAGE, VERSION = "llama-cpp-python", "0.3.36"
 MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
 
 
-def reference_converter(root: Path) -> Path:
-    """Path of convert_hf_to_gguf.py, downloading the sdist on first use from the package index pip
-    is configured with (``PIP_INDEX_URL``, else PyPI)."""
-    folder = root / f"llama.cpp-converter-{VERSION}"
-    script = folder / "convert_hf_to_gguf.py"
-    if script.exists():
-        return script
+def source_package(root: Path) -> Path:
+    """llama-cpp-python's sdist in ``root``, downloaded on first use from the package index pip is
+    configured with (``PIP_INDEX_URL``, else PyPI)."""
     name = f"llama_cpp_python-{VERSION}.tar.gz"
     sdist = root / name
     root.mkdir(parents=True, exist_ok=True)
@@ -37,10 +33,19 @@ def reference_converter(root: Path) -> Path:
         partial = sdist.with_name(name + ".partial")
         urllib.request.urlretrieve(urllib.parse.urljoin(index_url, href.group(1)), partial)
         partial.rename(sdist)
+    return sdist
+
+
+def reference_converter(root: Path) -> Path:
+    """Path of convert_hf_to_gguf.py, from the sdist (downloaded on first use)."""
+    folder = root / f"llama.cpp-converter-{VERSION}"
+    script = folder / "convert_hf_to_gguf.py"
+    if script.exists():
+        return script
     prefix = f"llama_cpp_python-{VERSION}/"
     unpacking = folder.with_name(folder.name + ".partial")
     shutil.rmtree(unpacking, ignore_errors=True)
-    with tarfile.open(sdist) as tar:
+    with tarfile.open(source_package(root)) as tar:
         for m in tar.getmembers():
             rel = m.name[len(prefix):] if m.name.startswith(prefix) else ""
             if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in MEMBERS) and (m.isfile() or m.isdir()):

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 
-from .. import _core, dtypes
+from .. import _core, dtypes, gguf_mixes, imatrix
 from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..archs.config import Config
@@ -52,18 +52,29 @@ NUMPY_ARRAY_TYPES = {
 
 
 def check_outtype(outtype: str | None) -> None:
-    if outtype is not None and outtype not in OUTTYPES:
-        raise ConversionError(f"--outtype {outtype} is not a GGUF type pyconv writes ({', '.join(OUTTYPES)})")
+    if outtype is not None and outtype not in OUTTYPES and outtype not in gguf_mixes.FILE_TYPES:
+        names = sorted(set(OUTTYPES) | set(gguf_mixes.FILE_TYPES))
+        raise ConversionError(f"--outtype {outtype} is not a GGUF type pyconv writes ({', '.join(names)})")
+
+
+# the options that only llama-quantize's file types take, by flag
+MIX_FLAGS = {"--pure": "pure", "--output-tensor-type": "output_tensor_type", "--token-embedding-type": "token_embedding_type",
+             "--tensor-type": "tensor_types", "--leave-output-tensor": "leave_output_tensor", "--imatrix": "imatrix"}
 
 
 @dataclass(frozen=True)
 class TypeRules:
     """What decides each tensor's GGUF type: the out type, how projections are ternarized (None: not)
-    and the --keep-float patterns."""
+    and the --keep-float patterns; with one of llama-quantize's file types (``mix``), its options.
+    A mix types the tensors in a second pass (``apply_mix``), as it looks at all of them: the
+    first keeps them float."""
 
     outtype: str | None
     ternarize: str | None
     keep_float: tuple[str, ...]
+    mix: gguf_mixes.FileType | None = None
+    choices: gguf_mixes.Choices = gguf_mixes.NO_CHOICES
+    importance: imatrix.Imatrix | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, opts: ConvertOptions, model: str, model_ternarize: str | None) -> TypeRules:
@@ -78,7 +89,24 @@ class TypeRules:
                 re.compile(pattern)
             except re.error as e:
                 raise ConversionError(f"--keep-float {pattern!r} is not a regular expression: {e}") from None
+        mix = gguf_mixes.FILE_TYPES.get(outtype or "")
+        if mix is None:
+            given = [f for f, name in MIX_FLAGS.items() if getattr(wanted, name)]
+            if given:
+                raise ConversionError(f"{given[0]} needs one of llama-quantize's file types as --outtype "
+                                      f"({', '.join(gguf_mixes.FILE_TYPES)})")
+            choices = gguf_mixes.NO_CHOICES
+        else:
+            choices = gguf_mixes.Choices(
+                wanted.pure, wanted.output_tensor_type, wanted.token_embedding_type,
+                tuple(gguf_mixes.parse_tensor_type(t) for t in wanted.tensor_types), wanted.leave_output_tensor,
+                wanted.imatrix is not None)
         ternarize = wanted.ternarize or model_ternarize
+        if mix is not None:
+            if wanted.ternarize:
+                raise ConversionError(f"--ternarize makes ternary types, not --outtype {outtype}")
+            loaded = imatrix.load(wanted.imatrix) if wanted.imatrix is not None else None
+            return cls(None, None, tuple(wanted.keep_float), mix, choices, loaded)
         if dtypes.is_ternary(outtype) and ternarize is None:
             raise ConversionError(f"--outtype {outtype} stores ternary weights and '{model}' is not a ternary model; "
                                   "pass --ternarize absmean to ternarize its projections")
@@ -120,22 +148,30 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
     elif dtypes.is_ternary(rules.outtype):
         return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
-        fitted, reason = fitting_type(want, shape[-1])
+        fitted, reason = gguf_mixes.fitting_type(want, shape[-1])
         if reason:
             return fitted, "; ".join(x for x in (why, reason) if x), ops
     return want, why, ops
 
 
-def fitting_type(want: str, n_cols: int) -> tuple[str, str]:
-    """(type, why) for rows of ``n_cols`` that should be ``want``: ``want`` itself (why "") when they
-    fit its blocks, else llama.cpp's fallback for it, or F16 when that does not fit either
-    (llama-quant.cpp: Q2_K and Q3_K become Q4_0, Q4_K Q5_0, Q5_K Q5_1, Q6_K Q8_0, IQ4_XS IQ4_NL)."""
-    if n_cols % dtypes.row_elems(want) == 0:
-        return want, ""
-    fallback = dtypes.fallback(want)
-    if fallback is None or n_cols % dtypes.row_elems(fallback):
-        fallback = "f16"
-    return fallback, f"rows of {n_cols} do not fit {want} blocks: {fallback}"
+def apply_mix(rules: TypeRules, tensors: list[OutTensor], kvs: dict[str, Any]) -> None:
+    """The types of a llama-quantize file type, given to the tensors it quantizes (the others, and
+    those --keep-float names, stay as the first pass made them). ``kvs``: the file's KVs by key."""
+    if rules.mix is None:
+        return
+    model = gguf_mixes.Model.of_kvs(kvs)
+    chosen = gguf_mixes.choose(rules.mix, [(t.name, t.shape) for t in tensors], model, rules.choices)
+    for t in tensors:
+        if t.name in chosen and not rules.kept_float(t.name, *(s.name for s in t.sources)):
+            t.dtype, why = chosen[t.name]
+            t.note = " · ".join(x for x in (t.note, why) if x)
+            if rules.importance is not None and dtypes.is_quant(t.dtype):
+                t.importance = rules.importance.importance(t.name, t.shape)
+
+
+def imatrix_kvs(rules: TypeRules) -> list[tuple[str, int, Any]]:
+    """The quantize.imatrix.* keys llama-quantize records, when an imatrix weighs the rounding."""
+    return rules.importance.kvs() if rules.importance is not None else []
 
 
 def small_values(t: SourceTensor) -> np.ndarray:
@@ -405,6 +441,8 @@ class GgufMapper:
 
 
 def file_type(outtype: str | None, tensors: list[OutTensor]) -> int:
+    if (mix := gguf_mixes.FILE_TYPES.get(outtype or "")) is not None:
+        return mix.number
     if outtype is None:  # the type most 2-d weights ended up with
         counts: dict[str, int] = {}
         for t in tensors:
@@ -506,7 +544,8 @@ def plan_gguf(ck: Checkpoint, out: Path, opts: ConvertOptions, catalog: Catalog)
             raise ConversionError(f"two tensors map to GGUF name '{t.name}'", tensor=t.name)
         seen[t.name] = t.name
     writer = metadata(ck, arch, cfg, tensors, opts)
-    files = place(tensors, kv_tuples(writer.kv_data[0]), out.stem if out.suffix == ".gguf" else out.name, opts)
+    apply_mix(rules, tensors, {k: v.value for k, v in writer.kv_data[0].items()})
+    files = place(tensors, kv_tuples(writer.kv_data[0]) + imatrix_kvs(rules), out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors, architecture=arch.name)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
     plan.notes.append(f"architecture {arch.name} → GGUF '{graph}'")

@@ -24,7 +24,15 @@ from ..options import ConvertOptions
 from ..plan import Op, OutTensor, Part, Plan, View
 from ..sources.checkpoint import Checkpoint
 from ..sources.gguf import GgufValue
-from .gguf import TypeRules, file_type, place, tensor_type, ternary_note
+from .gguf import (
+    TypeRules,
+    apply_mix,
+    file_type,
+    imatrix_kvs,
+    place,
+    tensor_type,
+    ternary_note,
+)
 
 log = logging.getLogger("pyconv")
 # keys the new file states afresh
@@ -98,7 +106,7 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
     for name, t in ck.tensors.items():
         kind = tensor_kind(name)
         ops: list[Op] = []
-        if kind is None or outtype is None:
+        if kind is None or outtype is None or rules.mix:  # a mix re-types in its own pass
             dtype, why = t.dtype, "kept" if kind else "unrecognised GGUF name: kept as it is"
         else:
             dtype, why, ops = tensor_type(rules, t.dtype, kind, name, t.shape)
@@ -108,9 +116,11 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
             tensors.append(OutTensor(name, t.shape, dtype, [Part(View.of(t), (0,) * len(t.shape))], ops=ops, note=why))
         else:
             raise ConversionError(f"cannot re-type {t.dtype} data", tensor=name)
+    apply_mix(rules, tensors, {k: v.value for k, v in kv.items()})
     kvs = moved_keys(kv, source, target, arch)
     kvs.append(("general.file_type", int(gguf.GGUFValueType.UINT32), file_type(outtype, tensors)))
     kvs.append(("general.quantization_version", int(gguf.GGUFValueType.UINT32), gguf.GGML_QUANT_VERSION))
+    kvs += imatrix_kvs(rules)
     files = place(tensors, kvs, out.stem if out.suffix == ".gguf" else out.name, opts)
     plan = Plan(files, tensors, architecture=source)
     plan.late_files = [f"{f.name}.sha256" for f in files] + [f"{out.stem}.meta.json"]
