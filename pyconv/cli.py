@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a LLaMA-shaped bf16 checkpoint (once) and time pyconv on it beside cp and the usual "
                        "tools, each as its own process under GNU time; prints a Markdown table.")
     b.add_argument("--size", default="1b", help="checkpoint shape: tiny, 300m, 1b, 3b, 7b (default 1b: 2.3 GB)")
-    b.add_argument("--jobs", default="safetensors", help="comma-separated: safetensors, gguf, ternary, zstd, dcp (default safetensors)")
+    b.add_argument("--jobs", default="safetensors", help="comma-separated: safetensors, gguf, ternary, zstd, dcp, kquants (default safetensors)")
     b.add_argument("--threads", default="1,2", help="pyconv thread counts to compare, comma-separated (default 1,2)")
     b.add_argument("--rounds", type=int, default=2, help="runs per contender; the fastest is reported (default 2)")
     b.add_argument("--data", type=Path, metavar="DIR", help="where checkpoints are generated and kept "

@@ -8,8 +8,10 @@ outputs are deleted and flushed between runs. `cp` of the shards is every run's 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -125,6 +127,46 @@ def dcp_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> l
     return jobs
 
 
+def llama_quantize() -> str:
+    """llama.cpp's llama-quantize: $PYCONV_LLAMA_QUANTIZE, else the one on PATH (``make bench`` puts the
+    one ``make llama-tools`` builds there)."""
+    tool = os.environ.get("PYCONV_LLAMA_QUANTIZE") or shutil.which("llama-quantize")
+    if tool is None:
+        raise ConversionError("the kquants job needs llama.cpp's llama-quantize: build it with `make llama-tools`, "
+                              "or name it in PYCONV_LLAMA_QUANTIZE")
+    return tool
+
+
+def f16_gguf(src: Path, data: Path) -> Path:
+    """An F16 GGUF of the checkpoint, made once by pyconv and kept: what llama-quantize alone starts from."""
+    f16 = data / f"{src.name}-f16.gguf"
+    if not f16.exists():
+        subprocess.run(pyconv_cmd(src, f16, "--outtype", "f16", "--no-fingerprint"), check=True)
+    return f16
+
+
+def kquants_jobs(src: Path, shards: list[Path], work: Path, threads: list[int]) -> list[Job]:
+    """Q4_K_M three ways: pyconv in one pass from the checkpoint; llama.cpp's two steps (its converter to
+    an F16 GGUF, then llama-quantize); llama-quantize alone from an F16 GGUF that is already there."""
+    from .reference import reference_converter
+
+    ref, tool = reference_converter(work.parent), llama_quantize()
+    f16 = f16_gguf(src, work.parent)
+    out = work / "out" / "model-q4_k_m.gguf"
+    step = work / "out" / "model-f16.gguf"
+    jobs: list[Job] = []
+    for n in threads:
+        label = threads_label(n)
+        jobs.append(Job(f"pyconv → GGUF q4_k_m, {label}", pyconv_cmd(src, out, "--outtype", "q4_k_m", "--threads", str(n)),
+                        "one pass from the checkpoint; includes fsync, sha256 of the output"))
+        two_steps = f"{PY} {ref} {src} --outfile {step} --outtype f16 && {tool} {step} {out} Q4_K_M {n}"
+        jobs.append(Job(f"convert_hf_to_gguf.py → F16, then llama-quantize → Q4_K_M, {label}", ["sh", "-c", two_steps],
+                        "the two-step way; the F16 file stays on disk as well"))
+        jobs.append(Job(f"llama-quantize F16 GGUF → Q4_K_M, {label}", [tool, str(f16), str(out), "Q4_K_M", str(n)],
+                        "llama.cpp's quantizer alone, from an F16 GGUF made beforehand", inputs=[f16]))
+    return jobs
+
+
 def copy_job(shards: list[Path], out: Path) -> Job:
     return Job(BASELINE, ["cp", *map(str, shards), str(out)], "copy of the shards")
 
@@ -135,9 +177,10 @@ JOBS: dict[str, Callable[[Path, list[Path], Path, list[int]], Sequence[Job]]] = 
     "ternary": ternary_jobs,
     "zstd": zstd_jobs,
     "dcp": dcp_jobs,
+    "kquants": kquants_jobs,
 }
 # the jobs that write GGUF files, which need a tokenizer
-TOKENIZED = ("gguf", "ternary", "zstd")
+TOKENIZED = ("gguf", "ternary", "zstd", "kquants")
 
 
 def add_tokenizer(src: Path, data: Path, tokenizer: Path | None = None) -> None:
