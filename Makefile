@@ -106,8 +106,8 @@ fuzz: $(BUILT) build/fuzz/build.ninja
 	TMPDIR=$(FUZZ_TMP) build/fuzz/plan_libfuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
-bench: $(BUILT)
-	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd,dcp
+bench: $(BUILT) llama-tools
+	PATH="$(abspath $(LLAMA_TOOLS_BIN)):$$PATH" $(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd,dcp,kquants
 
 clean:
 	rm -rf build .build.lock $(VENV) demo-out bench-data

@@ -12,7 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from pyconv.bench.harness import measure, until_on_disk
+from pyconv.bench.reference import VERSION
 from pyconv.bench.synth import SHAPES, ensure_checkpoint
+
+from .conftest import REPO
 
 
 def test_bench_runs_the_jobs_and_prints_one_row_per_contender(
@@ -44,6 +47,21 @@ def test_bench_runs_the_jobs_and_prints_one_row_per_contender(
     assert 0.018 < float(weights["model.layers.0.mlp.up_proj.weight"].float().std()) < 0.022
 
 
+def test_kquants_job_makes_q4_k_m_three_ways(tmp_path: Path, smollm2_hf: Path, cli: Callable[..., CompletedProcess[str]]) -> None:
+    """pyconv's one pass, llama.cpp's two steps and llama-quantize alone, all with `make llama-tools`' build;
+    the sdist that build fetched gives llama.cpp's converter, so nothing is downloaded again."""
+    tools = REPO / "build" / "llama-tools"
+    (tmp_path / f"llama_cpp_python-{VERSION}.tar.gz").symlink_to(tools / f"llama_cpp_python-{VERSION}.tar.gz")
+    r = cli("bench", "--size", "tiny", "--jobs", "kquants", "--threads", "2", "--rounds", "1", "--data", tmp_path,
+            "--tokenizer", smollm2_hf / "tokenizer.json", "--json", env={"PYCONV_LLAMA_QUANTIZE": str(tools / "cmake" / "bin" / "llama-quantize")})
+    assert r.returncode == 0, r.stderr
+    runs = {m["label"]: m for m in json.loads(r.stdout)["runs"]}
+    assert list(runs) == ["cp + sync", "pyconv → GGUF q4_k_m, 2 threads", "convert_hf_to_gguf.py → F16, then llama-quantize → Q4_K_M, 2 threads",
+                          "llama-quantize F16 GGUF → Q4_K_M, 2 threads"]
+    assert all(m["returncode"] == 0 for m in runs.values()), runs
+    assert (tmp_path / "llama-tiny-bf16-f16.gguf").is_file()  # llama-quantize's input, kept for the next run
+
+
 def test_bench_table_and_command(tmp_path: Path, cli: Callable[..., CompletedProcess[str]]) -> None:
     r = cli("bench", "--size", "tiny", "--threads", "2", "--rounds", "1", "--data", tmp_path)
     assert r.returncode == 0, r.stderr
@@ -57,7 +75,7 @@ def test_bench_table_and_command(tmp_path: Path, cli: Callable[..., CompletedPro
 
 
 def test_bench_refuses_unknown_jobs_sizes_and_counts(tmp_path: Path, cli: Callable[..., CompletedProcess[str]]) -> None:
-    for args, message in ((["--jobs", "safetensors,rsync"], "unknown benchmark job rsync; jobs are safetensors, gguf, ternary, zstd, dcp"),
+    for args, message in ((["--jobs", "safetensors,rsync"], "unknown benchmark job rsync; jobs are safetensors, gguf, ternary, zstd, dcp, kquants"),
                           (["--size", "70b"], "unknown benchmark size 70b; sizes are tiny, 300m, 1b, 3b, 7b"),
                           (["--threads", "two"], "--threads takes thread counts separated by commas, not 'two'"),
                           (["--rounds", "0"], "--rounds and every --threads count must be at least 1")):
