@@ -99,6 +99,10 @@ class SourceOptions:
                        help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
                             "training-dtype copy (stages 1/2)"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
+    # a PEFT LoRA adapter's base model folder (its config.json), when adapter_config.json does not name a local one
+    base: str | None = option(None, flag("--base", metavar="BASE_DIR",
+                                         help="LoRA adapter: the base model's folder, for its config.json (default: "
+                                              "the adapter's base_model_name_or_path when that is a local folder)"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,
                                               help="tokenizer.json or tokenizer.model to embed (default: beside the weights)"))

@@ -18,7 +18,7 @@ from .archs.catalog import Catalog
 from .errors import ConversionError
 from .families import builtin
 from .family import Family, HfExporter, ModelChecks
-from .sources import gguf_checkpoint, native, safetensors, torch_pickle, zero
+from .sources import gguf_checkpoint, lora, native, safetensors, torch_pickle, zero
 from .sources.checkpoint import Checkpoint, Reader
 
 
@@ -55,8 +55,10 @@ def catalog() -> Catalog:
     return Catalog(tables)
 
 
-# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch.
+# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a LoRA
+# adapter's folder holds a safetensors or torch file, so it is asked first.
 FORMATS: tuple[Reader, ...] = (
+    Reader("lora", lora.recognises, lora.open_adapter),
     Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
     Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),
     Reader("gguf", gguf_checkpoint.recognises, lambda path, _opts: gguf_checkpoint.open_gguf(path)),
