@@ -103,6 +103,10 @@ class SourceOptions:
     base: str | None = option(None, flag("--base", metavar="BASE_DIR",
                                          help="LoRA adapter: the base model's folder, for its config.json (default: "
                                               "the adapter's base_model_name_or_path when that is a local folder)"))
+    # PEFT LoRA adapters merged into the weights as they are converted, each "ADAPTER_DIR" or "ADAPTER_DIR:SCALE"
+    merge_lora: tuple[str, ...] = option((), flag("--merge-lora", action="append", metavar="ADAPTER_DIR[:SCALE]",
+                                                  help="merge a PEFT LoRA adapter into the weights, W + SCALE * alpha/r * "
+                                                       "B @ A, computed by the engine (repeatable; SCALE default 1)"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,
                                               help="tokenizer.json or tokenizer.model to embed (default: beside the weights)"))

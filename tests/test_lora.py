@@ -161,3 +161,87 @@ def test_base_flag_and_stray_tensors(lora: Lora, adapter_copy: Path, tmp_path: P
     assert r.returncode != 0 and "lora_magnitude_vector" in r.stderr and "not a lora_A/lora_B" in r.stderr
     r = run_cli("convert", lora.adapter, "-o", tmp_path / "hf", "--to", "hf")
     assert r.returncode != 0 and "is a LoRA adapter" in r.stderr
+
+
+@pytest.fixture(scope="session")
+def peft_merged(lora: Lora) -> Path:
+    """PEFT's own merge of the adapter into the base, saved by transformers."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(lora.base, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = PeftModel.from_pretrained(model, str(lora.adapter)).merge_and_unload()
+    out = lora.base.parent / "peft-merged"
+    merged.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(lora.base / name, out / name)
+    return out
+
+
+def assert_close_per_tensor(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert got.keys() == want.keys()
+    for name, w in want.items():
+        assert np.abs(got[name] - w).max() <= 1e-6 * np.abs(w).max(), name
+
+
+def test_merged_in_the_engine_equals_peft_merge_and_unload(lora: Lora, peft_merged: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    pyconv.convert(peft_merged, tmp_path / "peft.safetensors", outtype="f32")
+    pyconv.convert(lora.base, tmp_path / "ours.safetensors", outtype="f32", merge_lora=(str(lora.adapter),))
+    want = load_file(str(tmp_path / "peft.safetensors"))
+    assert_close_per_tensor(load_file(str(tmp_path / "ours.safetensors")), want)
+    base = load_file(str(lora.base / "model.safetensors"))
+    assert not np.allclose(base["model.layers.0.self_attn.q_proj.weight"], want["model.layers.0.self_attn.q_proj.weight"])
+
+    # GGUF: the update lands before the Q/K permutation, in the same pass as the cast
+    pyconv.convert(peft_merged, tmp_path / "peft.gguf", outtype="f32")
+    r = run_cli("convert", lora.base, "-o", tmp_path / "ours.gguf", "--outtype", "f32", "--merge-lora", lora.adapter)
+    assert r.returncode == 0, r.stderr
+    ours = {t.name: np.array(t.data) for t in gguf.GGUFReader(tmp_path / "ours.gguf").tensors}
+    assert_close_per_tensor(ours, {t.name: np.array(t.data) for t in gguf.GGUFReader(tmp_path / "peft.gguf").tensors})
+
+
+def test_merge_scale_and_quantized_output(lora: Lora, tmp_path: Path) -> None:
+    """``DIR:SCALE`` adds SCALE · alpha/r · B @ A (numpy's product here), and a quantized output quantizes
+    the merged weight: Q8_0 bytes equal gguf-py's quantizer of it."""
+    from safetensors.numpy import load_file
+
+    pyconv.convert(lora.base, tmp_path / "half.safetensors", outtype="f32", merge_lora=(f"{lora.adapter}:0.5",))
+    base = load_file(str(lora.base / "model.safetensors"))
+    pairs = load_file(str(lora.adapter / "adapter_model.safetensors"))
+    name = "model.layers.1.mlp.down_proj"
+    a, b = pairs[f"base_model.model.{name}.lora_A.weight"], pairs[f"base_model.model.{name}.lora_B.weight"]
+    want = base[f"{name}.weight"] + np.float32(0.5 * 16 / 8) * (b @ a)
+    got = load_file(str(tmp_path / "half.safetensors"))[f"{name}.weight"]
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+
+    pyconv.convert(lora.base, tmp_path / "q8.gguf", outtype="q8_0", merge_lora=(f"{lora.adapter}:0.5",))
+    down = next(t for t in gguf.GGUFReader(tmp_path / "q8.gguf").tensors if t.name == "blk.1.ffn_down.weight")
+    assert bytes(down.data) == gguf.quants.quantize(got, gguf.GGMLQuantizationType.Q8_0).tobytes()
+
+
+def test_merge_refuses_what_does_not_match(lora: Lora, adapter_copy: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = adapter_copy / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["base_model.model.model.layers.0.self_attn.nope_proj.lora_A.weight"] = torch.ones(8, 64)
+    tensors["base_model.model.model.layers.0.self_attn.nope_proj.lora_B.weight"] = torch.ones(64, 8)
+    save_file(tensors, str(weights))
+    r = run_cli("convert", lora.base, "-o", tmp_path / "m.safetensors", "--merge-lora", adapter_copy)
+    assert r.returncode != 0 and "nope_proj.weight', which" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    edit_config(adapter_copy, use_dora=True)
+    r = run_cli("convert", lora.base, "-o", tmp_path / "m.safetensors", "--merge-lora", f"{adapter_copy}:2")
+    assert r.returncode != 0 and "DoRA" in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_merged_hf_folder_computes_peft_logits(lora: Lora, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    pyconv.convert(lora.base, tmp_path / "hf", to="hf", merge_lora=(str(lora.adapter),))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    np.testing.assert_allclose(logits_of(model), lora.peft_logits, atol=1e-4, rtol=0)

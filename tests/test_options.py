@@ -18,7 +18,7 @@ CONVERT_FLAGS = {
     "--chunk-size", "-q", "--quiet", "--strip-prefix", "--zero-weights", "--arch", "--include-pytorch-bin",
     "--allow-decoder-bias-drop", "--vocab-size", "--layout", "--tp-size", "--step", "--tokenizer", "--tokenizer-pre",
     "--split-max-size", "--split-max-tensors", "--name", "--no-fingerprint", "--ternarize", "--keep-float",
-    "--compress", "--compress-only", "--base",
+    "--compress", "--compress-only", "--base", "--merge-lora",
 }
 QUANTIZE_FLAGS = {
     "-h", "--help", "-o", "--output", "--outtype", "--allow-requantize", "--threads", "--dry-run", "--force", "-q",

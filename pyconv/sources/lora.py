@@ -11,17 +11,19 @@ from ``--base`` or from ``base_model_name_or_path`` when that names a local fold
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import dtypes
 from ..archs.catalog import Catalog
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import Plan
 from ..targets.gguf_lora import plan_adapter_gguf
 from ..targets.hf_model import HfTensors
-from .base import SourceTensor
+from .base import LowRankUpdate, SourceTensor
+from .checkpoint import Checkpoint
 from .json_files import load_json, read_config
 from .safetensors import read_file
 from .state_dict import StateDictCheckpoint
@@ -157,3 +159,41 @@ def open_adapter(path: Path, opts: ConvertOptions) -> LoraAdapter:
     base, config = _base_config(path, settings, opts.source.base)
     return LoraAdapter(path, tensors, [weights], config=config, side_folder=base, alpha=float(settings["lora_alpha"]),
                        rank=rank, pairs=pairs)
+
+
+def _spec(text: str) -> tuple[Path, float]:
+    """``DIR`` or ``DIR:SCALE`` of --merge-lora."""
+    folder, sep, scale = text.rpartition(":")
+    if sep and folder:
+        try:
+            return Path(folder), float(scale)
+        except ValueError:
+            pass
+    return Path(text), 1.0
+
+
+def merge_adapters(ck: Checkpoint, specs: tuple[str, ...]) -> None:
+    """Each adapter's pairs attached to the base weights they update (the engine adds them as it reads),
+    in place; an adapter weight the checkpoint does not hold as a plain 2-d float array is refused."""
+    for spec in specs:
+        folder, scale = _spec(spec)
+        if not recognises(folder):
+            raise ConversionError(f"--merge-lora: not a PEFT adapter folder (no {CONFIG})", file=folder)
+        settings = _settings(folder)
+        weights, tensors = _weights(folder)
+        rank = int(settings["r"])
+        factor = scale * float(settings["lora_alpha"]) / rank
+        for hf, (a, b) in _pairs(weights, tensors, rank).items():
+            t = ck.tensors.get(hf)
+            if t is None:
+                raise ConversionError(f"adapts '{hf}', which {ck.path} does not hold", file=weights, tensor=b.name)
+            if t.shape != (b.shape[0], a.shape[1]):
+                raise ConversionError(f"lora_B {list(b.shape)} @ lora_A {list(a.shape)} does not fit the base weight "
+                                      f"{list(t.shape)}", file=weights, tensor=hf)
+            # the engine adds B @ A to the storage's elements: the weight must be all of it, in row-major order
+            whole = t.offset == 0 and t.strides in (None, (t.shape[1], 1)) and t.nbytes == dtypes.nbytes(t.dtype, t.numel)
+            if not whole or not (dtypes.is_float(t.dtype) or t.scale is not None):
+                raise ConversionError(f"a {t.dtype} weight that is not a whole row-major float array cannot take a "
+                                      "LoRA update", file=ck.path, tensor=hf)
+            ck.tensors[hf] = replace(t, updates=(*t.updates, LowRankUpdate(a, b, factor)))
+        ck.files.append(weights)

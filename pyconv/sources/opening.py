@@ -9,6 +9,7 @@ from .. import registry
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from .checkpoint import Checkpoint
+from .lora import merge_adapters
 from .prequantized import dequantize
 
 
@@ -24,6 +25,7 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
             ck = reader.open(p, opts)
             ck.strip_prefixes(opts.source.strip_prefixes)
             dequantize(ck)
+            merge_adapters(ck, opts.source.merge_lora)
             return ck
     known = ", ".join(r.name for r in asked)
     raise ConversionError(f"not a checkpoint pyconv can read (readers: {known})", file=p)
