@@ -13,7 +13,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_F16C=O
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 
-.PHONY: install build native demo test fuzz bench clean
+.PHONY: install build native lint demo test fuzz bench clean
 
 # doctest (Debian's doctest-dev) is the native tests' framework; its header is the target, so a
 # machine set up before it was needed gets it too.
@@ -67,7 +67,13 @@ native: $(addsuffix /build.ninja,$(NATIVE_DIRS))
 	for d in $(NATIVE_DIRS); do echo "native tests ($$d)"; $$d/native_tests --minimal || exit 1; done
 	TMPDIR=$(FUZZ_TMP) build/native-asan/plan_fuzz -runs=$(NATIVE_FUZZ_RUNS)
 
-test: $(BUILT) native
+# Static checks: ruff over the Python sources and mypy --strict over the package (pyproject.toml
+# configures both); mypy reads the engine's types from pyconv/_core.pyi.
+lint: $(DEPS)
+	$(PY) -m ruff check pyconv tests benchmarks scripts
+	$(PY) -m mypy pyconv
+
+test: $(BUILT) lint native
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Longer than the suite's bounded runs: the engine's plans under libFuzzer (Debian's clang, with
@@ -87,7 +93,7 @@ fuzz: $(BUILT) build/fuzz/build.ninja
 	HYPOTHESIS_PROFILE=explore PYCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(BUILT)
-	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd
+	$(PY) -m pyconv bench --data bench-data --jobs safetensors,gguf,ternary,zstd,dcp
 
 clean:
 	rm -rf build .build.lock $(VENV) demo-out bench-data

@@ -15,18 +15,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pyconv.units import parse_size
-
 from pyconv.bench.harness import Measurement, best_of, markdown_table, memory_cap, remove
-from pyconv.bench.jobs import PY, add_tokenizer, pyconv_cmd
+from pyconv.bench.jobs import BASELINE, PY, add_tokenizer, copy_job, pyconv_cmd
 from pyconv.bench.reference import reference_converter
 from pyconv.bench.synth import SHAPES, ensure_checkpoint
+from pyconv.units import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data"
 IMG = ROOT / "docs" / "img"
 
-PYCONV_NOTE = "fsync; sha256 of inputs and output"
+PYCONV_NOTE = "fsync; sha256 of the output"
 # best of two: on this VM a writer allocating pages just freed elsewhere ran up to 2× slower once
 ROUNDS = 2
 # a capped run that thrashes instead of being killed is stopped and reported as unfinished
@@ -58,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         src, shards = ensure_checkpoint(size, DATA)
         add_tokenizer(src, DATA)
         rows = [
-            one("cp", ["cp", *map(str, shards), str(out)], shards, out, "copy into page cache"),
-            one("cp + sync", ["sh", "-c", f"cp {' '.join(map(str, shards))} {out} && sync"], shards, out, "copy, flushed to disk"),
+            one(BASELINE, copy_job(shards, out).cmd, shards, out, "copy of the shards"),
             one("pyconv → GGUF f16", pyconv_cmd(src, out / "m.gguf", "--outtype", "f16"), shards, out, PYCONV_NOTE),
             one("convert_hf_to_gguf.py → GGUF f16", reference(src, "f16"), shards, out),
         ]
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 one("pyconv → GGUF tq2_0 (absmean)", pyconv_cmd(src, out / "m.gguf", "--outtype", "tq2_0", "--ternarize", "absmean"),
                     shards, out, PYCONV_NOTE),
                 one("pyconv → HF safetensors f16", pyconv_cmd(src, out / "hf", "--to", "hf", "--outtype", "f16"), shards, out,
-                    "fsync; sha256 of inputs and outputs in the model card"),
+                    "fsync; sha256 of the outputs in the model card"),
                 one("convert_hf_to_gguf.py → GGUF q8_0", reference(src, "q8_0"), shards, out),
             ]
             with memory_cap(cap) as group:
@@ -88,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     for size, rows in results.items():
         params = SHAPES[size].params
         print(f"\n### {size}: {params / 1e9:.2f} B parameters, {rows[0].input_bytes / 1e9:.2f} GB bf16\n")
-        print(markdown_table(rows, baseline="cp"))
-    print(f"\n{platform.machine()}, {len(os.sched_getaffinity(0))} cores, warm page cache, best of {ROUNDS}; "
+        print(markdown_table(rows, baseline=BASELINE))
+    print(f"\n{platform.machine()}, {len(os.sched_getaffinity(0))} cores, warm page cache, best of {ROUNDS}, every row until "
+          f"its output is on disk (the command, then sync); "
           f"command: python -m benchmarks.scale --sizes {args.sizes} --cap {args.cap}")
     return 0
 

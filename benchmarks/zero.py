@@ -78,7 +78,7 @@ def compare(ours: Path, theirs: Path) -> str:
     with safe_open(ours, framework="np") as a, safe_open(theirs, framework="np") as b:
         if set(a.keys()) != set(b.keys()):
             return f"names differ: {sorted(set(a.keys()) ^ set(b.keys()))[:5]}"
-        for name in a.keys():
+        for name in a:
             x, y = a.get_tensor(name), b.get_tensor(name)
             if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
                 return f"'{name}' differs"

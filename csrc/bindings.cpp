@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <cstring>
+#include <optional>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -174,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
   static py::exception<Error> core_error(m, "CoreError", PyExc_RuntimeError);
   core_error.attr("tensor") = py::none();
   core_error.attr("file") = py::none();
+  core_error.attr("message") = py::str("");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -229,6 +231,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("ternary", &DTypeTraits::ternary)
       .def_readonly("mainline", &DTypeTraits::mainline)
       .def_property_readonly("file_type", [=](const DTypeTraits& t) { return optional_int(t.file_type); })
+      .def_property_readonly("fallback", [=](const DTypeTraits& t) { return optional_int(t.fallback); })
       .def("__repr__", [](const DTypeTraits& t) { return std::string("<TypeInfo ") + t.name + ">"; });
   m.def("types", &all_types, py::return_value_policy::reference,
         "Every row of the type table: the built-in ones, then those registered from C++.");
@@ -254,18 +257,24 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<>())
       .def_readwrite("tensor_scale", &QuantParams::tensor_scale);
 
-  m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, DType type) {
+  m.def("quantize", [](const py::array_t<float, py::array::c_style | py::array::forcecast>& src, DType type,
+                       const std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>>& importance) {
     const size_t n = static_cast<size_t>(src.size());
     const size_t per_row = src.ndim() ? static_cast<size_t>(src.shape(src.ndim() - 1)) : n;
+    if (importance && static_cast<size_t>(importance->size()) != per_row)
+      throw Error("quantize: importance holds " + std::to_string(importance->size()) + " values for rows of " +
+                  std::to_string(per_row));
+    const float* weights = importance ? importance->data() : nullptr;
     py::bytes out(nullptr, static_cast<size_t>(tensor_nbytes(type, n)));  // filled in place: no zeroing, no copy
     auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AsString(out.ptr()));
     {
       py::gil_scoped_release release;
-      quantize_tensor(type, src.data(), dst, per_row ? n / per_row : 0, per_row);
+      quantize_tensor(type, src.data(), dst, per_row ? n / per_row : 0, per_row, weights);
     }
     return out;
-  }, py::arg("data"), py::arg("dtype"),
-     "A whole tensor (rows along its last dimension) as `dtype` stores it: its blocks, then the type's tail.");
+  }, py::arg("data"), py::arg("dtype"), py::arg("importance") = py::none(),
+     "A whole tensor (rows along its last dimension) as `dtype` stores it: its blocks, then the type's tail. "
+     "`importance`: one weight per column (an imatrix row) for the types that weigh their rounding error.");
   m.def("dequantize", [](const py::buffer& src, DType type, size_t n) {
     const ContiguousBytes in = contiguous_bytes(src, "dequantize");
     if (in.size < tensor_nbytes(type, n)) throw Error("dequantize: not enough bytes for " + std::to_string(n) + " elements");
@@ -288,7 +297,7 @@ PYBIND11_MODULE(_core, m) {
       dequantize(type, in.data, dst, n, params);
     }
     return out;
-  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg("params") = QuantParams{},
+  }, py::arg("data"), py::arg("dtype"), py::arg("numel"), py::arg_v("params", QuantParams{}, "QuantParams()"),
      "Decode `numel` elements of a tensor's blocks (a part of them: the tensor's parameters are given) into f32.");
   m.def("tensor_params", [](const py::buffer& src, DType type, size_t n) {
     const ContiguousBytes in = contiguous_bytes(src, "tensor_params");
@@ -350,7 +359,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](DType dtype, std::vector<Segment> segments, Scale scale, std::vector<LowRank> updates) {
              return Source{dtype, std::move(segments), std::move(scale), std::move(updates)};
            }),
-           py::arg("dtype"), py::arg("segments"), py::arg("scale") = Scale{}, py::arg("updates") = std::vector<LowRank>{})
+           py::arg("dtype"), py::arg("segments"), py::arg_v("scale", Scale{}, "Scale()"),
+           py::arg_v("updates", std::vector<LowRank>{}, "[]"))
       .def_readwrite("dtype", &Source::dtype)
       .def_readwrite("segments", &Source::segments)
       .def_readwrite("scale", &Source::scale)
@@ -369,7 +379,7 @@ PYBIND11_MODULE(_core, m) {
              return Part{source, src_offset, std::move(src_strides), std::move(dst_start), std::move(shape), field};
            }),
            py::arg("source"), py::arg("src_offset"), py::arg("src_strides"), py::arg("dst_start"), py::arg("shape"),
-           py::arg("field") = BitField{})
+           py::arg_v("field", BitField{}, "BitField()"))
       .def_readwrite("source", &Part::source)
       .def_readwrite("src_offset", &Part::src_offset)
       .def_readwrite("src_strides", &Part::src_strides)
@@ -380,7 +390,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](OpKind kind, double value, bool keep_if_ternary, DType round_to) {
              return Op{kind, value, keep_if_ternary, round_to};
            }),
-           py::arg("kind"), py::arg("value") = 0.0, py::arg("keep_if_ternary") = true, py::arg("round_to") = DType::F32)
+           py::arg("kind"), py::arg("value") = 0.0, py::arg("keep_if_ternary") = true, py::arg_v("round_to", DType::F32, "DType.F32"))
       .def_readwrite("kind", &Op::kind)
       .def_readwrite("value", &Op::value)
       .def_readwrite("keep_if_ternary", &Op::keep_if_ternary)

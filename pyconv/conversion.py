@@ -85,7 +85,7 @@ def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResul
     try:
         with Staging(out, folder=folder, force=opts.common.force, sidecars=sidecars) as staging:
             paths = [staging.path(f.name) for f in plan.files]
-            source_hashes = hash_in_background(ck.files) if finish else None
+            source_hashes = hash_in_background(ck.files) if finish and opts.common.hash_inputs else None
             follower = FollowingHasher(paths) if finish else None
 
             def progress(done: int, total: int, prefixes: list[int]) -> None:
@@ -104,8 +104,8 @@ def _convert(ck: Checkpoint, out: Path, opts: ConvertOptions) -> ConversionResul
             for changed in target.seal(plan, paths) if target.seal else []:  # rewritten after the engine
                 output_hashes[changed] = sha256_file(changed)
             side = dict(plan.side_files)
-            if finish and source_hashes:
-                side.update(finish(plan, paths, ck, opts, source_hashes.result(), output_hashes))
+            if finish:
+                side.update(finish(plan, paths, ck, opts, source_hashes.result() if source_hashes else {}, output_hashes))
             for name, data in side.items():
                 try:
                     write_synced(staging.path(name), data)

@@ -79,6 +79,13 @@ def file_type(name: str) -> int | None:
     return None if ft is None else int(ft)
 
 
+def fallback(name: str) -> str | None:
+    """The type llama.cpp's quantizer writes instead of ``name`` for rows that do not fit its blocks
+    (None: it has none, and F16 is what remains)."""
+    fb = row(name).fallback
+    return None if fb is None else GGML_NAMES[int(fb)]
+
+
 def packed_type(codes: str, scales: str, block: tuple[int, ...]) -> str | None:
     """The block type whose blocks are ``codes`` with one ``scales`` value per ``block`` (elements along
     each dim) in another layout, so that the engine writes them without requantizing; None if none is."""

@@ -33,6 +33,8 @@ class HfExporter:
     # the card's usage section from config.json and the folder's small files
     usage: Callable[[dict[str, Any], dict[str, bytes]], list[str]]
     remote_code: tuple[Path, ...] = ()                         # shipped beside the weights, in this order
+    # what the tests compare the exported folders with (``pyconv archs`` shows it)
+    proven: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def inspect(path: str | Path) -> dict[str, Any]:
+def inspect(path: str | Path, source_format: str | None = None) -> dict[str, Any]:
     """Tensors (dtype, shape, bytes, file), totals per dtype, metadata and config of a file or folder (a .zst
-    file is decompressed into the system's temporary folder first)."""
-    with opened(Path(path), ConvertOptions()) as ck:
+    file is decompressed into the system's temporary folder first); ``source_format`` names the reader of a
+    folder holding more than one kind of checkpoint, as ``--source`` does."""
+    with opened(Path(path), ConvertOptions.of(source_format=source_format)) as ck:
         return _described(ck)
 
 
@@ -50,6 +51,9 @@ def _described(ck: Checkpoint) -> dict[str, Any]:
                 "shape": list(t.shape),
                 "bytes": t.nbytes,
                 "files": [str(f) for f in t.files],
+                # a pre-quantized weight: the scale its codes are multiplied by, and the block of each scale
+                "scale": {"tensor": t.scale.tensor.name, "block": list(t.scale.block), "values": t.scale.value_dtype}
+                if t.scale is not None else None,
             }
             for t in ck.tensors.values()
         ],

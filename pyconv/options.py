@@ -69,8 +69,10 @@ class CommonOptions:
     to: str | None = option(None, flag("--to", help="output format: safetensors, gguf, hf, native (default: from OUT's suffix)"))
     outtype: str | None = option(  # None: every tensor keeps its type
         None,
-        flag("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, tq1_0, tq2_0, i2_s (default: keep)"),
-        flag("--outtype", type=str.lower, required=True, help="q8_0, tq1_0, tq2_0, i2_s, or f32, f16, bf16", commands=(QUANTIZE,)))
+        flag("--outtype", type=str.lower, help="output type: f32, f16, bf16; for GGUF also q8_0, q4_0, q4_1, q5_0, q5_1, "
+                                               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s (default: keep)"),
+        flag("--outtype", type=str.lower, required=True, commands=(QUANTIZE,),
+             help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, i2_s, or f32, f16, bf16"))
     threads: int = option(0, flag("--threads", type=threads_arg, help="worker threads (default: all CPUs)", commands=BOTH))
     max_shard_size: int | None = option(  # bytes per safetensors shard
         None, flag("--max-shard-size", type=size_arg, metavar="SIZE", help="split safetensors output into shards of at most SIZE (e.g. 5GB)"))
@@ -85,6 +87,10 @@ class CommonOptions:
     # write <file>.sha256 and <stem>.meta.json beside GGUF output, and the files' sha256 in an HF folder's card
     fingerprint: bool = option(True, flag("--no-fingerprint", action="store_false", help="skip the .sha256 and .meta.json sidecars",
                                           group=GGUF_GROUP))
+    # the inputs' sha256 too: reading every input byte once more costs more CPU than the conversion
+    hash_inputs: bool = option(False, flag("--hash-inputs", action="store_true", commands=BOTH,
+                                           help="also record the sha256 of every input file in .meta.json (or the model card); "
+                                                "reads the inputs once more"))
 
 
 @dataclass
@@ -98,6 +104,14 @@ class SourceOptions:
         "master", flag("--zero-weights", choices=("master", "module"),
                        help="DeepSpeed ZeRO: fp32 master weights from the optimizer states (default), or the module's "
                             "training-dtype copy (stages 1/2)"))
+    dcp_key: str | None = option(  # DCP: the dotted key of the model's state dict (None: model, app.model, else the top level)
+        None, flag("--dcp-key", metavar="KEY",
+                   help="PyTorch Distributed Checkpoint: the dotted key holding the model's state (default: 'model', "
+                        "'app.model', else the top level)"))
+    # the reader to use, by its name, when a folder holds more than one kind of checkpoint
+    source_format: str | None = option(None, flag("--source", metavar="FORMAT",
+                                                  help="read the folder as this source format (zero, safetensors, dcp, torch, native, "
+                                                       "gguf, neobert, or a plugin's) when it holds more than one"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
     # a PEFT LoRA adapter's base model folder (its config.json), when adapter_config.json does not name a local one
     base: str | None = option(None, flag("--base", metavar="BASE_DIR",

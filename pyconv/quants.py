@@ -35,17 +35,28 @@ def _check_shape(t: _core.TypeInfo, shape: tuple[int, ...], api: str) -> None:
         raise ConversionError(f"[{api}] rows of {shape[-1]} elements do not fit {t.name} blocks of {t.row_elems}")
 
 
-def quantize(array: ArrayLike, dtype: str) -> bytes:
-    """The data of a tensor stored as ``dtype`` ("i2_s", "tq1_0", "tq2_0" or "q8_0"), byte for byte
-    as in a GGUF file: blocks along the last dimension, then the type's per-tensor tail (I2_S: its
-    f32 scale, the largest |x|, and 28 zero bytes). The values are taken as float32. I2_S keeps only
-    signs: it expects ternary input."""
+def quantize(array: ArrayLike, dtype: str, *, importance: ArrayLike | None = None) -> bytes:
+    """The data of a tensor stored as ``dtype``, byte for byte as in a GGUF file: blocks along the
+    last dimension, then the type's per-tensor tail (I2_S: its f32 scale, the largest |x|, and 28
+    zero bytes). The values are taken as float32.
+
+    Types: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs (the bytes
+    llama.cpp's ``ggml_quantize_chunk`` writes), tq1_0, tq2_0 and i2_s (which keeps only signs: it
+    expects ternary input). ``importance`` is one float32 weight per column (a row of an imatrix, as
+    llama.cpp's quant_weights); the types whose llama.cpp quantizer weighs its rounding error by
+    column then search as it does with them, the others ignore it."""
     t = _type(dtype, "quantize")
     if not t.can_quantize:
         raise ConversionError(f"[quantize] pyconv cannot quantize to {t.name}")
     x = np.asarray(array, dtype=np.float32, order="C")
     _check_shape(t, x.shape, "quantize")
-    data: bytes = _core.quantize(x, t.id)
+    weights = None
+    if importance is not None:
+        weights = np.asarray(importance, dtype=np.float32, order="C")
+        if weights.shape != (x.shape[-1],):
+            raise ConversionError(f"[quantize] importance needs one value per column ({x.shape[-1]}), "
+                                  f"got shape {weights.shape}")
+    data: bytes = _core.quantize(x, t.id, weights)
     return data
 
 
@@ -93,7 +104,7 @@ def describe_difference(got: bytes, want: bytes, dtype: str) -> str:
     first = differing[0]
     lo, hi = first * block_bytes, (first + 1) * block_bytes
     g, w = got[lo:hi], want[lo:hi]
-    at = next((i for i in range(max(len(g), len(w))) if g[i:i + 1] != w[i:i + 1]))
+    at = next(i for i in range(max(len(g), len(w))) if g[i:i + 1] != w[i:i + 1])
     if lo >= packed:
         where = f"the tail (the tensor's own values), bytes {lo}..{hi - 1}"
     else:

@@ -18,7 +18,7 @@ from .archs.catalog import Catalog
 from .errors import ConversionError
 from .families import builtin
 from .family import Family, HfExporter, ModelChecks
-from .sources import gguf_checkpoint, lora, native, safetensors, torch_pickle, zero
+from .sources import dcp, gguf_checkpoint, lora, native, safetensors, torch_pickle, zero
 from .sources.checkpoint import Checkpoint, Reader
 
 
@@ -52,17 +52,21 @@ def catalog() -> Catalog:
             plugins.register_table(tables, table, ep)
     for ep, table in plugins.arch_tables():
         plugins.register_table(tables, table, ep)
-    return Catalog(tables)
+    return Catalog(tables, f"another package adds one through the '{plugins.FAMILY_GROUP}' entry point")
 
 
-# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; a LoRA
-# adapter's folder holds a safetensors or torch file, so it is asked first.
+# pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; and before
+# safetensors, because HF Trainer keeps its model.safetensors beside the DeepSpeed checkpoint, and at stage 3
+# without gathering that file holds empty placeholders while the DeepSpeed checkpoint holds the weights. A DCP
+# folder is known by its .metadata alone. A LoRA adapter's
+# folder holds a safetensors or torch file, so it is asked first.
 FORMATS: tuple[Reader, ...] = (
     Reader("lora", lora.recognises, lora.open_adapter),
     Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
+    Reader("zero", zero.recognises, zero.open_zero),
     Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),
     Reader("gguf", gguf_checkpoint.recognises, lambda path, _opts: gguf_checkpoint.open_gguf(path)),
-    Reader("zero", zero.recognises, zero.open_zero),
+    Reader("dcp", dcp.recognises, dcp.open_dcp),
     Reader("torch", torch_pickle.recognises, torch_pickle.open_torch),
 )
 

@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 MARKER = "pwned"
+Target = TypeVar("Target", Path, io.BytesIO)
 
 
 @contextmanager
@@ -211,6 +212,13 @@ class Call:
         self.func, self.args = func, args
 
 
+class Built:
+    """An object of class ``cls`` (a ``Global``) as pickles of dataclasses make one: NEWOBJ, then BUILD with ``state``."""
+
+    def __init__(self, cls: Global, state: Any) -> None:
+        self.cls, self.state = cls, state
+
+
 def rebuilt_tensor(storage: StorageRef, offset: Any, size: Any, stride: Any) -> Call:
     return Call(Global("torch._utils", "_rebuild_tensor_v2"), storage, offset, size, stride, False, collections.OrderedDict())
 
@@ -232,6 +240,13 @@ class _Pickler(pickle._Pickler):  # type: ignore[name-defined,misc]
             self.save(obj.args)
             self.write(pickle.REDUCE)
             return
+        if isinstance(obj, Built):
+            self.save(obj.cls)
+            self.save(())
+            self.write(pickle.NEWOBJ)
+            self.save(obj.state)
+            self.write(pickle.BUILD)
+            return
         super().save(obj, save_persistent_id)
 
 
@@ -241,9 +256,9 @@ def pickle_bytes(root: Any) -> bytes:
     return buf.getvalue()
 
 
-def torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None, *,
-              declared_pickle_size: int | None = None, pickle_zip_version: int | None = None) -> Path:
-    """A file laid out as torch.save lays one out, around any pickle."""
+def torch_zip(path: Target, data_pkl: bytes, storages: dict[str, bytes] | None = None, *,
+              declared_pickle_size: int | None = None, pickle_zip_version: int | None = None) -> Target:
+    """A file (or, to be placed inside another, a buffer) laid out as torch.save lays one out, around any pickle."""
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", data_pkl)
         z.writestr("archive/byteorder", "little")
@@ -423,6 +438,71 @@ def _zero_latest(tag: str) -> Callable[[Workshop], Path]:
     return build
 
 
+# --- PyTorch Distributed Checkpoint ---------------------------------------------------------------
+
+def write_dcp(folder: Path, tensors: Callable[[Any], dict[str, Any]] | None = None,
+              edit: Callable[[Any, Any], None] | None = None) -> Path:
+    """A checkpoint ``{"model": tensors}`` saved by torch.distributed.checkpoint in one process, then its
+    metadata changed by ``edit(metadata, torch)`` (the file is ours: torch reads and writes it here)."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    sd = tensors(torch) if tensors else {"w": torch.arange(12, dtype=torch.float32).view(3, 4), "b": torch.ones(3)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process": it is
+        dcp.save({"model": sd, "step": 3}, checkpoint_id=folder, no_dist=True)
+    if edit is not None:
+        md = folder / ".metadata"
+        meta = pickle.loads(md.read_bytes())
+        edit(meta, torch)
+        md.write_bytes(pickle.dumps(meta))
+    return folder
+
+
+def _dcp(tensors: Callable[[Any], dict[str, Any]] | None = None, edit: Callable[[Any, Any], None] | None = None,
+         files: Callable[[Path], None] | None = None) -> Callable[[Workshop], Path]:
+    """A DCP case: a small real checkpoint with its metadata edited, then its rank files by ``files(folder)``."""
+    def build(w: Workshop) -> Path:
+        folder = write_dcp(w.path("ckpt"), tensors, edit)
+        if files is not None:
+            files(folder)
+        return folder
+    return build
+
+
+def _stored(meta: Any, fqn: str) -> Any:
+    return next(v for k, v in meta.storage_data.items() if k.fqn == fqn)
+
+
+def _dcp_chunks(fqn: str, *boxes: tuple[tuple[int, ...], tuple[int, ...]]) -> Callable[[Any, Any], None]:
+    def edit(meta: Any, torch: Any) -> None:
+        from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
+
+        meta.state_dict_metadata[fqn].chunks = [ChunkStorageMetadata(torch.Size(o), torch.Size(n)) for o, n in boxes]
+    return edit
+
+
+def _dcp_set(fqn: str, **fields: Any) -> Callable[[Any, Any], None]:
+    def edit(meta: Any, _torch: Any) -> None:
+        for k, v in fields.items():
+            setattr(_stored(meta, fqn), k, v)
+    return edit
+
+
+def _truncate(folder: Path) -> None:
+    rank_file = folder / "__0_0.distcp"
+    rank_file.write_bytes(rank_file.read_bytes()[:-700])
+
+
+def _dcp_payload(w: Workshop) -> Path:
+    folder = write_dcp(w.path("ckpt"))
+    (folder / ".metadata").write_bytes(pickle_bytes(Built(Global("torch.distributed.checkpoint.metadata", "Metadata"), {
+        "state_dict_metadata": {}, "storage_data": Call(Global("os", "system"), _touch(w))})))
+    return folder
+
+
 # --- config.json, tokenizer files, config.yaml -----------------------------------------------------
 
 LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8, "intermediate_size": 16,
@@ -526,7 +606,7 @@ def zst_bytes(data: bytes) -> bytes:
 
 
 def _zst(name: str, blob: Callable[[], bytes]) -> Callable[[Workshop], Path]:
-    return lambda w: _raw(name, blob())(w)
+    return _raw(name, blob())
 
 
 def _lying_frame() -> bytes:
@@ -638,6 +718,22 @@ CASES: list[Case] = [
     Case("zero-strided-partition", _zero(shapes={"w": (3, 5)},
                                          flat=lambda torch: torch.arange(16, dtype=torch.float32)[::2]),
          "single_partition_of_fp32_groups[0] is not a contiguous"),
+    # PyTorch Distributed Checkpoint
+    Case("dcp-payload", _dcp_payload, "refused: it names the global 'os.system'"),
+    Case("dcp-missing-distcp", _dcp(files=lambda f: (f / "__0_0.distcp").unlink()), "__0_0.distcp: tensor 'model.w': is missing"),
+    Case("dcp-truncated", _dcp(files=_truncate), "truncated, or the chunk is outside the file"),
+    Case("dcp-chunk-outside-file", _dcp(edit=_dcp_set("model.w", offset=1 << 40)), "truncated, or the chunk is outside the file"),
+    Case("dcp-overlap", _dcp(edit=_dcp_chunks("model.w", ((0, 0), (3, 4)), ((2, 0), (1, 4)))),
+         "its chunks at offsets (0, 0) and (2, 0) overlap"),
+    Case("dcp-missing-chunk", _dcp(edit=_dcp_chunks("model.w", ((0, 0), (2, 4)))), "its chunks hold 8 of its 12 elements"),
+    Case("dcp-chunk-outside-tensor", _dcp(edit=_dcp_chunks("model.w", ((2, 0), (2, 4)))), "is outside the tensor's size"),
+    Case("dcp-unknown-dtype", _dcp(tensors=lambda torch: {"w": torch.ones(2, dtype=torch.complex64)}),
+         "tensor 'model.w': torch.complex64 tensors have no pyconv type"),
+    Case("dcp-transform", _dcp(edit=_dcp_set("model.w", transform_descriptors=["stream.zstd"])),
+         "is stored through stream.zstd, which pyconv does not decode"),
+    Case("dcp-not-a-torch-blob", _dcp(edit=_dcp_set("model.w", offset=1)), "is not a torch.save archive"),
+    Case("dcp-no-model-key", _dcp(edit=lambda meta, _torch: meta.planner_data.update(
+        {k: ("trainer", k) for k in meta.planner_data})), "no model state under 'model' or 'app.model' or at the top level"),
     # config.json, tokenizer files, NeoBERT config.yaml
     Case("neobert-recursive-alias", _neobert("model: &m\n  hidden_size: 64\n  self: *m\n"), "aliases expand to more than", "hf"),
     Case("neobert-yaml-bomb", _neobert_bomb, "config.yaml: its aliases expand to more than 100000 values", "hf"),

@@ -90,10 +90,9 @@ def stored(run: Run, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         if run.packed and name.endswith(".ffn.w2.weight"):
             continue
-        if run.legacy_decoder and name.startswith("decoder."):
-            name = "model." + name
+        stored = "model." + name if run.legacy_decoder and name.startswith("decoder.") else name
         # the portable file clones tensors that share storage, so a tied decoder is stored twice
-        out[run.prefix + name] = t.clone()
+        out[run.prefix + stored] = t.clone()
     return out
 
 

@@ -139,7 +139,7 @@ def test_i2s_decodes_to_the_ternarized_source(shop: Shop) -> None:
     for hf, w in src.items():
         if not hf.endswith(PROJECTION_SUFFIXES):
             continue
-        dtype, shape, raw = got[gguf_name(hf)]
+        _dtype, shape, raw = got[gguf_name(hf)]
         values, scale = decode_i2s(raw, shape)
         want = absmean_reference(w, torch.bfloat16)
         assert np.array_equal(values, want), hf

@@ -119,7 +119,10 @@ def test_the_recipe_exports_smollm2(smollm2_hf: Path, tmp_path: Path) -> None:
     with (artifact / "model.gguf.zst").open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as r:
         digest = hashlib.sha256(r.read()).hexdigest()
     assert (artifact / "model.gguf.sha256").read_text() == f"sha256-{digest}\n"
-    assert json.loads((artifact / "model.meta.json").read_text())["options"]["outtype"] == "q8_0"
+    meta = json.loads((artifact / "model.meta.json").read_text())
+    assert meta["options"]["outtype"] == "q8_0" and meta["inputs_hashed"] is True
+    weights = smollm2_hf / "model.safetensors"
+    assert {s["file"]: s["sha256"] for s in meta["sources"]} == {str(weights): hashlib.sha256(weights.read_bytes()).hexdigest()}
 
     # the fingerprint step is a real check: a changed byte in the compressed file fails it
     packed = work / "export" / "model.gguf.zst"

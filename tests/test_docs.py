@@ -26,7 +26,7 @@ import pyconv
 from pyconv.cli import build_parser
 
 from .conftest import REPO
-from .corpus import Workshop, tiny_llama, write_zero
+from .corpus import Workshop, tiny_llama, write_dcp, write_zero
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # what the docs' shell variables and usage placeholders stand for
@@ -154,6 +154,21 @@ def zero_run(k: Inputs) -> Path:
     return k.folder("zero-run", build)
 
 
+def dcp_run(k: Inputs) -> Path:
+    """A LLaMA saved by torch.distributed.checkpoint under "model", in a step folder of a checkpoints/
+    folder holding config.json and the tokenizer."""
+    def build(d: Path) -> None:
+        from safetensors.torch import load_file
+
+        llama = tiny_llama(k.workshop, name="dcp-llama")
+        folder = d / "checkpoints"
+        folder.mkdir()
+        write_dcp(folder / "step-1000", lambda _torch: load_file(llama / "model.safetensors"))
+        for name in ("config.json", "tokenizer.model"):
+            shutil.copy(llama / name, folder / name)
+    return k.folder("dcp-run", build)
+
+
 def ci_export(k: Inputs) -> Path:
     """What docs/ci.md's convert step leaves in $OUT_DIR."""
     def build(d: Path) -> None:
@@ -212,6 +227,7 @@ INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
     "out-nanomoe/ckpt.pt": (nanomoe_ckpt, False),
     "run/checkpoints": (zero_run, False),
     "run/checkpoints/global_step1000": (zero_run, False),
+    "checkpoints/step-1000": (dcp_run, False),
     "export/model.gguf": (ci_export, False),
     "export/model.gguf.zst": (ci_export, False),
     "fp8_model": (fp8_model, False),

@@ -367,3 +367,30 @@ def test_layer_norm_eps_is_the_legacy_spelling_of_norm_eps(tmp_path: Path) -> No
     (step / "config.yaml").write_text(yaml.safe_dump(doc))
     result = pyconv.convert(step, tmp_path / "out", to="hf", progress=False)
     assert json.loads((result.output / "config.json").read_text())["norm_eps"] == 1e-6
+
+
+def with_norm_eps(tmp_path: Path, text: str) -> Path:
+    """A step whose config.yaml spells norm_eps as ``text``, as a hand-edited file would."""
+    step = broken_step(tmp_path, RUNS["unpacked-untied"])
+    config = step / "config.yaml"
+    config.write_text(re.sub(r"(?m)^(\s*norm_eps:).*$", rf"\g<1> {text}", config.read_text()))
+    return step
+
+
+@pytest.mark.parametrize("text", ["1e-5", "1E-5", "+1.0e-3", ".5e-1", "5E-6", "1.e-5", "2e-1"])
+def test_config_yaml_numbers_are_read_as_yaml_1_2_reads_them(tmp_path: Path, text: str) -> None:
+    from ruamel.yaml import YAML
+
+    expected = YAML(typ="safe", pure=True).load(f"norm_eps: {text}")["norm_eps"]
+    assert isinstance(expected, float)
+    result = pyconv.convert(with_norm_eps(tmp_path, text), tmp_path / "out", to="hf", progress=False)
+    assert json.loads((result.output / "config.json").read_text())["norm_eps"] == expected
+
+
+@pytest.mark.parametrize("text", ["1e-5x", "1e5e5", "e-5", "1,0e-5", "'1e-5'", "0x1p-3"])
+def test_config_yaml_garbage_is_still_refused(tmp_path: Path, cli: Any, text: str) -> None:
+    step = with_norm_eps(tmp_path, text)
+    r = cli("convert", step, "-o", tmp_path / "out", "--to", "hf", "-q")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{step / 'config.yaml'}: norm_eps is " in r.stderr and "not a positive number" in r.stderr
+    assert not (tmp_path / "out").exists()

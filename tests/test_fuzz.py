@@ -14,6 +14,7 @@ which raises every test's example count and lifts the time limit. Hypothesis kee
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -38,8 +39,24 @@ from pyconv.sources.checkpoint import Checkpoint
 from pyconv.sources.gguf import read_gguf
 from pyconv.sources.safetensors import read_file
 
-from .corpus import (LLAMA_CONFIG, Call, Global, StorageRef, Workshop, gguf_str, gguf_tensor_info, zst_bytes,
-                     memory_cap, pickle_bytes, rebuilt_tensor, safetensors_bytes, st_entry, tiny_llama, torch_zip)
+from .corpus import (
+    LLAMA_CONFIG,
+    Built,
+    Call,
+    Global,
+    StorageRef,
+    Workshop,
+    gguf_str,
+    gguf_tensor_info,
+    memory_cap,
+    pickle_bytes,
+    rebuilt_tensor,
+    safetensors_bytes,
+    st_entry,
+    tiny_llama,
+    torch_zip,
+    zst_bytes,
+)
 
 EXAMPLES = int(os.environ.get("PYCONV_FUZZ_EXAMPLES", "0"))
 MEMORY = 512 << 20  # more than any of these small inputs can honestly need
@@ -73,7 +90,7 @@ def inside_files(tensors: dict[str, Any]) -> None:
     for t in tensors.values():
         for s in t.segments:
             size = sizes.setdefault(s.path, s.path.stat().st_size)
-            assert 0 <= s.offset and s.nbytes >= 0 and s.offset + s.nbytes <= size, (t.name, s)
+            assert s.offset >= 0 and s.nbytes >= 0 and s.offset + s.nbytes <= size, (t.name, s)
 
 
 @pytest.fixture
@@ -375,6 +392,70 @@ def test_zero_metadata(scratch: Callable[[], Path], checkpoint: tuple[str, int, 
         ck: Checkpoint | None = outcome(lambda: open_checkpoint(folder, ConvertOptions.of(zero_weights=weights)))
         if ck is not None:
             inside_files(ck.tensors)
+
+
+# --- PyTorch Distributed Checkpoint metadata -------------------------------------------------------
+
+DCP_META = "torch.distributed.checkpoint.metadata"
+# (offsets, sizes) of the chunks of 'model.w' (4 x 3, split in rows across two rank files) and of 'model.b' (3)
+DCP_CHUNKS = {"model.w": [((0, 0), (2, 3)), ((2, 0), (2, 3))], "model.b": [((0,), (3,))]}
+
+
+@st.composite
+def dcp_checkpoint(draw: st.DrawFn) -> tuple[Any, dict[str, bytes]]:
+    """(metadata, rank files) of a small checkpoint whose fields are, each with some chance, replaced by
+    anything; every chunk a real torch.save archive at its place in a rank file."""
+    odd = st.one_of(JSON_VALUES, pickled_tensor())
+
+    def maybe(value: Any) -> Any:
+        return draw(odd) if draw(st.integers(0, 7)) == 7 else value
+
+    def size(dims: tuple[int, ...]) -> Any:
+        lie = st.lists(st.one_of(st.integers(0, 5), EDGE_INTS), max_size=3).map(tuple)
+        return Call(Global("torch", "Size"), draw(lie) if draw(st.integers(0, 9)) == 9 else dims)
+
+    def obj(kind: str, state: Any, module: str = DCP_META) -> Any:
+        return maybe(Built(Global(module, kind), state))
+
+    files: dict[str, bytearray] = {"__0_0.distcp": bytearray(), "__1_0.distcp": bytearray()}
+    entries, stored = {}, {}
+    for fqn, chunks in DCP_CHUNKS.items():
+        shape = (4, 3) if fqn == "model.w" else (3,)
+        props = obj("TensorProperties", (Global("torch", draw(st.sampled_from(["float32", "float32", "bfloat16", "complex64"]))),
+                                         Call(Global("torch.serialization", "_get_layout"), maybe("torch.strided")), False,
+                                         Call(Global(DCP_META, "_MEM_FORMAT_ENCODING"), 0), False))
+        entries[fqn] = obj("TensorStorageMetadata", {"properties": props, "size": size(shape), "chunks": maybe([
+            obj("ChunkStorageMetadata", {"offsets": size(o), "sizes": size(n)}) for o, n in chunks])})
+        for r, (offsets, sizes) in enumerate(chunks):
+            name = f"__{r}_0.distcp"
+            blob = io.BytesIO()
+            numel = math.prod(sizes)
+            tensor = rebuilt_tensor(StorageRef("0", draw(often(st.just(numel), LYING_COUNTS))), 0, sizes,
+                                    tuple(math.prod(sizes[d + 1:]) for d in range(len(sizes))))
+            torch_zip(blob, pickle_bytes(maybe(tensor)), {"0": bytes(range(4 * numel))})
+            at, length = len(files[name]), len(blob.getvalue())
+            files[name] += blob.getvalue() + bytes(draw(st.integers(0, 8)))
+            # a key stays a pickled object (any JSON value may not be hashable); its state may be anything
+            key = Built(Global(DCP_META, "MetadataIndex"), maybe({"fqn": maybe(fqn), "offset": size(offsets), "index": 0}))
+            stored[key] = obj("_StorageInfo", {"relative_path": maybe(name), "offset": maybe(at), "length": maybe(length)},
+                              "torch.distributed.checkpoint.filesystem")
+    planner = maybe({fqn: maybe(tuple(fqn.split(".", 1))) for fqn in DCP_CHUNKS})
+    meta = Built(Global(DCP_META, "Metadata"), maybe({"state_dict_metadata": maybe(entries), "planner_data": planner,
+                                                      "storage_data": maybe(stored), "version": "1.0.0"}))
+    return meta, {n: bytes(b) for n, b in files.items()}
+
+
+@fuzz(200)
+@given(checkpoint=dcp_checkpoint(), key=st.sampled_from([None, None, "model", "app.model", "model.w", ""]))
+def test_dcp_metadata(scratch: Callable[[], Path], checkpoint: tuple[Any, dict[str, bytes]], key: str | None) -> None:
+    meta, files = checkpoint
+    folder = scratch()
+    (folder / ".metadata").write_bytes(pickle_bytes(meta))
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    ck = outcome(lambda: open_checkpoint(folder, ConvertOptions.of(dcp_key=key)))
+    if ck is not None:
+        inside_files(ck.tensors)
 
 
 # --- config.json, tokenizer files, NeoBERT config.yaml -------------------------------------------

@@ -15,14 +15,14 @@ from pyconv.options import PART_OF, ConvertOptions
 # every flag of the two commands that convert, as pyconv has spelled them since before the options split
 CONVERT_FLAGS = {
     "-h", "--help", "-o", "--output", "--to", "--outtype", "--threads", "--max-shard-size", "--dry-run", "--force",
-    "--chunk-size", "-q", "--quiet", "--strip-prefix", "--zero-weights", "--arch", "--include-pytorch-bin",
+    "--chunk-size", "-q", "--quiet", "--strip-prefix", "--zero-weights", "--dcp-key", "--source", "--arch", "--include-pytorch-bin",
     "--allow-decoder-bias-drop", "--vocab-size", "--layout", "--tp-size", "--step", "--tokenizer", "--tokenizer-pre",
-    "--split-max-size", "--split-max-tensors", "--name", "--no-fingerprint", "--ternarize", "--keep-float",
+    "--split-max-size", "--split-max-tensors", "--name", "--no-fingerprint", "--hash-inputs", "--ternarize", "--keep-float",
     "--compress", "--compress-only", "--base", "--merge-lora",
 }
 QUANTIZE_FLAGS = {
     "-h", "--help", "-o", "--output", "--outtype", "--allow-requantize", "--threads", "--dry-run", "--force", "-q",
-    "--quiet", "--ternarize", "--keep-float", "--compress", "--compress-only",
+    "--quiet", "--ternarize", "--keep-float", "--compress", "--compress-only", "--hash-inputs",
 }
 
 

@@ -61,6 +61,29 @@ def test_fp8_blocks_decode_to_the_formula_in_every_float_type(fp8_model: tuple[P
         assert torch.equal(with_torch[name], torch.from_numpy(values).to(torch.bfloat16)), name
 
 
+def test_a_torch_checkpoint_is_dequantized_too(fp8_model: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    """The quantization_config applies whatever format holds the tensors: here a pytorch_model.bin."""
+    src, expect = fp8_model
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(src / "config.json", folder / "config.json")
+    torch.save(load_torch(str(src / "model.safetensors")), folder / "pytorch_model.bin")
+    pyconv.convert(folder, tmp_path / "out.safetensors")
+    got = load_file(str(tmp_path / "out.safetensors"))
+    assert not [n for n in got if "scale" in n]
+    for name, values in expect.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
+def test_inspect_shows_each_weight_with_its_scale(fp8_model: tuple[Path, dict[str, np.ndarray]]) -> None:
+    src, _ = fp8_model
+    r = run_cli("inspect", src)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("model.layers.0.mlp.up_proj.weight "))
+    assert "f8_e4m3" in line and "× model.layers.0.mlp.up_proj.weight_scale_inv[32×32] → f32" in line
+    assert "weight_scale_inv " not in r.stdout
+
+
 def test_partial_blocks_and_any_view_of_the_codes(tiny_base: Path, tmp_path: Path) -> None:
     """Blocks that do not divide the weights (DeepSeek's 576-row projections) and codes read through
     llama.cpp's Q/K row permutation: each value still meets its own block's scale."""
@@ -194,6 +217,12 @@ def test_malformed_fp8_checkpoints_are_refused(tiny_base: Path, tmp_path: Path) 
                if n != "model.layers.0.mlp.up_proj.weight_scale_inv"}
     save_torch(tensors, str(missing / "model.safetensors"))
     _one_line_error([missing, "-o", tmp_path / "b.safetensors"], "up_proj.weight", "without its weight_scale_inv")
+
+    stray = tmp_path / "stray"  # another quantizer's tensor that the fp8 config does not explain
+    shutil.copytree(src, stray)
+    tensors = {**load_torch(str(src / "model.safetensors")), "model.layers.0.mlp.up_proj.qzeros": torch.zeros(4, 4)}
+    save_torch(tensors, str(stray / "model.safetensors"))
+    _one_line_error([stray, "-o", tmp_path / "c.safetensors"], "up_proj.qzeros", "does not explain")
 
 
 @pytest.fixture(scope="session")

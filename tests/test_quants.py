@@ -22,12 +22,13 @@ from pyconv.errors import ConversionError
 from pyconv.quants import describe_difference
 
 from .test_kernels_cast import kernel_path  # noqa: F401  (runs a test on the AVX2 and on the scalar path)
+from .test_kquants import TYPES as GGML_QUANTIZED
 
 VECTORS = Path(__file__).parent / "vectors" / "i2s"
 GGUF_QUANTIZED = ["q8_0", "tq1_0", "tq2_0"]
 SIMD_QUANTIZED = ["q8_0", "tq2_0", "i2_s"]
 ONE_BLOCK = {"q8_0": 32, "tq2_0": 256, "i2_s": 128}
-DECODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "tq1_0", "tq2_0", "mxfp4"]
+DECODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4"]
 F32 = np.float32
 THRESHOLD = F32(1e-6)  # BitNet's |x| < 1e-6, compared in double
 
@@ -126,7 +127,8 @@ def test_round_trip_matches_gguf(name: str) -> None:
 def test_every_decoder_is_tested() -> None:
     known = [n for n in [t.name.lower() for t in gguf.GGMLQuantizationType] + ["i2_s"] if n in dtypes.TYPES]
     assert {n for n in known if dtypes.row(n).can_dequantize} == set(DECODED) | {"i2_s"}
-    assert {n for n in known if dtypes.row(n).can_quantize} == set(GGUF_QUANTIZED) | {"i2_s"}
+    # the searching quantizers are tested against llama.cpp itself in test_kquants.py
+    assert {n for n in known if dtypes.row(n).can_quantize} == set(GGUF_QUANTIZED) | {"i2_s"} | set(GGML_QUANTIZED)
 
 
 def i2s_cases() -> list[str]:
@@ -228,7 +230,8 @@ def test_diff_message_points_at_the_first_differing_block() -> None:
     (lambda: pyconv.quantize(np.zeros((4, 200), F32), "q8_0"), "rows of 200 elements do not fit q8_0 blocks of 32"),
     (lambda: pyconv.quantize(np.zeros((2, 384), F32), "tq2_0"), "rows of 384 elements do not fit tq2_0 blocks of 256"),
     (lambda: pyconv.quantize(F32(1.0), "q8_0"), "needs at least one dimension"),
-    (lambda: pyconv.quantize(np.zeros(256, F32), "q4_k"), "cannot quantize to q4_k"),
+    (lambda: pyconv.quantize(np.zeros(256, F32), "iq2_xs"), "cannot quantize to iq2_xs"),
+    (lambda: pyconv.quantize(np.zeros((2, 256), F32), "q4_k", importance=np.ones(64)), "one value per column (256)"),
     (lambda: pyconv.quantize(np.zeros(256, F32), "q9_9"), "unknown type 'q9_9'"),
     (lambda: pyconv.dequantize(b"\0" * 100, "q8_0", (4, 32)), "takes 136 bytes, got 100"),
     (lambda: pyconv.dequantize(b"\0" * 64, "i2_s", (2, 128)), "takes 96 bytes, got 64"),

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyconv import inspect
 from pyconv.errors import ConversionError
+from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
 from pyconv.sources.safetensors import read_file
 
@@ -72,11 +76,41 @@ def test_index_entries_must_stay_in_the_folder(tmp_path: Path) -> None:
 def test_index_naming_missing_shards_or_tensors(tmp_path: Path) -> None:
     save_safetensors(tmp_path / "a.safetensors", {"w": np.zeros(2, np.float32)})
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "b.safetensors"}}))
-    with pytest.raises(ConversionError, match="shard 'b.safetensors' listed in the index is missing"):
+    with pytest.raises(ConversionError, match=re.escape("shard 'b.safetensors' listed in the index is missing")):
         open_checkpoint(tmp_path)
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "a.safetensors", "v": "a.safetensors"}}))
     with pytest.raises(ConversionError, match="first 'v'"):
         open_checkpoint(tmp_path)
+
+
+def test_loose_files_sharing_a_tensor_are_not_merged(tmp_path: Path, cli: Any) -> None:
+    save_safetensors(tmp_path / "model.safetensors", {"lm_head.weight": np.zeros(2, np.float32), "a": np.ones(2, np.float32)})
+    save_safetensors(tmp_path / "reference.safetensors", {"lm_head.weight": np.ones(2, np.float32)})
+    r = cli("convert", tmp_path, "-o", tmp_path / "out.safetensors", "-q")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert (f"{tmp_path}: tensor 'lm_head.weight': 'model.safetensors' and 'reference.safetensors' both hold this tensor "
+            "and there is no index: they are separate models, name the file to convert") in r.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+    # beside a torch file the message says how to read that instead
+    torch.save({"w": torch.ones(3)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ConversionError, match=r"also holds torch: pick one with --source safetensors\|torch\)$"):
+        open_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path, ConvertOptions.of(source_format="torch"))
+    assert ck.format_name == "torch" and list(ck.tensors) == ["w"]
+    r = cli("inspect", tmp_path, "--source", "torch", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["kind"] == "torch", r.stderr
+    ck = open_checkpoint(tmp_path / "model.safetensors", ConvertOptions.of(source_format="safetensors"))
+    assert sorted(ck.tensors) == ["a", "lm_head.weight"]
+
+
+@pytest.mark.parametrize("named, message", [
+    ("zero", "--source zero: this holds no zero checkpoint; it holds safetensors (--source safetensors)"),
+    ("pickle", "--source pickle is not a source format pyconv reads (neobert, native, zero, safetensors, gguf, dcp, torch)"),
+])
+def test_source_names_a_reader_that_reads_the_path(tmp_path: Path, cli: Any, named: str, message: str) -> None:
+    save_safetensors(tmp_path / "model.safetensors", {"w": np.zeros(2, np.float32)})
+    r = cli("convert", tmp_path, "-o", tmp_path / "out.gguf", "--source", named)
+    assert r.returncode == 1 and r.stderr == f"pyconv: error: {tmp_path}: {message}\n", r.stderr
 
 
 def test_inspect_lists_what_the_library_wrote(tmp_path: Path) -> None:

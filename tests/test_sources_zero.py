@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import pyconv
 from pyconv import ConversionError
 from pyconv.options import ConvertOptions
 from pyconv.sources import open_checkpoint
 from pyconv.sources.zero import ZeroCheckpoint
+
 from .test_sources_torch import WritesMarker, assert_bitwise_equal
 
 GENERATOR = Path(__file__).parent / "zero_fixtures" / "make_checkpoints.py"
@@ -215,11 +216,35 @@ def test_folder_forms(references: dict[str, Reference], tmp_path: Path) -> None:
     assert_bitwise_equal(convert(tmp_path / "run", tmp_path / "a.safetensors"), expected)
     assert_bitwise_equal(convert(tag, tmp_path / "b.safetensors"), expected)
     shutil.copytree(tag, tmp_path / "run" / "global_step6")
-    with pytest.raises(ConversionError, match="several checkpoints .*global_step3, global_step6.* and no 'latest'"):
+    with pytest.raises(ConversionError, match=r"several checkpoints .*global_step3, global_step6.* and no 'latest'"):
         open_checkpoint(tmp_path / "run")
     (tmp_path / "run" / "latest").write_text("global_step9")
     with pytest.raises(ConversionError, match="'latest' names 'global_step9', which is not a folder"):
         open_checkpoint(tmp_path / "run")
+
+
+def test_hf_trainer_folder_reads_the_deepspeed_checkpoint(references: dict[str, Reference], tmp_path: Path, cli: Any) -> None:
+    # HF Trainer's checkpoint-N: model.safetensors beside latest and global_stepN, here with a second
+    # safetensors file sharing its tensors, which must never be merged with it
+    ref = references["s2_bf16_roundrobin_ws2"]
+    run = tmp_path / "checkpoint-3"
+    copy_checkpoint(ref, run)
+    save_file(ref.module, run / "model.safetensors")
+    save_file({"head.weight": ref.module["head.weight"]}, run / "reference.safetensors")
+    assert_bitwise_equal(convert(run, tmp_path / "a.safetensors"), ref.expected("master"))
+    r = cli("convert", run, "-o", tmp_path / "b.safetensors", "-q", "--source", "safetensors")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "'model.safetensors' and 'reference.safetensors' both hold this tensor and there is no index" in r.stderr
+    (run / "reference.safetensors").unlink()
+    r = cli("convert", run, "-o", tmp_path / "b.safetensors", "-q", "--source", "safetensors")
+    assert r.returncode == 0, r.stderr
+    assert_bitwise_equal(load_file(tmp_path / "b.safetensors"), ref.module)
+    # a broken DeepSpeed checkpoint: the error says what else is there and how to read it
+    (run / "latest").write_text("global_step9")
+    r = cli("convert", run, "-o", tmp_path / "c.safetensors", "-q")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert (f"{run / 'latest'}: 'latest' names 'global_step9', which is not a folder here (read as zero; this folder also "
+            "holds safetensors: pick one with --source zero|safetensors)") in r.stderr
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -35,7 +35,7 @@ def smol_gguf(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return files
 
 
-def llama(path: Path):  # noqa: ANN201 - llama_cpp has no stubs
+def llama(path: Path):
     from llama_cpp import Llama
 
     return Llama(str(path), n_ctx=256, n_threads=2, verbose=True, seed=1)
@@ -131,13 +131,16 @@ def test_fingerprint_and_meta_sidecars(smol_gguf: dict[str, Path], smollm2_hf: P
     assert (path.parent / "smol-f16.gguf.sha256").read_text() == f"sha256-{digest}\n"
     meta = json.loads((path.parent / "smol-f16.meta.json").read_text())
     assert meta["pyconv_version"] == pyconv.__version__ and meta["options"]["outtype"] == "f16"
-    assert meta["sources"][0]["sha256"] == hashlib.sha256((smollm2_hf / "model.safetensors").read_bytes()).hexdigest()
+    assert meta["inputs_hashed"] is False and meta["sources"][0]["sha256"] is None  # not unless asked
     assert meta["outputs"] == [{"file": "smol-f16.gguf", "bytes": path.stat().st_size, "sha256": digest}]
     assert meta["tensor_types"] == {"f16": 211, "f32": 61}
     # same input and options, another thread count: same bytes, same fingerprint
     again = tmp_path / "smol-f16.gguf"
-    pyconv.convert(smollm2_hf, again, outtype="f16", threads=1, chunk_bytes=1 << 16, progress=False)
+    pyconv.convert(smollm2_hf, again, outtype="f16", threads=1, chunk_bytes=1 << 16, progress=False, hash_inputs=True)
     assert (tmp_path / "smol-f16.gguf.sha256").read_text() == f"sha256-{digest}\n"
+    meta = json.loads((tmp_path / "smol-f16.meta.json").read_text())
+    assert meta["inputs_hashed"] is True
+    assert meta["sources"][0]["sha256"] == hashlib.sha256((smollm2_hf / "model.safetensors").read_bytes()).hexdigest()
 
 
 def test_split_output_is_what_llama_cpp_loads(smollm2_hf: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -121,6 +122,10 @@ def test_folder_has_card_generation_config_and_normalized_tokenizer(models: Mode
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     assert f"`model.safetensors` | `{digest}`" in card and "AutoModelForCausalLM.from_pretrained" in card
     assert "LlamaForCausalLM" in card
+    assert "Source files not hashed (`--hash-inputs` adds them)." in card
+    pyconv.convert(src, tmp_path / "hashed", to="hf", progress=False, hash_inputs=True)
+    source = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    assert f"- `model.safetensors`: `{source}`" in (tmp_path / "hashed" / "README.md").read_text()
 
 
 def test_special_token_missing_from_the_vocabulary_is_an_error(models: Models, tmp_path: Path) -> None:
@@ -129,7 +134,7 @@ def test_special_token_missing_from_the_vocabulary_is_an_error(models: Models, t
     tcfg = json.loads((src / "tokenizer_config.json").read_text())
     tcfg["eos_token"] = "<|no-such-token|>"
     (src / "tokenizer_config.json").write_text(json.dumps(tcfg))
-    with pytest.raises(pyconv.ConversionError, match="eos_token '<|no-such-token|>' is not in the tokenizer's vocabulary"):
+    with pytest.raises(pyconv.ConversionError, match=re.escape("eos_token '<|no-such-token|>' is not in the tokenizer's vocabulary")):
         pyconv.convert(src, tmp_path / "out", to="hf", progress=False)
 
 

@@ -87,9 +87,9 @@ def test_random_weights_fail_the_generation_probe(tiny_gguf: Path) -> None:
 
 
 @pytest.mark.parametrize("damage,check", [
-    (dict(edit=lambda n, d: np.where(np.arange(d.size).reshape(d.shape) == 3, np.nan, d).astype(d.dtype) if n == "blk.0.attn_q.weight" else d), "finite"),
-    (dict(edit=lambda n, d: d * 1000 if n == "blk.1.ffn_down.weight" else d), "projection rms"),
-    (dict(f16=("blk.0.attn_norm.weight",)), "norm types"),
+    ({"edit": lambda n, d: np.where(np.arange(d.size).reshape(d.shape) == 3, np.nan, d).astype(d.dtype) if n == "blk.0.attn_q.weight" else d}, "finite"),
+    ({"edit": lambda n, d: d * 1000 if n == "blk.1.ffn_down.weight" else d}, "projection rms"),
+    ({"f16": ("blk.0.attn_norm.weight",)}, "norm types"),
 ])
 def test_damage_is_caught(tiny_gguf: Path, tmp_path: Path, damage: dict, check: str) -> None:
     assert validate(tiny_gguf, probe=False).ok

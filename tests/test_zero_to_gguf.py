@@ -20,7 +20,7 @@ from .test_sources_zero import references, zero_runs  # noqa: F401  (session fix
 pytestmark = pytest.mark.slow
 
 
-def test_zero3_llama_to_gguf_runs_in_llama_cpp(references: dict, tmp_path: Path) -> None:  # noqa: F811
+def test_zero3_llama_to_gguf_runs_in_llama_cpp(references: dict, tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     ref = references["llama_s3_bf16_ws2"]

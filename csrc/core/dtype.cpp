@@ -70,6 +70,12 @@ constexpr DTypeTraits block(DType id, const char* name, uint32_t elems, uint32_t
   return r;
 }
 
+// A 256-element type whose rows of another length llama.cpp writes as `to` (llama-quant.cpp).
+constexpr DTypeTraits falls_back(DTypeTraits r, DType to) {
+  r.fallback = static_cast<int32_t>(to);
+  return r;
+}
+
 constexpr DTypeTraits ternary(DTypeTraits r) {
   r.ternary = true;
   return r;
@@ -108,7 +114,7 @@ constexpr DTypeTraits f4_e2m1() {
 
 // ggml's MXFP4, which gpt-oss's experts (f4_e2m1 codes, f8_e8m0 scales) are repacked into.
 constexpr DTypeTraits mxfp4() {
-  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4);
+  DTypeTraits r = block(DType::MXFP4, "mxfp4", 32, 17, bk::dequantize_mxfp4, nullptr, 38);  // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
   r.pack = bk::pack_mxfp4;
   r.pack_codes = DType::F4_E2M1;
   r.pack_scales = DType::F8_E8M0;
@@ -134,26 +140,26 @@ constexpr DTypeTraits kBuiltin[] = {
     float8(DType::F8_E5M2, "f8_e5m2", "F8_E5M2"),
     float8(DType::F8_E8M0, "f8_e8m0", "F8_E8M0"),
     f4_e2m1(),
-    block(DType::Q4_0, "q4_0", 32, 18, bk::dequantize_q4_0),
-    block(DType::Q4_1, "q4_1", 32, 20, bk::dequantize_q4_1),
-    block(DType::Q5_0, "q5_0", 32, 22, bk::dequantize_q5_0),
-    block(DType::Q5_1, "q5_1", 32, 24, bk::dequantize_q5_1),
+    block(DType::Q4_0, "q4_0", 32, 18, bk::dequantize_q4_0, bk::quantize_q4_0, 2),
+    block(DType::Q4_1, "q4_1", 32, 20, bk::dequantize_q4_1, bk::quantize_q4_1, 3),
+    block(DType::Q5_0, "q5_0", 32, 22, bk::dequantize_q5_0, bk::quantize_q5_0, 8),
+    block(DType::Q5_1, "q5_1", 32, 24, bk::dequantize_q5_1, bk::quantize_q5_1, 9),
     block(DType::Q8_0, "q8_0", 32, 34, bk::dequantize_q8_0, bk::quantize_q8_0, 7),
     block(DType::Q8_1, "q8_1", 32, 40),
-    block(DType::Q2_K, "q2_k", 256, 84, bk::dequantize_q2_k),
-    block(DType::Q3_K, "q3_k", 256, 110, bk::dequantize_q3_k),
-    block(DType::Q4_K, "q4_k", 256, 144, bk::dequantize_q4_k),
-    block(DType::Q5_K, "q5_k", 256, 176, bk::dequantize_q5_k),
-    block(DType::Q6_K, "q6_k", 256, 210, bk::dequantize_q6_k),
+    falls_back(block(DType::Q2_K, "q2_k", 256, 84, bk::dequantize_q2_k, bk::quantize_q2_k, 10), DType::Q4_0),
+    falls_back(block(DType::Q3_K, "q3_k", 256, 110, bk::dequantize_q3_k, bk::quantize_q3_k, 12), DType::Q4_0),
+    falls_back(block(DType::Q4_K, "q4_k", 256, 144, bk::dequantize_q4_k, bk::quantize_q4_k, 15), DType::Q5_0),
+    falls_back(block(DType::Q5_K, "q5_k", 256, 176, bk::dequantize_q5_k, bk::quantize_q5_k, 17), DType::Q5_1),
+    falls_back(block(DType::Q6_K, "q6_k", 256, 210, bk::dequantize_q6_k, bk::quantize_q6_k, 18), DType::Q8_0),
     block(DType::Q8_K, "q8_k", 256, 292),
     block(DType::IQ2_XXS, "iq2_xxs", 256, 66),
     block(DType::IQ2_XS, "iq2_xs", 256, 74),
     block(DType::IQ3_XXS, "iq3_xxs", 256, 98),
     block(DType::IQ1_S, "iq1_s", 256, 50),
-    block(DType::IQ4_NL, "iq4_nl", 32, 18),
+    block(DType::IQ4_NL, "iq4_nl", 32, 18, bk::dequantize_iq4_nl, bk::quantize_iq4_nl, 25),
     block(DType::IQ3_S, "iq3_s", 256, 110),
     block(DType::IQ2_S, "iq2_s", 256, 82),
-    block(DType::IQ4_XS, "iq4_xs", 256, 136),
+    falls_back(block(DType::IQ4_XS, "iq4_xs", 256, 136, bk::dequantize_iq4_xs, bk::quantize_iq4_xs, 30), DType::IQ4_NL),
     block(DType::IQ1_M, "iq1_m", 256, 56),
     ternary(block(DType::TQ1_0, "tq1_0", 256, 54, bk::dequantize_tq1_0, bk::quantize_tq1_0, 36)),
     tq2_0(),
@@ -247,6 +253,8 @@ void register_type(const DTypeTraits& row) {
   if (row.block_elems == 0 || row.block_bytes == 0) throw Error(what + "blocks need elements and bytes");
   if (row.kind != TypeKind::Block && row.block_elems != 1) throw Error(what + "only block types have blocks of several elements");
   if (row.row_elems % row.block_elems != 0) throw Error(what + "row_elems must be a multiple of block_elems");
+  if (row.fallback >= 0 && (static_cast<uint32_t>(row.fallback) >= kMaxTypeIds || !detail::type_rows[static_cast<uint32_t>(row.fallback)]))
+    throw Error(what + "its fallback type id " + std::to_string(row.fallback) + " has no row");
   if ((row.tail_bytes != 0) != (row.write_tail && row.read_tail))
     throw Error(what + "a tail needs write_tail and read_tail, and they need a tail");
   Registry& reg = registry();

@@ -89,6 +89,9 @@ struct DTypeTraits {
   // llama.cpp's general.file_type for a file mostly of this type, given for the types pyconv
   // writes; -1 otherwise.
   int32_t file_type = -1;
+  // The type llama.cpp's quantizer writes instead when a row does not fit this type's blocks
+  // (llama-quant.cpp's tensor_type_fallback); -1: none, F16 is what remains.
+  int32_t fallback = -1;
 
   bool is_float() const { return kind == TypeKind::Float; }
   bool is_block() const { return kind == TypeKind::Block; }

@@ -356,10 +356,11 @@ void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParam
   tr.dequantize(static_cast<const uint8_t*>(src), dst, n, params);
 }
 
-void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row) {
+void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const float* importance) {
   const DTypeTraits& tr = traits(t);
   QuantParams params;
   if (tr.needs_stats()) params = tr.tensor_params(abs_stats(src, n_rows * n_per_row).max_abs);
+  params.importance = importance;
   quantize(t, src, dst, n_rows, n_per_row, params);
   if (tr.tail_bytes) tr.write_tail(params, dst + row_nbytes(t, n_rows * n_per_row));
 }

@@ -1,6 +1,7 @@
-// Block quantizers and dequantizers for ggml types. Quantizers are bit-exact with gguf-py's numpy
-// reference (gguf.quants), which is itself tested bit for bit against ggml's C code; I2_S follows
-// BitNet's C quantizer (docs/i2s.md). Dequantizers repeat gguf-py's f32 operations in its order.
+// Block quantizers and dequantizers for ggml types. Q8_0 and the ternary quantizers are bit-exact
+// with gguf-py's numpy reference (gguf.quants), which is itself tested bit for bit against ggml's C
+// code; the legacy, K and IQ4 quantizers with ggml_quantize_chunk; I2_S follows BitNet's C
+// quantizer (docs/i2s.md). Dequantizers repeat gguf-py's f32 operations in its order.
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -19,7 +20,9 @@ void dequantize(DType t, const void* src, float* dst, size_t n, const QuantParam
 // A whole tensor as stored (tensor_nbytes bytes: blocks, then the type's tail). quantize_tensor runs
 // the statistics pass first when the type needs one; dequantize_tensor reads the parameters back
 // from the tail.
-void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row);
+// importance: one weight per column (QuantParams::importance), or null.
+void quantize_tensor(DType t, const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row,
+                     const float* importance = nullptr);
 void dequantize_tensor(DType t, const uint8_t* src, float* dst, size_t n);
 // The parameters kept in the tail of a tensor of n elements stored at `data` (none: defaults).
 QuantParams tensor_params_from_tail(DType t, const uint8_t* data, size_t n);
@@ -53,6 +56,19 @@ void quantize_tq1_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_
 void quantize_tq2_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
 // Signs only, blocks of 128 elements in 32 bytes: the scale is the tensor's (params.tensor_scale).
 void quantize_i2_s(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+// llama.cpp's legacy, K and IQ4 quantizers (kernels/quant_search.cpp); params.importance, when set,
+// selects ggml's importance-weighted search.
+void quantize_q4_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q4_1(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q5_0(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q5_1(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q2_k(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q3_k(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q4_k(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q5_k(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_q6_k(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_iq4_nl(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
+void quantize_iq4_xs(const float* src, uint8_t* dst, size_t n_rows, size_t n_per_row, const QuantParams& params);
 
 void dequantize_q8_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_q4_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
@@ -64,6 +80,8 @@ void dequantize_q3_k(const uint8_t* src, float* dst, size_t n, const QuantParams
 void dequantize_q4_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_q5_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_q6_k(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_iq4_nl(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
+void dequantize_iq4_xs(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq1_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 void dequantize_tq2_0(const uint8_t* src, float* dst, size_t n, const QuantParams& params);
 // ggml's MXFP4 blocks: an e8m0 scale byte, then 16 bytes whose low nibbles are elements 0..15 and

@@ -163,6 +163,226 @@ void quantize_i2_s_avx2(const float* x, uint8_t* y, size_t n) {
   for (size_t b = 0; b < n / 128; ++b, x += 128, y += 32) pack_chunk(x, kShift, i2s_codes, y);
 }
 
+// One lane per group, each doing quant_ref::levels_with_min's f32 operations in its order: the
+// sums run over i within a lane exactly as the scalar loop runs, and the branches become blends.
+void levels_with_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* levels, float* scales, float* the_mins,
+                        float rmin, float rdelta, int nstep, bool use_mad) {
+  __m256 X[32], W[32];
+  __m256i L[32], T[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  X[0] = _mm256_i32gather_ps(x, gather_at, 4);  // n >= 1; set apart so that the compiler sees it
+  W[0] = _mm256_i32gather_ps(w, gather_at, 4);
+  for (int i = 1; i < n; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = _mm256_i32gather_ps(w + i, gather_at, 4);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256i top = _mm256_set1_epi32(nmax);
+  const __m256i izero = _mm256_setzero_si256();
+  // nearest_int: the float plus 1.5 * 2^23, its low mantissa bits less 2^22; then clamped to 0..nmax
+  const __m256 magic = _mm256_set1_ps(12582912.f);
+  const __m256i low_bits = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000);
+  const auto level = [&](__m256 v) {
+    const __m256i i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low_bits), half);
+    return _mm256_min_epi32(_mm256_max_epi32(i, izero), top);
+  };
+  const auto error_of = [&](__m256 diff) { return use_mad ? _mm256_andnot_ps(sign, diff) : _mm256_mul_ps(diff, diff); };
+
+  __m256 min = X[0], max = X[0], sum_w = W[0];
+  __m256 sum_x = _mm256_mul_ps(sum_w, X[0]);
+  for (int i = 1; i < n; ++i) {
+    min = _mm256_min_ps(X[i], min);  // X[i] < min ? X[i] : min
+    max = _mm256_max_ps(X[i], max);  // X[i] > max ? X[i] : max
+    sum_w = _mm256_add_ps(sum_w, W[i]);
+    sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(W[i], X[i]));
+  }
+  min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
+  const __m256 first_min = min;
+  const __m256 constant = _mm256_cmp_ps(max, min, _CMP_LE_OQ);
+  const __m256 iscale0 = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(nmax)), _mm256_sub_ps(max, min));
+  __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale0);
+  __m256 best = zero;
+  for (int i = 0; i < n; ++i) {
+    L[i] = level(_mm256_mul_ps(iscale0, _mm256_sub_ps(X[i], min)));
+    const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(L[i])), min), X[i]);
+    best = _mm256_add_ps(best, _mm256_mul_ps(W[i], error_of(diff)));
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    // the numerator is the same in every lane: computed once, as the scalar code computes it
+    const float numerator = rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax);
+    // max - min with the minimum of the best trial so far, as in the scalar loop
+    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(max, min));
+    __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+    for (int i = 0; i < n; ++i) {
+      T[i] = level(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min)));
+      const __m256 wl = _mm256_mul_ps(W[i], _mm256_cvtepi32_ps(T[i]));
+      sum_l = _mm256_add_ps(sum_l, wl);
+      sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, _mm256_cvtepi32_ps(T[i])));
+      sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, X[i]));
+    }
+    const __m256 det = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+    const __m256 solvable = _mm256_cmp_ps(det, zero, _CMP_GT_OQ);
+    if (_mm256_movemask_ps(solvable) == 0) continue;
+    __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), det);
+    __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), det);
+    const __m256 positive_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+    this_min = _mm256_blendv_ps(this_min, zero, positive_min);
+    this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), positive_min);
+    __m256 cur = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(T[i])), this_min), X[i]);
+      cur = _mm256_add_ps(cur, _mm256_mul_ps(W[i], error_of(diff)));
+    }
+    const __m256 better = _mm256_and_ps(solvable, _mm256_cmp_ps(cur, best, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    const __m256i take = _mm256_castps_si256(better);
+    for (int i = 0; i < n; ++i) L[i] = _mm256_blendv_epi8(L[i], T[i], take);
+    best = _mm256_blendv_ps(best, cur, better);
+    scale = _mm256_blendv_ps(scale, this_scale, better);
+    min = _mm256_blendv_ps(min, this_min, better);
+  }
+  // a constant group: levels 0, scale 0 and its own minimum, as the scalar code returns early
+  scale = _mm256_blendv_ps(scale, zero, constant);
+  min = _mm256_blendv_ps(min, first_min, constant);
+  _mm256_storeu_ps(scales, scale);
+  _mm256_storeu_ps(the_mins, _mm256_xor_ps(min, sign));
+  const __m256i keep = _mm256_castps_si256(_mm256_xor_ps(constant, _mm256_castsi256_ps(_mm256_set1_epi32(-1))));
+  alignas(32) int32_t lanes[8];
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_and_si256(L[i], keep));
+    for (int g = 0; g < 8; ++g) levels[n * g + i] = static_cast<uint8_t>(lanes[g]);
+  }
+}
+
+// The signed search (signed_levels in kernels/quant_search.cpp) with one lane per group, in the
+// scalar code's operation order; w null means weights x^2.
+void signed_levels_x8(int n, int nmax, const float* x, const float* w, int8_t* levels, float* scales) {
+  __m256 X[32], W[32];
+  __m256i L[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < n; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = w ? _mm256_i32gather_ps(w + i, gather_at, 4) : _mm256_mul_ps(X[i], X[i]);
+    const __m256 ax = _mm256_andnot_ps(sign, X[i]);
+    const __m256 larger_abs = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, larger_abs);
+    max = _mm256_blendv_ps(max, X[i], larger_abs);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+  const __m256 magic = _mm256_set1_ps(12582912.f);
+  const __m256i low_bits = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000);
+  const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+  const auto level = [&](__m256 v) {
+    const __m256i i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low_bits), half);
+    return _mm256_min_epi32(_mm256_max_epi32(i, lo), hi);
+  };
+  __m256 iscale = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(-nmax)), max);
+  __m256 sumlx = zero, suml2 = zero;
+  for (int i = 0; i < n; ++i) {
+    L[i] = level(_mm256_mul_ps(iscale, X[i]));
+    const __m256 fl = _mm256_cvtepi32_ps(L[i]);
+    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), fl));
+    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], fl), fl));
+  }
+  __m256 scale = _mm256_blendv_ps(_mm256_div_ps(sumlx, suml2), zero, _mm256_cmp_ps(suml2, zero, _CMP_EQ_OQ));
+  __m256 best = _mm256_mul_ps(scale, sumlx);
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = _mm256_div_ps(_mm256_set1_ps(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(is))), max);
+    __m256i T[32];
+    sumlx = suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+      T[i] = level(_mm256_mul_ps(iscale, X[i]));
+      const __m256 fl = _mm256_cvtepi32_ps(T[i]);
+      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), fl));
+      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], fl), fl));
+    }
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    const __m256i take = _mm256_castps_si256(better);
+    for (int i = 0; i < n; ++i) L[i] = _mm256_blendv_epi8(L[i], T[i], take);
+    const __m256 this_scale = _mm256_div_ps(sumlx, suml2);
+    scale = _mm256_blendv_ps(scale, this_scale, better);
+    best = _mm256_blendv_ps(best, _mm256_mul_ps(this_scale, sumlx), better);
+  }
+  // an all-zero group: levels 0 (not nmax) and scale 0, as the scalar code returns early
+  _mm256_storeu_ps(scales, _mm256_blendv_ps(scale, zero, all_zero));
+  const __m256i keep = _mm256_castps_si256(_mm256_xor_ps(all_zero, _mm256_castsi256_ps(_mm256_set1_epi32(-1))));
+  const __m256i offset = _mm256_set1_epi32(nmax);
+  alignas(32) int32_t lanes[8];
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_and_si256(_mm256_add_epi32(L[i], offset), keep));
+    for (int g = 0; g < 8; ++g) levels[n * g + i] = static_cast<int8_t>(lanes[g]);
+  }
+}
+
+// The IQ4 levels as floats, in increasing order (kIq4Levels of kernels/quant_search.cpp).
+alignas(32) static const float kIq4LevelsF[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// One lane per group of 32, in iq4_group_scale's operation order. The nearest level: the index ml
+// of the largest level <= v counts the levels 1..14 at or below v, which is where the scalar
+// bisection stops; then the nearer of ml and ml + 1 (the lower on a tie), 0 at or below the first
+// level, 15 at or above the last, and for NaN (where the bisection never moves down).
+void iq4_scales_x8(const float* x, const float* w, float* scales) {
+  __m256 X[32], W[32];
+  const __m256i gather_at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(32));
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < 32; ++i) {
+    X[i] = _mm256_i32gather_ps(x + i, gather_at, 4);
+    W[i] = _mm256_i32gather_ps(w + i, gather_at, 4);
+    const __m256 ax = _mm256_andnot_ps(sign, X[i]);
+    const __m256 larger_abs = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = _mm256_blendv_ps(amax, ax, larger_abs);
+    max = _mm256_blendv_ps(max, X[i], larger_abs);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+  const __m256 first = _mm256_set1_ps(kIq4LevelsF[0]), last = _mm256_set1_ps(kIq4LevelsF[15]);
+  const auto level_value = [&](__m256 v) {
+    __m256i ml = _mm256_setzero_si256();
+    for (int k = 1; k < 15; ++k)
+      ml = _mm256_sub_epi32(ml, _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_set1_ps(kIq4LevelsF[k]), _CMP_GE_OQ)));
+    const __m256 below = _mm256_i32gather_ps(kIq4LevelsF, ml, 4);
+    const __m256 above = _mm256_i32gather_ps(kIq4LevelsF + 1, ml, 4);
+    __m256 q = _mm256_blendv_ps(above, below, _mm256_cmp_ps(_mm256_sub_ps(v, below), _mm256_sub_ps(above, v), _CMP_LT_OQ));
+    q = _mm256_blendv_ps(q, last, _mm256_or_ps(_mm256_cmp_ps(v, last, _CMP_GE_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    return _mm256_blendv_ps(q, first, _mm256_cmp_ps(v, first, _CMP_LE_OQ));
+  };
+  __m256 d = _mm256_div_ps(_mm256_xor_ps(max, sign), first);
+  __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+  __m256 sumqx = zero, sumq2 = zero;
+  for (int i = 0; i < 32; ++i) {
+    const __m256 q = level_value(_mm256_mul_ps(id, X[i]));
+    const __m256 wq = _mm256_mul_ps(W[i], q);
+    sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, X[i]));
+    sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+  }
+  d = _mm256_and_ps(_mm256_div_ps(sumqx, sumq2), _mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ));
+  __m256 best = _mm256_mul_ps(d, sumqx);
+  for (int t = -7; t <= 7; ++t) {
+    id = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(t + static_cast<int>(kIq4LevelsF[0]))), max);
+    sumqx = sumq2 = zero;
+    for (int i = 0; i < 32; ++i) {
+      const __m256 q = level_value(_mm256_mul_ps(id, X[i]));
+      const __m256 wq = _mm256_mul_ps(W[i], q);
+      sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, X[i]));
+      sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+    }
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2), _CMP_GT_OQ));
+    const __m256 this_d = _mm256_div_ps(sumqx, sumq2);
+    d = _mm256_blendv_ps(d, this_d, better);
+    best = _mm256_blendv_ps(best, _mm256_mul_ps(this_d, sumqx), better);
+  }
+  _mm256_storeu_ps(scales, _mm256_blendv_ps(d, zero, all_zero));
+}
+
 void abs_stats_avx2(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 smallest = _mm256_set1_ps(quant_ref::i2s_smallest_nonzero());

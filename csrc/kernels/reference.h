@@ -38,6 +38,28 @@ void tq2_0(const float* x, uint8_t* y, size_t n);
 void i2_s(const float* x, uint8_t* y, size_t n);
 void ternarize(float* x, size_t n, float s, float magnitude);
 
+// The searching quantizers (kernels/quant_search.cpp), bit-exact with ggml_quantize_chunk: n_rows
+// rows of n_per_row floats; importance is one weight per column (an imatrix row) or null, and
+// selects ggml's weighted search where ggml has one.
+void q4_0(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q4_1(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_0(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_1(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q2_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q3_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q4_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q5_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void q6_k(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void iq4_nl(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+void iq4_xs(const float* x, uint8_t* y, size_t n_rows, size_t n_per_row, const float* importance);
+
+// Levels 0..nmax of n (at most 32) elements with a scale and a minimum, x ~ scale * l - the_min,
+// searched over nstep + 1 (at least 1) trial scales (rmin + rdelta * step + nmax) / (max - min), each
+// refined by weighted least squares and kept when its error, the sum of weights times |diff|
+// (use_mad) or diff^2, is lower. Returns the scale; trial is n bytes of scratch.
+float levels_with_min(int n, int nmax, const float* x, const float* weights, uint8_t* levels, float* the_min,
+                      uint8_t* trial, float rmin, float rdelta, int nstep, bool use_mad);
+
 // Adds |x[i]| to lanes[i % 8] and folds |x[i]| into the largest and into the smallest that I2_S
 // does not read as zero (NaN ignored): the scalar core of abs_stats (kernels/quant.h).
 void accumulate_abs(const float* x, size_t n, double lanes[8], float* max_abs, float* min_nonzero_abs);

@@ -4,10 +4,11 @@
 from .arch import Arch
 from .config import Config
 from .gguf_layout import ExpertStack, Fuse, GgufLayout, Requires, Split
-from .hf_layout import HfLayout, HfName
+from .hf_layout import HfLayout, HfName, TensorFlag
 from .hparams import COMMON_HPARAMS, HParam
 from .llama_like import llama_like
 from .native_layout import NativeLayout, Regroup, regroup
+from .proof import Proof
 
 __all__ = ["COMMON_HPARAMS", "Arch", "Config", "ExpertStack", "Fuse", "GgufLayout", "HParam", "HfLayout", "HfName",
-           "NativeLayout", "Regroup", "Requires", "Split", "llama_like", "regroup"]
+           "NativeLayout", "Proof", "Regroup", "Requires", "Split", "TensorFlag", "llama_like", "regroup"]

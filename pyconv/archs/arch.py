@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .gguf_layout import GgufLayout
 from .hf_layout import HfLayout
 from .native_layout import NativeLayout
+from .proof import Proof
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Arch:
     # task-head wrappers keep the base model under a prefix (BertForMaskedLM: "bert."); names are
     # looked up, skipped and split without it
     prefixes: tuple[str, ...] = ()
+    # how the tests prove the table (``pyconv archs`` shows it)
+    proof: Proof = field(default_factory=Proof)
 
     def base_name(self, name: str) -> str:
         for prefix in self.prefixes:

@@ -3,6 +3,7 @@ one that writes a GGUF architecture. ``pyconv.registry`` holds the catalog of ev
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Mapping
@@ -15,19 +16,34 @@ log = logging.getLogger("pyconv")
 
 
 class Catalog:
-    """Tables by name, in registration order (which decides between tables that fit equally well)."""
+    """Tables by name, in registration order. ``extend`` says how another package adds a family, for the errors
+    about unknown ones."""
 
-    def __init__(self, tables: dict[str, Arch]) -> None:
+    def __init__(self, tables: dict[str, Arch], extend: str = "") -> None:
         self.tables = tables
+        self.extend = extend
 
     @property
     def supported(self) -> str:
         return ", ".join(sorted(self.tables))
 
+    def closest(self, *names: str) -> Arch | None:
+        """The table whose name, model type or HF class reads most like one of ``names``."""
+        spellings = {s.lower(): a for a in self.tables.values() for s in (a.name, *a.model_types, *a.hf_architectures)}
+        scored = [(difflib.SequenceMatcher(None, n.lower(), s).ratio(), s) for n in names if n for s in spellings]
+        return spellings[max(scored)[1]] if scored else None
+
+    def unknown(self, what: str, *names: str, way_out: str = "") -> ConversionError:
+        """The error for ``what`` no table takes: the closest table, the list of them, the ways on."""
+        near = self.closest(*names)
+        hint = f"; the closest pyconv has is '{near.name}' ({', '.join(near.hf_architectures)})" if near else ""
+        ways = "".join(f"; {w}" for w in (self.extend, way_out) if w)
+        return ConversionError(f"{what} is not supported{hint}; `pyconv archs` lists all{ways}")
+
     def named(self, name: str) -> Arch:
         """The table ``name`` (``--arch``)."""
         if name not in self.tables:
-            raise ConversionError(f"unknown architecture '{name}' (supported: {self.supported})")
+            raise self.unknown(f"--arch {name}", name)
         return self.tables[name]
 
     def for_gguf(self, name: str) -> Arch | None:
@@ -35,10 +51,15 @@ class Catalog:
         return next((a for a in self.tables.values() if name in a.gguf.names), None)
 
     def guess(self, tensor_names: list[str]) -> Arch | None:
-        """The family whose signature matches the names, the most specific one (most patterns) first."""
-        found = [a for a in self.tables.values()
-                 if a.signature and all(any(re.search(p, n) for n in tensor_names) for p in a.signature)]
-        return max(found, key=lambda a: len(a.signature), default=None)
+        """The family whose signature matches the names, the most specific one (most patterns). Two
+        that match equally well are an error: which one is a choice only the user can make."""
+        found = sorted((a for a in self.tables.values()
+                        if a.signature and all(any(re.search(p, n) for n in tensor_names) for p in a.signature)),
+                       key=lambda a: -len(a.signature))
+        if len(found) > 1 and len(found[0].signature) == len(found[1].signature):
+            ties = [a.name for a in found if len(a.signature) == len(found[0].signature)]
+            raise ConversionError(f"the tensor names fit {' and '.join(ties)} equally well; pass --arch to choose")
+        return found[0] if found else None
 
     def detect(self, config: Mapping[str, Any] | None, tensor_names: list[str], forced: str | None = None, *,
                guess_unknown: bool = False) -> Arch:
@@ -58,8 +79,9 @@ class Catalog:
                     return a
             known = config.get("architectures") or [model_type]
             if not guess_unknown:
-                raise ConversionError(f"architecture {known} is not supported (supported: {self.supported}); "
-                                      "pass --arch to force one")
+                classes = [str(n) for n in config.get("architectures") or []]
+                raise self.unknown(f"architecture {known}" + (f" (model_type '{model_type}')" if classes and model_type else ""),
+                                   *classes, str(model_type or ""), way_out="pass --arch to force one")
         guessed = self.guess(tensor_names)
         if guessed is None:
             raise ConversionError(f"neither config.json nor the tensor names tell the architecture (supported: "

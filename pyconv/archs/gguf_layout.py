@@ -71,6 +71,9 @@ class GgufLayout:
     # fused projections stored grouped per head (rows as (head, part, head_dim)) that llama.cpp's graph
     # reads part after part (rows as (part, head, head_dim))
     head_grouped: tuple[gguf.MODEL_TENSOR, ...] = ()
+    # fused q/k/v projections stored per key-value group (rows as (group, its query heads then one key and one
+    # value head, head_dim)) that llama.cpp's graph reads as all queries, all keys, all values
+    kv_grouped: tuple[gguf.MODEL_TENSOR, ...] = ()
     requires: tuple[Requires, ...] = ()
     # HF tensors llama.cpp has no use for (regexes)
     skip: tuple[str, ...] = ()

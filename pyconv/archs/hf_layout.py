@@ -29,6 +29,16 @@ class HfName:
 
 
 @dataclass(frozen=True)
+class TensorFlag:
+    """A config setting a GGUF file tells by its tensors alone: ``field`` is ``present`` when a tensor name matches
+    ``pattern``, the opposite otherwise."""
+
+    field: str
+    pattern: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
 class HfLayout:
     # HF name of each GGUF tensor kind (GGUF → HF); empty: transformers cannot take the family from GGUF
     names: Mapping[gguf.MODEL_TENSOR, HfName] = field(default_factory=dict)
@@ -36,6 +46,8 @@ class HfLayout:
     tied_default: bool = False
     # buffers older checkpoints saved that transformers 5 no longer loads (regexes)
     buffers: tuple[str, ...] = ()
+    # config settings read back from which tensors a GGUF holds
+    flags: tuple[TensorFlag, ...] = ()
 
     @property
     def tie_names(self) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from .gguf_layout import GgufLayout
 from .hf_layout import HfLayout, HfName
 from .hparams import COMMON_HPARAMS, HParam, head_dim
 from .native_layout import NativeLayout, regroup
+from .proof import UNPROVEN, Proof
 
 T = gguf.MODEL_TENSOR
 BLOCK = "model.layers.{bid}"
@@ -45,8 +46,8 @@ LLAMA_HPARAMS = (
 
 def llama_like(name: str, hf_classes: str | tuple[str, ...], gguf_layout: GgufLayout, *, hf: HfLayout = LLAMA_HF,
                native: NativeLayout = LLAMA_NATIVE, signature: tuple[str, ...] = (),
-               model_types: tuple[str, ...] | None = None) -> Arch:
+               model_types: tuple[str, ...] | None = None, proof: Proof = UNPROVEN) -> Arch:
     """The table of a family with Llama's module tree: ``name`` is its config's model_type unless
     ``model_types`` says otherwise."""
     classes = (hf_classes,) if isinstance(hf_classes, str) else hf_classes
-    return Arch(name, classes, model_types or (name,), gguf_layout, hf, native, signature)
+    return Arch(name, classes, model_types or (name,), gguf_layout, hf, native, signature, proof=proof)

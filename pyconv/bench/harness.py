@@ -1,7 +1,9 @@
 """One way to time a command and read its peak RSS, shared by every benchmark.
 
 Each measured command runs as its own process under GNU time, which reports that command's CPU
-seconds and peak RSS alone. Baselines run in the same session, on the same inputs.
+seconds and peak RSS alone. Baselines run in the same session, on the same inputs. A contender is
+timed until its output is on disk: pyconv fsyncs what it writes, `cp` and the other tools leave it
+in the page cache, so every command is followed by `sync` inside the timed process.
 """
 
 from __future__ import annotations
@@ -105,18 +107,24 @@ def measure(label: str, cmd: Sequence[str], *, input_bytes: int, env: dict[str, 
     return Measurement(label, wall, user + system, max_kb * 1024, input_bytes, proc.returncode, note)
 
 
+def until_on_disk(cmd: Sequence[str]) -> list[str]:
+    """``cmd``, then ``sync`` once it succeeded, as one process: its exit status is the command's."""
+    return ["sh", "-c", '"$@" && exec sync', "sh", *cmd]
+
+
 def best_of(rounds: int, label: str, cmd: Sequence[str], *, inputs: Sequence[Path], out: Path, note: str = "",
             describe: Callable[[], str] | None = None, cgroup: Path | None = None,
             timeout: float | None = None) -> Measurement:
-    """The fastest successful of ``rounds`` runs (else the fastest failure), each writing into an
-    emptied ``out`` folder from a page cache holding ``inputs``; ``describe`` tells what the output
-    came to, read before it is removed. A line per row goes to stderr as it finishes."""
+    """The fastest successful of ``rounds`` runs (else the fastest failure) of ``cmd`` until its output
+    is on disk, each writing into an emptied ``out`` folder from a page cache holding ``inputs``;
+    ``describe`` tells what the output came to, read before it is removed. A line per row goes to
+    stderr as it finishes."""
     runs = []
     for _ in range(rounds):
         remove(out)
         out.mkdir(parents=True)
         warm_page_cache(inputs)
-        m = measure(label, cmd, input_bytes=total_size(inputs), note=note, cgroup=cgroup, timeout=timeout)
+        m = measure(label, until_on_disk(cmd), input_bytes=total_size(inputs), note=note, cgroup=cgroup, timeout=timeout)
         if m.ok and describe is not None:
             m.note = f"{note}; {describe()}"
         runs.append(m)

@@ -75,7 +75,7 @@ SHAPES = {
 }
 
 
-def _bf16_random(shape: tuple[int, ...], seed: int, out: "np.ndarray") -> None:
+def _bf16_random(shape: tuple[int, ...], seed: int, out: np.ndarray) -> None:
     rng = np.random.default_rng(seed)
     flat = out.reshape(-1)
     step = 1 << 22

@@ -8,6 +8,7 @@ allocation. Tensors keep their GGUF names and ggml types; the engine dequantizes
 
 from __future__ import annotations
 
+import itertools
 import math
 import mmap
 import re
@@ -165,7 +166,7 @@ def read_gguf(path: Path) -> GgufFile:
         spans.append((offset, offset + nbytes, name))
         tensors[name] = SourceTensor(name, dtype, tuple(reversed(ne)), (Segment(path, data_start + offset, nbytes),))
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise ConversionError(f"data of '{n0}' and '{n1}' overlap", file=path)
     return GgufFile(path, version, kv, tensors, alignment)

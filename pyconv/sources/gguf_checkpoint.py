@@ -9,6 +9,8 @@ the file is re-typed as it is (``targets/gguf_requant.py``).
 
 from __future__ import annotations
 
+import enum
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..archs.config import Config
+from ..archs.hparams import head_dim
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from ..plan import Op, OutTensor, Part, Plan, View
@@ -31,6 +34,7 @@ from .checkpoint import Checkpoint
 from .gguf import GgufValue, read_gguf, split_set
 
 GGUF_F32 = int(gguf.GGUFValueType.FLOAT32)
+GGUF_ARRAY = int(gguf.GGUFValueType.ARRAY)
 BLOCK_ID = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -102,8 +106,11 @@ def writer_key(arch: Arch, method: str) -> str | None:
     """The GGUF key a GGUFWriter method writes, found by asking a writer that never writes a file."""
     w = gguf.GGUFWriter(None, arch.gguf.name)
     before = set(w.kv_data[0])
+    write = getattr(w, method)
+    # a method taking one of gguf-py's enums (rope scaling, pooling) is asked with a member of it
+    kind = getattr(gguf, str(next(iter(inspect.signature(write).parameters.values())).annotation), None)
     try:
-        getattr(w, method)(1)
+        write(next(iter(kind)) if isinstance(kind, type) and issubclass(kind, enum.Enum) else 1)
     except (TypeError, ValueError, AttributeError):
         return None
     added = set(w.kv_data[0]) - before
@@ -124,9 +131,16 @@ def config_from_gguf(ck: GgufCheckpoint, arch: Arch) -> dict[str, Any]:
     kv = ck.kv
     config: dict[str, Any] = {"architectures": [arch.hf_architectures[0]], "model_type": arch.model_types[0]}
     for hp in arch.gguf.hparams:
-        key = writer_key(arch, hp.method) if hp.fields else None
-        if key is not None and key in kv:
-            config[hp.fields[0]] = plain_value(kv[key])
+        key = writer_key(arch, hp.method) if hp.fields or hp.back else None
+        if key is None or key not in kv:
+            continue
+        value = np.asarray(kv[key].value).tolist() if kv[key].type == GGUF_ARRAY else plain_value(kv[key])
+        if hp.back:
+            config.update(hp.back(value, config))
+        else:
+            config[hp.fields[0]] = value
+    for flag in arch.hf.flags:
+        config[flag.field] = any(re.search(flag.pattern, n) for n in ck.tensors) == flag.present
     embed = next(t for n, t in ck.tensors.items() if tensor_kind(n) == gguf.MODEL_TENSOR.TOKEN_EMBD)
     config["vocab_size"] = embed.shape[0]
     config["tie_word_embeddings"] = not any(tensor_kind(n) == gguf.MODEL_TENSOR.OUTPUT for n in ck.tensors)
@@ -144,6 +158,30 @@ def rope_unpermuted(view: View, n_head: int) -> tuple[View, tuple[int, ...]]:
         raise ConversionError(f"{rows} rows cannot be split into {n_head} rotary heads", tensor=view.tensor.name)
     unpermuted = view.reshape(n_head, rows // n_head // 2, 2, *view.shape[1:]).transpose(1, 2)
     return unpermuted, unpermuted.shape
+
+
+def heads_after_parts(view: View, n_head: int, d_head: int) -> tuple[View, tuple[int, ...]]:
+    """A fused projection's rows from llama.cpp's (part, head, d) back to HF's per-head grouping (head, part, d)."""
+    rows = view.shape[0]
+    if rows % (n_head * d_head):
+        raise ConversionError(f"{rows} rows are not whole groups of {n_head} heads of {d_head}", tensor=view.tensor.name)
+    regrouped = view.reshape(rows // (n_head * d_head), n_head, d_head, *view.shape[1:]).transpose(0, 1)
+    return regrouped, regrouped.shape
+
+
+def groups_of_heads(view: View, n_head: int, n_kv: int, d_head: int) -> tuple[tuple[int, ...], list[Part]]:
+    """llama.cpp's fused rows (every query head, every key head, every value head) as boxes of HF's per-group
+    layout (group, n_head/n_kv queries + key + value, d)."""
+    rows, rest = view.shape[0], view.shape[1:]
+    per = n_head // n_kv if n_kv and n_head % n_kv == 0 else 0
+    if not per or rows != (n_head + 2 * n_kv) * d_head:
+        raise ConversionError(f"{rows} rows are not {n_head} query heads plus {n_kv} key and value heads of {d_head}",
+                              tensor=view.tensor.name)
+    q, k, v = view.split(0, [n_head * d_head, n_kv * d_head, n_kv * d_head])
+    zeros = (0,) * len(rest)
+    return (n_kv, per + 2, d_head, *rest), [Part(q.reshape(n_kv, per, d_head, *rest), (0, 0, 0, *zeros)),
+                                            Part(k.reshape(n_kv, 1, d_head, *rest), (0, per, 0, *zeros)),
+                                            Part(v.reshape(n_kv, 1, d_head, *rest), (0, per + 1, 0, *zeros))]
 
 
 def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTensors:
@@ -170,7 +208,13 @@ def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTen
         shape = layout = view.shape
         if fixes.permute_qk and kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
             view, layout = rope_unpermuted(view, n_head if kind == gguf.MODEL_TENSOR.ATTN_Q else n_kv)
-        out = OutTensor(hf, shape, t.dtype, [Part(view, (0,) * len(layout))], layout, note=f"from {name}")
+        if kind in fixes.head_grouped:
+            view, layout = heads_after_parts(view, n_head, head_dim(cfg))
+        parts = [Part(view, (0,) * len(layout))]
+        if kind in fixes.kv_grouped:
+            n_kv_file = int(ck.kv[gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=fixes.name)].value)
+            layout, parts = groups_of_heads(view, n_head, n_kv_file, head_dim(cfg))
+        out = OutTensor(hf, shape, t.dtype, parts, layout, note=f"from {name}")
         if fixes.norm_shift and hf.endswith("norm.weight"):
             out.ops.append(Op("add", -fixes.norm_shift))
         pieces.setdefault(hf, []).append((hn.part, out))

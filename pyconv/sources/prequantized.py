@@ -60,6 +60,14 @@ def _refuse_companions(ck: Checkpoint, names: Iterable[str], why: str) -> None:
                                   file=ck.path, tensor=name)
 
 
+def _refuse_unused(ck: Checkpoint, out: dict[str, SourceTensor], consumed: Iterable[str] = ()) -> None:
+    """Refuses what a reader left unexplained: quantization tensors that are neither a weight's scale,
+    nor ``consumed`` into a weight, nor an activation scale, whether passed on as they are or dropped."""
+    used = {t.scale.tensor.name for t in out.values() if t.scale is not None} | set(consumed)
+    _refuse_companions(ck, (n for n in ck.tensors if n not in used and not ACTIVATION_SCALES.search(n)
+                            and (n not in out or out[n].scale is None)), "that this quantization does not explain")
+
+
 def _int_list(value: Any, what: str, ck: Checkpoint) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                           for v in value):
@@ -106,16 +114,14 @@ def _fp8(ck: Checkpoint, quant: dict[str, Any], values: str) -> dict[str, Source
     for name, t in ck.tensors.items():
         if name in scales or ACTIVATION_SCALES.search(name):
             continue
-        scale = ck.tensors.get(name + "_scale_inv") or ck.tensors.get(name.removesuffix(".weight") + ".weight_scale_inv")
+        scale = ck.tensors.get(name + "_scale_inv")
         if scale is None:
             if t.dtype.startswith("f8_"):
                 raise ConversionError(f"{t.dtype} weight without its weight_scale_inv", file=ck.path, tensor=name)
             out[name] = t
             continue
         out[name] = _scaled(ck, t, scale, _block(t.shape, block), values, ("f8_e4m3", "f8_e5m2"))
-    used = {t.scale.tensor.name for t in out.values() if t.scale is not None}
-    _refuse_companions(ck, (n for n in ck.tensors if n not in out and n not in used and not ACTIVATION_SCALES.search(n)),
-                       "with no weight beside it")
+    _refuse_unused(ck, out)
     return out
 
 
@@ -179,9 +185,7 @@ def _compressed(ck: Checkpoint, quant: dict[str, Any], values: str) -> dict[str,
             out[name] = t
             continue
         out[name] = _scaled(ck, t, scale, _block(t.shape, block), values, CODE_TYPES[kind])
-    used = {t.scale.tensor.name for t in out.values() if t.scale is not None}
-    _refuse_companions(ck, (n for n in ck.tensors if n not in out and n not in used and not ACTIVATION_SCALES.search(n)),
-                       "with no weight beside it")
+    _refuse_unused(ck, out)
     return out
 
 
@@ -201,15 +205,17 @@ def mxfp4_codes(blocks: SourceTensor, scales: SourceTensor, name: str, values: s
 
 def _mxfp4(ck: Checkpoint, _quant: dict[str, Any], values: str) -> dict[str, SourceTensor]:
     out: dict[str, SourceTensor] = {}
+    consumed: list[str] = []
     for name, t in ck.tensors.items():
         if name.endswith("_scales") and name.removesuffix("_scales") + "_blocks" in ck.tensors:
             continue
         if name.endswith("_blocks") and (scales := ck.tensors.get(name.removesuffix("_blocks") + "_scales")):
             weight = name.removesuffix("_blocks")
             out[weight] = mxfp4_codes(t, scales, weight, values, ck.path)
+            consumed.append(name)
             continue
         out[name] = t
-    _refuse_companions(ck, (n for n in out if out[n].scale is None), "with no weight beside it")
+    _refuse_unused(ck, out, consumed)
     return out
 
 

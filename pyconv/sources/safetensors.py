@@ -6,6 +6,7 @@ against the byte span, spans inside the file and not overlapping, index entries 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -97,7 +98,7 @@ def read_file(path: Path) -> tuple[dict[str, SourceTensor], dict[str, str]]:
         spans.append((begin, end, name))
         tensors[name] = SourceTensor(name, dtype, tuple(shape), (Segment(path, data_start + begin, end - begin),))
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise ConversionError(f"bytes of '{n0}' [{b0}, {e0}) and '{n1}' overlap", file=path)
     ordered = {name: tensors[name] for _b, _e, name in spans}
@@ -184,6 +185,8 @@ def open_safetensors(path: Path) -> SafetensorsCheckpoint:
         meta = meta or file_meta
         for name, t in found.items():
             if name in tensors:
-                raise ConversionError(f"tensor '{name}' appears in more than one file and there is no index", file=f)
+                # without an index, files that share a tensor are separate models, not shards of one
+                raise ConversionError(f"'{tensors[name].segments[0].path.name}' and '{f.name}' both hold this tensor and there "
+                                      "is no index: they are separate models, name the file to convert", file=path, tensor=name)
             tensors[name] = t
     return SafetensorsCheckpoint(path, tensors, files, meta, read_config(path))

@@ -57,6 +57,11 @@ _TORCH_DTYPES = {
     "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "bool", "uint16": "u16", "uint32": "u32",
     "uint64": "u64", "float8_e4m3fn": "f8_e4m3", "float8_e5m2": "f8_e5m2",
 }
+# torch 2.13's other dtypes: named in the refusal of a tensor that has one
+NO_TYPE_DTYPES = (
+    "complex32", "complex64", "complex128", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+    "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16", "qint8", "qint32", "quint8", "quint2x4", "quint4x2",
+    *(f"{sign}int{bits}" for sign in ("", "u") for bits in range(1, 8)))
 # Globals that are torch's own but describe something pyconv cannot express: named in the refusal.
 _UNSUPPORTED = {
     ("torch._utils", "_rebuild_sparse_tensor"): "sparse tensors",
@@ -81,7 +86,9 @@ class _StorageType:
 
 
 @dataclass(frozen=True, slots=True)
-class _TorchDType:
+class TorchDType:
+    """A ``torch.<name>`` dtype as a pickle names it."""
+
     dtype: str | None  # None: a torch dtype pyconv has no type for
     torch_name: str
 
@@ -167,7 +174,7 @@ def _rebuild_v2(storage: Any, offset: Any, size: Any, stride: Any, _requires_gra
 
 def _rebuild_v3(storage: Any, offset: Any, size: Any, stride: Any, _requires_grad: Any, _hooks: Any, dtype: Any,
                 metadata: Any = None) -> PickledTensor:
-    if not isinstance(dtype, _TorchDType):
+    if not isinstance(dtype, TorchDType):
         raise PickleRefused(f"tensor dtype {dtype!r} is not a torch dtype")
     if dtype.dtype is None:
         raise PickleRefused(f"torch.{dtype.torch_name} tensors have no pyconv type")
@@ -212,9 +219,8 @@ BASE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.storage", "UntypedStorage"): _StorageType(None),
     ("_codecs", "encode"): _latin1,
     **{("torch", n): _StorageType(d) for n, d in STORAGE_TYPES.items()},
-    **{("torch", n): _TorchDType(d, n) for n, d in _TORCH_DTYPES.items()},
-    **{("torch", n): _TorchDType(None, n) for n in (
-        "complex64", "complex128", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")},
+    **{("torch", n): TorchDType(d, n) for n, d in _TORCH_DTYPES.items()},
+    **{("torch", n): TorchDType(None, n) for n in NO_TYPE_DTYPES},
 }
 
 
@@ -251,7 +257,7 @@ def _measured(load: Callable[[Any], None]) -> Callable[[Any], None]:
 class _Unpickler(pickle._Unpickler):
     """The pure-Python unpickler, whose opcode table can be changed (the C one's cannot)."""
 
-    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
+    dispatch: ClassVar[dict[int, Any]] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build,
                 **{op[0]: _refuse_extension for op in (pickle.EXT1, pickle.EXT2, pickle.EXT4)},
                 **{op[0]: _measured(pickle._Unpickler.dispatch[op[0]])
                    for op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3)}}
@@ -327,13 +333,13 @@ def _archive_prefix(path: Path, names: list[str]) -> str:
     return pickles[0][: -len("data.pkl")]
 
 
-def _member_span(path: Path, fd: int, size: int, info: zipfile.ZipInfo) -> tuple[int, int]:
+def _member_span(path: Path, fd: int, base: int, size: int, info: zipfile.ZipInfo) -> tuple[int, int]:
     if info.compress_type != zipfile.ZIP_STORED:
         raise ConversionError(f"zip member '{info.filename}' is compressed; pyconv maps tensor bytes straight from "
                               "the file and needs them stored (torch.save writes them so): re-save it with torch.save", file=path)
     if info.flag_bits & 0x1:
         raise ConversionError(f"zip member '{info.filename}' is encrypted", file=path)
-    head = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    head = os.pread(fd, _LOCAL_HEADER.size, base + info.header_offset)
     if len(head) != _LOCAL_HEADER.size:
         raise ConversionError(f"zip member '{info.filename}' starts past the end of the file", file=path)
     magic, name_len, extra_len = _LOCAL_HEADER.unpack(head)
@@ -342,7 +348,39 @@ def _member_span(path: Path, fd: int, size: int, info: zipfile.ZipInfo) -> tuple
     start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
     if info.file_size != info.compress_size or start + info.file_size > size:
         raise ConversionError(f"zip member '{info.filename}' runs past the end of the file: truncated", file=path)
-    return start, info.file_size
+    return base + start, info.file_size
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``[start, start + size)`` of an open file as a file of their own: a zip archive stored inside
+    another file (a torch.save blob in a DCP rank file) is read through one."""
+
+    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
+        super().__init__()
+        self._f, self._start, self._size, self._at = f, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._at = base + offset
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self._size - self._at))
+        data = os.pread(self._f.fileno(), n, self._start + self._at) if n else b""
+        buffer[:len(data)] = data
+        self._at += len(data)
+        return len(data)
 
 
 def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -355,8 +393,25 @@ def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) ->
         raise ConversionError(f"cannot read zip member '{info.filename}' ({type(e).__name__}: {e})", file=path) from None
 
 
-def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None) -> TorchFile:
-    """Unpickle ``path``'s structure with the allowed globals and locate every storage it uses.
+def _unpickled(unpickler: _Unpickler, path: Path) -> Any:
+    try:
+        return unpickler.load()
+    except PickleRefused as e:
+        raise ConversionError(f"refused: {e}", file=path) from None
+    except Exception as e:  # a malformed pickle can fail in many ways; all are the user's file
+        raise ConversionError(f"cannot read its pickle ({type(e).__name__}: {e})", file=path) from None
+
+
+def read_pickle(data: bytes, path: Path, extra_globals: Mapping[tuple[str, str], Any]) -> Any:
+    """A plain pickle (``path``'s bytes ``data``, not a torch zip) read by the same restricted unpickler,
+    allowing a state dict's globals and ``extra_globals``."""
+    return _unpickled(_Unpickler(io.BytesIO(data), {**BASE_GLOBALS, **extra_globals}), path)
+
+
+def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None,
+         span: tuple[int, int] | None = None) -> TorchFile:
+    """Unpickle ``path``'s structure with the allowed globals and locate every storage it uses; with
+    ``span`` (offset, length), of the torch file stored at those bytes of ``path``.
 
     Tensor bytes are never read; only the zip directory and data.pkl are.
     """
@@ -365,11 +420,13 @@ def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None)
     except OSError as e:
         raise ConversionError(f"cannot read: {e.strerror}", file=path) from None
     with f:
-        fd, size = f.fileno(), os.fstat(f.fileno()).st_size
+        fd = f.fileno()
+        base, size = span if span is not None else (0, os.fstat(fd).st_size)
+        view: BinaryIO = f if span is None else io.BufferedReader(_Window(f, base, size))
         try:
-            if not zipfile.is_zipfile(f):
-                raise _refuse_non_zip(path, os.pread(fd, 512, 0))
-            archive = zipfile.ZipFile(f)
+            if not zipfile.is_zipfile(view):
+                raise _refuse_non_zip(path, os.pread(fd, min(512, size), base))
+            archive = zipfile.ZipFile(view)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # the last: a version zipfile lacks
             raise ConversionError(f"broken zip directory ({e})", file=path) from None
         infos = {i.filename: i for i in archive.infolist()}
@@ -382,18 +439,13 @@ def load(path: Path, extra_globals: Mapping[tuple[str, str], Any] | None = None)
             raise ConversionError(f"data.pkl is {pkl.file_size} bytes, over the {MAX_PICKLE_BYTES}-byte limit for "
                                   "a checkpoint's structure", file=path)
         unpickler = _Unpickler(io.BytesIO(_read_member(path, archive, pkl)), {**BASE_GLOBALS, **(extra_globals or {})})
-        try:
-            root = unpickler.load()
-        except PickleRefused as e:
-            raise ConversionError(f"refused: {e}", file=path) from None
-        except Exception as e:  # a malformed pickle can fail in many ways; all are the user's file
-            raise ConversionError(f"cannot read its pickle ({type(e).__name__}: {e})", file=path) from None
+        root = _unpickled(unpickler, path)
         spans = {}
         for key, storage in unpickler.storages.items():
             info = infos.get(f"{prefix}data/{key}")
             if info is None:
                 raise ConversionError(f"storage '{key}' named by the pickle has no zip member", file=path)
-            spans[key] = _member_span(path, fd, size, info)
+            spans[key] = _member_span(path, fd, base, size, info)
             if spans[key][1] < storage.nbytes:
                 raise ConversionError(f"storage '{key}' holds {spans[key][1]} bytes, the pickle says {storage.nbytes}", file=path)
     return TorchFile(path, root, spans)

@@ -149,7 +149,7 @@ class _Stream:
 
     def take(self, start: int, count: int) -> list[Segment]:
         """The byte ranges holding elements ``[start, start + count)``."""
-        assert 0 <= start and start + count <= self.length
+        assert start >= 0 and start + count <= self.length
         out = []
         i = max(bisect.bisect_right(self.starts, start) - 1, 0)
         while count > 0:
@@ -278,7 +278,7 @@ def _load_zero(folder: Path) -> _Zero:
     names = [p.name for p in folder.iterdir()]
     if any(_PIPELINE_FILE.fullmatch(n) for n in names):
         raise ConversionError("pipeline-parallel checkpoints (layer_XX-model_states.pt) are not supported", file=folder)
-    if any(n.startswith("expp_rank_") or n.startswith("expert_") for n in names):
+    if any(n.startswith(("expp_rank_", "expert_")) for n in names):
         raise ConversionError("MoE expert-parallel checkpoints are not supported", file=folder)
     optim_files = _ranked(folder, _OPTIM_FILE, "optimizer state")
     model_files = _ranked(folder, _MODEL_FILE, "model state")

@@ -120,10 +120,22 @@ def tensor_type(rules: TypeRules, source_dtype: str, kind: gguf.MODEL_TENSOR, na
     elif dtypes.is_ternary(rules.outtype):
         return "f16", f"{'embedding' if kind in EMBEDDINGS else 'not a projection'} in a ternary file: f16", []
     if dtypes.is_quant(want):
-        block = dtypes.row_elems(want)
-        if shape[-1] % block:
-            return "f16", "; ".join(x for x in (why, f"rows of {shape[-1]} do not fit {want} blocks: f16") if x), ops
+        fitted, reason = fitting_type(want, shape[-1])
+        if reason:
+            return fitted, "; ".join(x for x in (why, reason) if x), ops
     return want, why, ops
+
+
+def fitting_type(want: str, n_cols: int) -> tuple[str, str]:
+    """(type, why) for rows of ``n_cols`` that should be ``want``: ``want`` itself (why "") when they
+    fit its blocks, else llama.cpp's fallback for it, or F16 when that does not fit either
+    (llama-quant.cpp: Q2_K and Q3_K become Q4_0, Q4_K Q5_0, Q5_K Q5_1, Q6_K Q8_0, IQ4_XS IQ4_NL)."""
+    if n_cols % dtypes.row_elems(want) == 0:
+        return want, ""
+    fallback = dtypes.fallback(want)
+    if fallback is None or n_cols % dtypes.row_elems(fallback):
+        fallback = "f16"
+    return fallback, f"rows of {n_cols} do not fit {want} blocks: {fallback}"
 
 
 def small_values(t: SourceTensor) -> np.ndarray:
@@ -138,7 +150,8 @@ def small_values(t: SourceTensor) -> np.ndarray:
     flat = np.frombuffer(_core.cast(bytes(raw), t.dtype, "f32"), np.float32)
     if t.strides is None:
         return flat[t.offset:t.offset + t.numel].reshape(t.shape)
-    return np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    values: np.ndarray = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [st * 4 for st in t.strides]).copy()
+    return values
 
 
 def unpacked_parts(packed: SourceTensor, scale: float) -> tuple[tuple[int, ...], list[Part]]:
@@ -197,6 +210,30 @@ def parts_after_heads(view: View, n_head: int, d_head: int) -> tuple[View, tuple
         raise ConversionError(f"{rows} rows are not whole groups of {n_head} heads of {d_head}", tensor=view.tensor.name)
     regrouped = view.reshape(n_head, rows // (n_head * d_head), d_head, *view.shape[1:]).transpose(0, 1)
     return regrouped, regrouped.shape
+
+
+def queries_keys_values(view: View, n_head: int, n_kv: int, d_head: int) -> tuple[tuple[int, ...], list[Part]]:
+    """A fused projection's rows grouped per key-value head, (group, n_head/n_kv queries + key + value, d), as
+    boxes of llama.cpp's order: every query head, then every key head, then every value head."""
+    rows, rest = view.shape[0], view.shape[1:]
+    per = n_head // n_kv if n_kv and n_head % n_kv == 0 else 0
+    if not per or rows != (n_head + 2 * n_kv) * d_head:
+        raise ConversionError(f"{rows} rows are not {n_kv} groups of {n_head} query heads plus a key and a value head "
+                              f"of {d_head}", tensor=view.tensor.name)
+    grouped = view.reshape(n_kv, per + 2, d_head, *rest)
+    zeros = (0,) * (1 + len(rest))
+    parts = [Part(grouped.slice(0, g, g + 1).slice(1, 0, per).reshape(per, d_head, *rest), (g * per, *zeros))
+             for g in range(n_kv)]
+    parts += [Part(grouped.slice(1, per + i, per + i + 1).reshape(n_kv, d_head, *rest), (n_head + i * n_kv, *zeros))
+              for i in (0, 1)]
+    return (n_head + 2 * n_kv, d_head, *rest), parts
+
+
+def kv_head_count(arch: Arch, cfg: Config) -> int:
+    """The key-value heads the GGUF says the graph has: the table's own hyper-parameter when it has one."""
+    hp = next((h for h in arch.gguf.hparams if h.method == "add_head_count_kv"), None)
+    n_head = int(cfg.require("num_attention_heads", "n_head"))
+    return int(hp.value(cfg) if hp else cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
 
 
 class GgufMapper:
@@ -379,8 +416,12 @@ class GgufMapper:
             view, layout = rope_permuted(view, self.rotary_heads(m.kind))
         if m.kind in fixes.head_grouped:
             view, layout = parts_after_heads(view, int(cfg.require("num_attention_heads", "n_head")), head_dim(cfg))
+        parts = [Part(view, (0,) * len(layout))]
+        if m.kind in fixes.kv_grouped:
+            layout, parts = queries_keys_values(view, int(cfg.require("num_attention_heads", "n_head")),
+                                                kv_head_count(self.arch, cfg), head_dim(cfg))
         dtype, why, ops = tensor_type(rules, view.dtype, m.kind, m.name, shape, hf, packed(view.tensor))
-        t = OutTensor(m.name, shape, dtype, [Part(view, (0,) * len(layout))], layout, note=why)
+        t = OutTensor(m.name, shape, dtype, parts, layout, note=why)
         if fixes.norm_shift and hf.endswith("norm.weight"):
             t.ops.append(Op("add", fixes.norm_shift))
         t.ops += ops
@@ -521,6 +562,8 @@ def finish_gguf(plan: Plan, written: list[Path], ck: Checkpoint, opts: ConvertOp
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": options,
         "architecture": plan.architecture,
+        # the inputs' sha256 only with --hash-inputs: null, and inputs_hashed false, otherwise
+        "inputs_hashed": bool(source_hashes),
         "sources": [{"file": str(p), "bytes": p.stat().st_size, "sha256": source_hashes.get(p)} for p in ck.files],
         "outputs": outputs,
         "tensor_types": dict(sorted(types.items())),

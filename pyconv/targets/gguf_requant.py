@@ -21,7 +21,7 @@ from ..archs.arch import Arch
 from ..archs.catalog import Catalog
 from ..errors import ConversionError
 from ..options import ConvertOptions
-from ..plan import OutTensor, Part, Plan, View
+from ..plan import Op, OutTensor, Part, Plan, View
 from ..sources.checkpoint import Checkpoint
 from ..sources.gguf import GgufValue
 from .gguf import TypeRules, file_type, place, tensor_type, ternary_note
@@ -97,7 +97,7 @@ def plan_requant(ck: Checkpoint, kv: dict[str, GgufValue], out: Path, opts: Conv
     tensors = []
     for name, t in ck.tensors.items():
         kind = tensor_kind(name)
-        ops = []
+        ops: list[Op] = []
         if kind is None or outtype is None:
             dtype, why = t.dtype, "kept" if kind else "unrecognised GGUF name: kept as it is"
         else:

@@ -164,8 +164,9 @@ def phantom_space(tokens: Sequence[str | bytes], types: Sequence[int], continuat
     out: list[str | bytes] = []
     for text, kind in zip(tokens, types):
         if kind in (NORMAL, USER_DEFINED) and isinstance(text, str):
-            text = text[len(continuation):] if continuation and text.startswith(continuation) else SPACE_MARK + text
-        out.append(text)
+            out.append(text[len(continuation):] if continuation and text.startswith(continuation) else SPACE_MARK + text)
+        else:
+            out.append(text)
     return out
 
 
@@ -191,7 +192,7 @@ def add_vocab(writer: gguf.GGUFWriter, vocab: Vocab, folder: Path) -> None:
     writer.add_tokenizer_model(vocab.model)
     if vocab.pre is not None:
         writer.add_tokenizer_pre(vocab.pre)
-    writer.add_token_list(vocab.tokens)
+    writer.add_token_list([t.encode() if isinstance(t, str) else t for t in vocab.tokens])
     if vocab.scores is not None:
         writer.add_token_scores(vocab.scores)
     writer.add_token_types(vocab.token_types)

@@ -52,6 +52,8 @@ def render(*, config: dict[str, Any], tensors: list[OutTensor], source: Path, so
         lines += ["| file | sha256 |", "|---|---|"] + [f"| `{name}` | `{digest}` |" for name, digest in sorted(fingerprints.items())]
         if source_hashes:
             lines += ["", "Source files:", ""] + [f"- `{name}`: `{digest}`" for name, digest in sorted(source_hashes.items())]
+        else:
+            lines += ["", "Source files not hashed (`--hash-inputs` adds them)."]
     else:
         lines += ["Not computed (converted with `--no-fingerprint`)."]
     if usage is not None:

@@ -69,7 +69,7 @@ class Staging:
         if not self.folder and path.is_dir():
             raise ConversionError("exists and is a folder", file=path)
 
-    def __enter__(self) -> Staging:
+    def __enter__(self) -> Staging:  # noqa: PYI034  (Staging has no subclasses)
         missing = [p for p in (self.parent, *self.parent.parents) if not p.exists()]
         try:
             for p in reversed(missing):

@@ -159,7 +159,7 @@ def seal(path: Path) -> None:
     with path.open("r+b") as f:
         archive = zipfile.ZipFile(f)
         infos = archive.infolist()
-        entry_at = archive.start_dir  # type: ignore[attr-defined]
+        entry_at = archive.start_dir
         fd = f.fileno()
         for info in infos:
             head = os.pread(fd, _LOCAL.size, info.header_offset)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import dtypes, registry
 from ..errors import ConversionError
 from ..sources.gguf import GgufValue, read_gguf, split_set
-from .report import Report
+from .report import Report, Status
 from .stats import TensorStats, tensor_stats
 
 # Keys every llama.cpp model needs; "{arch}" is general.architecture.
@@ -111,7 +111,7 @@ def validate_gguf(path: Path, *, strict: bool = False, reference: Path | None = 
             by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = s.rms
     worst = max(((max(r.values()) / max(min(r.values()), 1e-30), layer) for layer, r in by_layer.items() if r), default=(1.0, -1))
     if worst[1] >= 0:
-        status = "fail" if worst[0] > PROJECTION_RMS_RATIO else "pass"
+        status: Status = "fail" if worst[0] > PROJECTION_RMS_RATIO else "pass"
         report.add("projection rms", status, f"largest max/min RMS ratio within a layer: {worst[0]:.1f} (layer {worst[1]}, "
                    f"limit {PROJECTION_RMS_RATIO:g})", layers={k: v for k, v in by_layer.items() if k == worst[1]})
 

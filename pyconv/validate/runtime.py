@@ -75,7 +75,8 @@ def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].float().numpy()
+        logits: np.ndarray = model(torch.tensor([ids])).logits[0].float().numpy()
+    return logits
 
 
 def hf_hidden_states(folder: Path, ids: list[int]) -> np.ndarray:
@@ -86,4 +87,5 @@ def hf_hidden_states(folder: Path, ids: list[int]) -> np.ndarray:
 
     model, _info, _messages = load_model(folder, "AutoModel")
     with torch.no_grad():
-        return model(input_ids=torch.tensor([ids])).last_hidden_state[0].float().numpy()
+        hidden: np.ndarray = model(input_ids=torch.tensor([ids])).last_hidden_state[0].float().numpy()
+    return hidden

@@ -248,6 +248,43 @@ TEST_CASE("chunks start on whole blocks of every block source, not only of the o
   for (size_t i = 0; i < 64; ++i) REQUIRE((out[i] == a[i] && out[64 + i] == decoded[i]));
 }
 
+TEST_CASE("a scaled source reads as codes times the scale of their block, through any view") {
+  ScratchDir dir;
+  const int64_t rows = 7, cols = 70;  // blocks of 3 x 32: partial ones on both edges
+  std::vector<int8_t> codes(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<int8_t>(static_cast<int>(i * 37 % 255) - 127);
+  const int64_t grid_rows = 3, grid_cols = 3;
+  std::vector<float> scales(static_cast<size_t>(grid_rows * grid_cols));
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = 0.01f * static_cast<float>(i + 1);
+  write_file(dir.file("codes.bin"), codes);
+  write_file(dir.file("scales.bin"), scales);
+  Plan p;
+  p.inputs = {dir.file("codes.bin"), dir.file("scales.bin")};
+  p.sources.push_back(one_segment(DType::I8, 0, 0, codes.size()));
+  p.sources.push_back(one_segment(DType::F32, 1, 0, scales.size() * 4));
+  p.sources[0].scale = Scale{1, {rows, cols}, {3, 32}};
+  Part tr;  // transposed: one element at a time
+  tr.source = 0;
+  tr.src_strides = {1, cols};
+  tr.dst_start = {0, 0};
+  tr.shape = {cols, rows};
+  p.tensors.push_back(tensor("w", {rows, cols}, DType::F32, {whole(0, {rows, cols})}));
+  p.tensors.push_back(tensor("t", {cols, rows}, DType::F32, {tr}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  execute(p, ExecOptions{2, 256}, nullptr);
+  const std::vector<float> out = as<float>(read_file(dir.file("out.raw")));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const float want = static_cast<float>(codes[static_cast<size_t>(r * cols + c)]) *
+                         scales[static_cast<size_t>(r / 3 * grid_cols + c / 32)];
+      REQUIRE(out[static_cast<size_t>(r * cols + c)] == want);
+      REQUIRE(out[static_cast<size_t>(rows * cols + c * rows + r)] == want);
+    }
+
+  Plan bad = p;  // a scale that does not tile the codes
+  bad.sources[0].scale.block = {2, 32};
+  CHECK_THROWS_WITH_AS(execute(bad, ExecOptions{1, 256}, nullptr), doctest::Contains("its blocks need"), Error);
+
 TEST_CASE("a low-rank update is added to its source as it is read, through any view, and checked by layout()") {
   ScratchDir dir;
   const int64_t rows = 37, cols = 70, rank = 3;

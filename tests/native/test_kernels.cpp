@@ -133,6 +133,36 @@ TEST_CASE("tq2_0 and i2_s: SIMD and scalar quantizers agree on Inf, NaN and valu
   }
 }
 
+TEST_CASE("the searching quantizers: SIMD and scalar paths write the same blocks, with and without importance") {
+  // normal-ish rows at several magnitudes, then edge groups: zero, constant, one huge value, negative only
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t n_per_row = 768, n_rows = 6;
+  std::vector<float> x(n_rows * n_per_row);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = normal(rng) * std::ldexp(1.0f, static_cast<int>(i / 256 % 7) * 6 - 18);
+  for (size_t i = 0; i < 32; ++i) {
+    x[256 + i] = 0.0f;
+    x[320 + i] = 0.75f;
+    x[400 + i] = -std::fabs(x[400 + i]);
+  }
+  x[1000] = 1e30f;
+  std::vector<float> importance(n_per_row);
+  for (size_t i = 0; i < n_per_row; ++i) importance[i] = i % 11 == 0 ? 0.0f : std::fabs(normal(rng));
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                  DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS}) {
+    for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(importance.data())}) {
+      QuantParams params;
+      params.importance = weights;
+      const auto [scalar, simd] = scalar_and_simd([&] {
+        std::vector<uint8_t> out(static_cast<size_t>(row_nbytes(t, x.size())));
+        quantize(t, x.data(), out.data(), n_rows, n_per_row, params);
+        return out;
+      });
+      CHECK_MESSAGE(scalar == simd, traits(t).name << (weights ? " with importance" : ""));
+    }
+  }
+}
+
 TEST_CASE("abs_stats sums in the same order with and without SIMD") {
   const std::vector<float> x = every_kind_of_float(1003, 4);
   const auto [scalar, simd] = scalar_and_simd([&] {

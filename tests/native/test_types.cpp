@@ -127,6 +127,11 @@ TEST_CASE("a row registered from outside is refused when it clashes or contradic
   DTypeTraits too_big = toy_row();
   too_big.id = static_cast<DType>(kMaxTypeIds);
   CHECK_THROWS_AS(register_type(too_big), Error);
+  DTypeTraits lost_fallback = toy_row();
+  lost_fallback.id = static_cast<DType>(203);
+  lost_fallback.name = "toy_lost";
+  lost_fallback.fallback = 250;
+  CHECK_THROWS_WITH_AS(register_type(lost_fallback), doctest::Contains("its fallback type id 250 has no row"), Error);
 }
 
 TEST_CASE("a registered block type converts through whole plans: quantized with its tail, read back as a source") {

@@ -130,10 +130,7 @@ def _moe(
                 continue
             filled[e] += 1
             v = flat[token]
-            if shape.qwen3:
-                hidden = F.silu(v @ sd[f"{p}.mlp.experts.gate_proj"][e]) * (v @ up[e])
-            else:
-                hidden = torch.relu(v @ up[e]) ** 2
+            hidden = F.silu(v @ sd[f"{p}.mlp.experts.gate_proj"][e]) * (v @ up[e]) if shape.qwen3 else torch.relu(v @ up[e]) ** 2
             out[token] += gates[token, slot] * (hidden @ down[e])
 
     full_gates = torch.zeros_like(logits).scatter(-1, chosen, gates)

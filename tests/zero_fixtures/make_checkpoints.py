@@ -159,7 +159,7 @@ def master_from_flat_buffers(optimizer: Any, names: dict[int, str]) -> dict[str,
         assert full.numel() == flat.numel(), (full.numel(), flat.numel())
         for p in params:
             start = (p.data.data_ptr() - flat.data_ptr()) // p.element_size()
-            assert 0 <= start and start + p.numel() <= flat.numel()
+            assert start >= 0 and start + p.numel() <= flat.numel()
             out[names[id(p)]] = full[start:start + p.numel()].view(p.shape).clone()
     return out
 

@@ -13,6 +13,7 @@ from ...archs.arch import Arch
 from ...archs.config import Config
 from ...archs.gguf_layout import GgufLayout
 from ...archs.hparams import COMMON_HPARAMS, HParam
+from ...archs.proof import LOGITS_TESTS, Proof
 from ...errors import ConversionError
 from ...family import Family
 
@@ -59,6 +60,7 @@ BERT = Arch(
         skip=(r"^pooler\.", r"^cls\.", r"^embeddings\.position_ids$"),
     ),
     prefixes=("bert.",),
+    proof=Proof(("f32",), against="transformers' hidden states (per token, mean and CLS pooled)", tests=(LOGITS_TESTS,)),
 )
 
 FAMILY = Family("bert", (BERT,))

@@ -16,6 +16,7 @@ from ...archs.arch import Arch
 from ...archs.gguf_layout import GgufLayout
 from ...archs.hparams import HParam
 from ...archs.llama_like import BLOCK, LLAMA_HPARAMS, LLAMA_SIGNATURE, SKIP_ROTARY
+from ...archs.proof import Proof
 from ...family import Family
 
 # BitNet.cpp's name for the 2B-4T graph; gguf-py 0.19 has no MODEL_ARCH for it
@@ -47,6 +48,8 @@ BITNET = Arch(
                      f"{BLOCK}.mlp.ffn_sub_norm": gguf.MODEL_TENSOR.FFN_SUB_NORM},
     ),
     signature=(*LLAMA_SIGNATURE, r"\.(attn_sub_norm|inner_attn_ln)\.weight$"),
+    # I2_S has no runtime here (BitNet.cpp): its bytes are checked against BitNet's own quantizer instead
+    proof=Proof(("f32", "tq2_0", "tq1_0"), tests=("tests/test_bitnet.py",)),
 )
 
 FAMILY = Family("bitnet", (BITNET,))

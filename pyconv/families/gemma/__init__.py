@@ -9,7 +9,8 @@ import gguf
 from ...archs.gguf_layout import GgufLayout
 from ...archs.hf_layout import HfLayout, HfName
 from ...archs.hparams import COMMON_HPARAMS, HParam
-from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T, llama_like
+from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, LLAMA_SIGNATURE, SKIP_ROTARY, T, llama_like
+from ...archs.proof import BACK_TO_HF_TESTS, LOGITS_TESTS, Proof
 from ...family import Family
 
 # Gemma 2 norms around both sublayers: "post_attention_layernorm" is a different norm than Llama's
@@ -21,7 +22,9 @@ NO_SPACE_PREFIX = (("add_add_space_prefix", False),)
 
 GEMMA = llama_like("gemma", "GemmaForCausalLM",
                    GgufLayout(gguf.MODEL_ARCH.GEMMA, norm_shift=1.0, constants=NO_SPACE_PREFIX),
-                   hf=HfLayout(LLAMA_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY))
+                   hf=HfLayout(LLAMA_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY),
+                   proof=Proof(("f32", "f16"), to_hf="the source's logits within 1e-5 (norms read back as (w + 1) - 1)",
+                               tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)))
 
 GEMMA2 = llama_like(
     "gemma2", "Gemma2ForCausalLM",
@@ -38,8 +41,10 @@ GEMMA2 = llama_like(
         constants=NO_SPACE_PREFIX,
     ),
     hf=HfLayout(GEMMA2_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY),
-    signature=(r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
+    # Llama's module tree plus the two extra norms: more specific than Llama's, so chosen over it
+    signature=(*LLAMA_SIGNATURE, r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
                r"^model\.layers\.\d+\.post_feedforward_layernorm\.weight$"),
+    proof=Proof(("f32",), tests=(LOGITS_TESTS,)),
 )
 
 FAMILY = Family("gemma", (GEMMA, GEMMA2))

@@ -11,6 +11,12 @@ from ...archs.gguf_layout import GgufLayout
 from ...archs.hf_layout import HfLayout, HfName
 from ...archs.hparams import HParam
 from ...archs.native_layout import NativeLayout, regroup
+from ...archs.proof import (
+    BACK_TO_HF_TESTS,
+    LOGITS_TESTS,
+    SAME_AS_SOURCE_AND_LOADER,
+    Proof,
+)
 from ...family import Family
 
 T = gguf.MODEL_TENSOR
@@ -58,6 +64,7 @@ GPT2 = Arch(
     hf=HfLayout(GPT2_HF_NAMES, tied_default=True, buffers=(r"\.attn\.bias$", r"\.attn\.masked_bias$")),
     native=NativeLayout(GPT2_FUSED),
     signature=(r"^transformer\.h\.\d+\.attn\.c_attn\.weight$", r"^transformer\.wpe\.weight$"),
+    proof=Proof(("f32", "f16"), to_hf=SAME_AS_SOURCE_AND_LOADER, tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)),
 )
 
 FAMILY = Family("gpt2", (GPT2,))

@@ -17,13 +17,21 @@ from ...archs.llama_like import (
     llama_like,
 )
 from ...archs.native_layout import NativeLayout
+from ...archs.proof import (
+    BACK_TO_HF_TESTS,
+    LOGITS_TESTS,
+    SAME_AS_SOURCE,
+    SAME_AS_SOURCE_AND_LOADER,
+    Proof,
+)
 from ...family import Family
 
 LLAMA_GGUF = GgufLayout(gguf.MODEL_ARCH.LLAMA, LLAMA_HPARAMS, permute_qk=True, skip=SKIP_ROTARY)
 
-LLAMA = llama_like("llama", ("LlamaForCausalLM", "LLaMAForCausalLM"), LLAMA_GGUF, signature=LLAMA_SIGNATURE)
+LLAMA = llama_like("llama", ("LlamaForCausalLM", "LLaMAForCausalLM"), LLAMA_GGUF, signature=LLAMA_SIGNATURE,
+                   proof=Proof(("f32", "f16"), to_hf=SAME_AS_SOURCE_AND_LOADER, tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)))
 
-MISTRAL = llama_like("mistral", "MistralForCausalLM", LLAMA_GGUF)
+MISTRAL = llama_like("mistral", "MistralForCausalLM", LLAMA_GGUF, proof=Proof(("f32",), tests=(LOGITS_TESTS,)))
 
 MIXTRAL = llama_like(
     "mixtral", "MixtralForCausalLM",
@@ -49,6 +57,7 @@ MIXTRAL = llama_like(
     }, buffers=SKIP_ROTARY),
     native=NativeLayout((KV_FUSED,)),
     signature=(LLAMA_SIGNATURE[0], r"\.mlp\.experts\.gate_up_proj$"),
+    proof=Proof(("f32", "f16"), to_hf=SAME_AS_SOURCE, tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)),
 )
 
 FAMILY = Family("llama", (LLAMA, MISTRAL, MIXTRAL))

@@ -17,6 +17,7 @@ REMOTE_CODE = tuple(Path(__file__).parent / "remote_code" / name
 
 FAMILY = Family(
     "nanomoe",
-    hf_exporter=HfExporter(MODEL_TYPE, recognises, nanomoe_tensors, nanomoe_usage, REMOTE_CODE),
+    hf_exporter=HfExporter(MODEL_TYPE, recognises, nanomoe_tensors, nanomoe_usage, REMOTE_CODE,
+                           proven="the nanoMoE forward of the same weights, in a fresh process"),
     checks=ModelChecks((MODEL_TYPE,), nanomoe_checks),
 )

@@ -21,6 +21,7 @@ FAMILY = Family(
     "neobert",
     archs=(NEOBERT,),
     readers=(Reader("neobert", reader.recognises, reader.open_neobert_trainer, reader.default_output),),
-    hf_exporter=HfExporter(MODEL_TYPE, recognises, neobert_tensors, neobert_usage, REMOTE_CODE),
+    hf_exporter=HfExporter(MODEL_TYPE, recognises, neobert_tensors, neobert_usage, REMOTE_CODE,
+                           proven="the training forward's hidden states, in a fresh process"),
     checks=ModelChecks((MODEL_TYPE,), neobert_checks),
 )

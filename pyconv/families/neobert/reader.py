@@ -12,6 +12,7 @@ it. Everything is checked against config.yaml before a byte moves.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ RUNTIME_PREFIXES = ("_orig_mod.", "module.")
 LEGACY_DECODER = "model.decoder."
 # a run's config.yaml holds a few hundred settings
 MAX_YAML_VALUES = 100_000
+# YAML 1.2's floats (core schema, without .inf/.nan which YAML 1.1 already reads); YAML 1.1 wants a dot
+# and a signed exponent, so the `1e-5` people write by hand would be a string
+YAML12_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+
+
+class _RunConfigLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints here
+    """PyYAML's safe loader reading numbers as YAML 1.2 does."""
+
+
+# integers match first (YAML 1.1's resolver is asked before this one), so only floats change
+_RunConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+.0123456789"))
 
 
 def _small(doc: Any) -> bool:
@@ -59,7 +71,7 @@ def _small(doc: Any) -> bool:
 
 def _run_config(folder: Path) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
+        doc = yaml.load((folder / CONFIG).read_text(encoding="utf-8"), Loader=_RunConfigLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     if not _small(doc):

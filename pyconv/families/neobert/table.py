@@ -8,6 +8,7 @@ import gguf
 from ...archs.arch import Arch
 from ...archs.gguf_layout import Fuse, GgufLayout, Requires
 from ...archs.hparams import HParam
+from ...archs.proof import Proof
 from .model import ARCHITECTURE, EXTRA_TOKEN, MODEL_TYPE, ffn_width
 
 # NeoBERT's rotary embedding has a fixed base
@@ -50,4 +51,6 @@ NEOBERT = Arch(
         vocab_filler=EXTRA_TOKEN,
     ),
     prefixes=("model.",),
+    proof=Proof(("f32", "f16", "bf16", "q8_0"), against="the training forward's hidden states",
+                tests=("tests/test_export_neobert_gguf.py",)),
 )

@@ -11,6 +11,12 @@ from ...archs.hf_layout import HfLayout, HfName
 from ...archs.hparams import COMMON_HPARAMS, HParam
 from ...archs.llama_like import BLOCK, LLAMA_HF_NAMES, SKIP_ROTARY, T, llama_like
 from ...archs.native_layout import NativeLayout, regroup
+from ...archs.proof import (
+    BACK_TO_HF_TESTS,
+    LOGITS_TESTS,
+    SAME_AS_SOURCE_AND_LOADER,
+    Proof,
+)
 from ...errors import ConversionError
 from ...family import Family
 
@@ -43,6 +49,7 @@ PHI3 = llama_like(
     hf=HfLayout(PHI3_HF_NAMES, buffers=SKIP_ROTARY),
     native=NativeLayout(PHI3_FUSED),
     signature=(r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$", r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$"),
+    proof=Proof(("f32", "f16"), to_hf=SAME_AS_SOURCE_AND_LOADER, tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)),
 )
 
 FAMILY = Family("phi3", (PHI3,))

@@ -17,6 +17,12 @@ from ...archs.llama_like import (
                   llama_like,
 )
 from ...archs.native_layout import NativeLayout, regroup
+from ...archs.proof import (
+                  BACK_TO_HF_TESTS,
+                  LOGITS_TESTS,
+                  SAME_AS_SOURCE_AND_LOADER,
+                  Proof,
+)
 from ...family import Family
 
 QWEN3_HF_NAMES = {**LLAMA_HF_NAMES, T.ATTN_Q_NORM: HfName(f"{BLOCK}.self_attn.q_norm"),
@@ -52,10 +58,12 @@ QWEN = Arch(
 )
 
 QWEN2 = llama_like("qwen2", "Qwen2ForCausalLM", GgufLayout(gguf.MODEL_ARCH.QWEN2),
-                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_proj\.bias$"))
+                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_proj\.bias$"),
+                   proof=Proof(("f32", "f16"), to_hf=SAME_AS_SOURCE_AND_LOADER, tests=(LOGITS_TESTS, BACK_TO_HF_TESTS)))
 
 QWEN3 = llama_like("qwen3", "Qwen3ForCausalLM", GgufLayout(gguf.MODEL_ARCH.QWEN3),
                    hf=HfLayout(QWEN3_HF_NAMES, buffers=SKIP_ROTARY),
-                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_norm\.weight$"))
+                   signature=(*LLAMA_SIGNATURE, r"\.self_attn\.k_norm\.weight$"),
+                   proof=Proof(("f32",), tests=(LOGITS_TESTS,)))
 
 FAMILY = Family("qwen", (QWEN, QWEN2, QWEN3))

@@ -10,7 +10,7 @@ classes with ``AutoConfig`` and ``AutoModelForCausalLM``, so code that imports i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -135,10 +135,7 @@ class MLPExperts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = torch.bmm(x, self.c_fc)
-        if self.gate_proj is not None:
-            hidden = F.silu(torch.bmm(x, self.gate_proj)) * up
-        else:
-            hidden = F.relu(up).square()
+        hidden = F.silu(torch.bmm(x, self.gate_proj)) * up if self.gate_proj is not None else F.relu(up).square()
         return torch.bmm(hidden, self.c_proj)
 
 
@@ -251,7 +248,7 @@ class GPT(PreTrainedModel, GenerationMixin):
             )
         self.moe_losses.reset()
         x = self.transformer["wte"](input_ids) + self.transformer["wpe"](torch.arange(seq, device=input_ids.device))
-        for block in self.transformer["h"]:
+        for block in cast(nn.ModuleList, self.transformer["h"]):
             x = block(x)
         logits = self.lm_head(self.transformer["ln_f"](x))
         router_losses = self.moe_losses.totals()
@@ -276,7 +273,8 @@ class GPT(PreTrainedModel, GenerationMixin):
             return logits, loss, losses
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
-    def prepare_inputs_for_generation(
+    # Narrower than GenerationMixin's on purpose: without a KV cache there is nothing else to prepare.
+    def prepare_inputs_for_generation(  # type: ignore[override]
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         # No KV cache: every step runs the whole sequence, so generate()'s cache and slicing arguments are dropped.

@@ -192,8 +192,9 @@ class NeoBERTPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -config.embedding_init_range, config.embedding_init_range)
         elif isinstance(module, (NeoBERTRMSNorm, nn.LayerNorm)):
             init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                init.zeros_(bias)
 
 
 def _key_bias(attention_mask: torch.Tensor | None, input_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
@@ -314,6 +315,8 @@ class NeoBERTForSequenceClassification(NeoBERTPreTrainedModel):
         self.model = NeoBERT(config)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.classifier_dropout)
+        if config.num_labels is None:
+            raise ValueError("NeoBERTForSequenceClassification needs config.num_labels")
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
