@@ -284,6 +284,7 @@ TEST_CASE("a scaled source reads as codes times the scale of their block, throug
   Plan bad = p;  // a scale that does not tile the codes
   bad.sources[0].scale.block = {2, 32};
   CHECK_THROWS_WITH_AS(execute(bad, ExecOptions{1, 256}, nullptr), doctest::Contains("its blocks need"), Error);
+}
 
 TEST_CASE("a low-rank update is added to its source as it is read, through any view, and checked by layout()") {
   ScratchDir dir;
