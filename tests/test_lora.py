@@ -96,6 +96,14 @@ def test_llama_cpp_with_the_adapter_gives_peft_logits(lora: Lora, base_gguf: Pat
     got = adapted_logits(base_gguf, out)
     np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)
 
+    # Q8_0 where rows fit its blocks (A), f16 where they do not (B's rows of r values): still PEFT's model
+    pyconv.convert(lora.adapter, tmp_path / "adapter-q8.gguf", outtype="q8_0")
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(tmp_path / "adapter-q8.gguf").tensors}
+    assert types["blk.0.attn_q.weight.lora_a"] == gguf.GGMLQuantizationType.Q8_0
+    assert types["blk.0.attn_q.weight.lora_b"] == gguf.GGMLQuantizationType.F16
+    change = adapted_logits(base_gguf, tmp_path / "adapter-q8.gguf") - before  # llama.cpp's Q8_0 also rounds activations
+    assert np.corrcoef(change.ravel(), (want - before).ravel())[0, 1] > 0.99
+
 
 def test_adapter_bin_gives_the_same_tensors(lora: Lora, tmp_path: Path) -> None:
     pyconv.convert(lora.adapter, tmp_path / "st.gguf")
@@ -217,6 +225,12 @@ def test_merge_scale_and_quantized_output(lora: Lora, tmp_path: Path) -> None:
     want = base[f"{name}.weight"] + np.float32(0.5 * 16 / 8) * (b @ a)
     got = load_file(str(tmp_path / "half.safetensors"))[f"{name}.weight"]
     assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+
+    # repeated, the adapters add up: twice a quarter is the half
+    pyconv.convert(lora.base, tmp_path / "quarters.safetensors", outtype="f32",
+                   merge_lora=(f"{lora.adapter}:0.25", f"{lora.adapter}:0.25"))
+    twice = load_file(str(tmp_path / "quarters.safetensors"))[f"{name}.weight"]
+    assert np.abs(twice - want).max() <= 1e-6 * np.abs(want).max()
 
     pyconv.convert(lora.base, tmp_path / "q8.gguf", outtype="q8_0", merge_lora=(f"{lora.adapter}:0.5",))
     down = next(t for t in gguf.GGUFReader(tmp_path / "q8.gguf").tensors if t.name == "blk.1.ffn_down.weight")
