@@ -342,15 +342,29 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("source", &Scale::source)
       .def_readwrite("shape", &Scale::shape)
       .def_readwrite("block", &Scale::block);
-  py::class_<Source>(m, "Source", "A virtual row-major array of `dtype`: its segments one after another, its values "
-                                  "times a scale when one is given.")
-      .def(py::init([](DType dtype, std::vector<Segment> segments, Scale scale) {
-             return Source{dtype, std::move(segments), std::move(scale)};
+  py::class_<LowRank>(m, "LowRank", "factor * (B @ A) added to a source seen as [rows, cols]: sources `b` [rows, rank] "
+                                    "and `a` [rank, cols] hold plain floats.")
+      .def(py::init([](int64_t a, int64_t b, int64_t rows, int64_t cols, int64_t rank, float factor) {
+             return LowRank{a, b, rows, cols, rank, factor};
            }),
-           py::arg("dtype"), py::arg("segments"), py::arg_v("scale", Scale{}, "Scale()"))
+           py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("cols"), py::arg("rank"), py::arg("factor"))
+      .def_readwrite("a", &LowRank::a)
+      .def_readwrite("b", &LowRank::b)
+      .def_readwrite("rows", &LowRank::rows)
+      .def_readwrite("cols", &LowRank::cols)
+      .def_readwrite("rank", &LowRank::rank)
+      .def_readwrite("factor", &LowRank::factor);
+  py::class_<Source>(m, "Source", "A virtual row-major array of `dtype`: its segments one after another, its values "
+                                  "times a scale when one is given, plus its low-rank updates.")
+      .def(py::init([](DType dtype, std::vector<Segment> segments, Scale scale, std::vector<LowRank> updates) {
+             return Source{dtype, std::move(segments), std::move(scale), std::move(updates)};
+           }),
+           py::arg("dtype"), py::arg("segments"), py::arg_v("scale", Scale{}, "Scale()"),
+           py::arg_v("updates", std::vector<LowRank>{}, "[]"))
       .def_readwrite("dtype", &Source::dtype)
       .def_readwrite("segments", &Source::segments)
-      .def_readwrite("scale", &Source::scale);
+      .def_readwrite("scale", &Source::scale)
+      .def_readwrite("updates", &Source::updates);
   py::class_<BitField>(m, "BitField", "A u8 source read as (((x >> shift) & (2^bits - 1)) + offset) * scale; bits 0: as it is.")
       .def(py::init([](uint32_t bits, uint32_t shift, float offset, float scale) { return BitField{bits, shift, offset, scale}; }),
            py::arg("bits") = 0, py::arg("shift") = 0, py::arg("offset") = 0.0f, py::arg("scale") = 1.0f)

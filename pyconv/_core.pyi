@@ -9,7 +9,7 @@ import numpy.typing
 
 # Anything the buffer protocol exposes as contiguous bytes (numpy arrays included).
 _Buffer: typing.TypeAlias = bytes | bytearray | memoryview | numpy.ndarray
-__all__: list[str] = ['BitField', 'Container', 'CoreError', 'DType', 'GgufKV', 'GgufType', 'Op', 'OpKind', 'OutputFile', 'Part', 'Plan', 'QuantParams', 'Scale', 'Segment', 'Source', 'Tensor', 'TensorReport', 'TypeInfo', 'TypeKind', 'cast', 'default_threads', 'dequantize', 'dequantize_blocks', 'invalid_codes', 'quantize', 'set_simd_enabled', 'simd_level', 'tensor_nbytes', 'tensor_params', 'types']
+__all__: list[str] = ['BitField', 'Container', 'CoreError', 'DType', 'GgufKV', 'GgufType', 'LowRank', 'Op', 'OpKind', 'OutputFile', 'Part', 'Plan', 'QuantParams', 'Scale', 'Segment', 'Source', 'Tensor', 'TensorReport', 'TypeInfo', 'TypeKind', 'cast', 'default_threads', 'dequantize', 'dequantize_blocks', 'invalid_codes', 'quantize', 'set_simd_enabled', 'simd_level', 'tensor_nbytes', 'tensor_params', 'types']
 class CoreError(RuntimeError):
     message: str
     tensor: int | None
@@ -522,19 +522,67 @@ class Scale:
     @source.setter
     def source(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+class LowRank:
+    """
+    factor * (B @ A) added to a source seen as [rows, cols]: sources `b` [rows, rank] and `a` [rank, cols] hold plain floats.
+    """
+    def __init__(self, a: typing.SupportsInt | typing.SupportsIndex, b: typing.SupportsInt | typing.SupportsIndex, rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, rank: typing.SupportsInt | typing.SupportsIndex, factor: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def a(self) -> int:
+        ...
+    @a.setter
+    def a(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def b(self) -> int:
+        ...
+    @b.setter
+    def b(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def cols(self) -> int:
+        ...
+    @cols.setter
+    def cols(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def factor(self) -> float:
+        ...
+    @factor.setter
+    def factor(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def rank(self) -> int:
+        ...
+    @rank.setter
+    def rank(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def rows(self) -> int:
+        ...
+    @rows.setter
+    def rows(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
 class Source:
     """
-    A virtual row-major array of `dtype`: its segments one after another, its values times a scale when one is given.
+    A virtual row-major array of `dtype`: its segments one after another, its values times a scale when one is given, plus its low-rank updates.
     """
     dtype: DType
     scale: Scale
-    def __init__(self, dtype: DType | str, segments: collections.abc.Sequence[Segment], scale: Scale = ...) -> None:
+    def __init__(self, dtype: DType | str, segments: collections.abc.Sequence[Segment], scale: Scale = ..., updates: collections.abc.Sequence[LowRank] = []) -> None:
         ...
     @property
     def segments(self) -> list[Segment]:
         ...
     @segments.setter
     def segments(self, arg0: collections.abc.Sequence[Segment]) -> None:
+        ...
+    @property
+    def updates(self) -> list[LowRank]:
+        ...
+    @updates.setter
+    def updates(self, arg0: collections.abc.Sequence[LowRank]) -> None:
         ...
 class BitField:
     """

@@ -46,7 +46,9 @@ def _core_plan(plan: Plan, paths: list[Path]) -> _core.Plan:
             scale = _core.Scale()
             if t.scale is not None:
                 scale = _core.Scale(source_id(t.scale.tensor), list(t.shape), list(t.scale.block))
-            sources[id(t)] = core.add_source(_core.Source(dtypes.row(t.dtype).id, segments, scale))
+            updates = [_core.LowRank(source_id(u.a), source_id(u.b), t.shape[0], t.shape[1], u.a.shape[0], u.factor)
+                       for u in t.updates]
+            sources[id(t)] = core.add_source(_core.Source(dtypes.row(t.dtype).id, segments, scale, updates))
         return sources[id(t)]
 
     for f, path in zip(plan.files, paths):

@@ -115,6 +115,14 @@ class SourceOptions:
                                                   help="read the folder as this source format (zero, safetensors, dcp, torch, native, "
                                                        "gguf, neobert, or a plugin's) when it holds more than one"))
     arch: str | None = option(None, flag("--arch", help="force an architecture table instead of detecting it from config.json"))
+    # a PEFT LoRA adapter's base model folder (its config.json), when adapter_config.json does not name a local one
+    base: str | None = option(None, flag("--base", metavar="BASE_DIR",
+                                         help="LoRA adapter: the base model's folder, for its config.json (default: "
+                                              "the adapter's base_model_name_or_path when that is a local folder)"))
+    # PEFT LoRA adapters merged into the weights as they are converted, each "ADAPTER_DIR" or "ADAPTER_DIR:SCALE"
+    merge_lora: tuple[str, ...] = option((), flag("--merge-lora", action="append", metavar="ADAPTER_DIR[:SCALE]",
+                                                  help="merge a PEFT LoRA adapter into the weights, W + SCALE * alpha/r * "
+                                                       "B @ A, computed by the engine (repeatable; SCALE default 1)"))
     # tokenizer.json / tokenizer.model to use instead of the one beside the weights
     tokenizer: str | None = option(None, flag("--tokenizer", metavar="FILE", group=GGUF_GROUP,
                                               help="tokenizer.json or tokenizer.model to embed (default: beside the weights)"))

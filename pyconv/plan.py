@@ -101,7 +101,8 @@ class View:
     def describe(self) -> str:
         scale = self.tensor.scale
         dequantized = f" · × {scale.tensor.name}[{'×'.join(map(str, scale.block))}]" if scale else ""
-        return self.tensor.name + dequantized + "".join(f" · {s}" for s in self.steps)
+        merged = "".join(f" + {u.factor:g}·{u.b.name}@{u.a.name}" for u in self.tensor.updates)
+        return self.tensor.name + dequantized + merged + "".join(f" · {s}" for s in self.steps)
 
 
 def _nocopy_strides(old: tuple[int, ...], old_strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:

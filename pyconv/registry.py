@@ -18,7 +18,7 @@ from .archs.catalog import Catalog
 from .errors import ConversionError
 from .families import builtin
 from .family import Family, HfExporter, ModelChecks
-from .sources import dcp, gguf_checkpoint, native, safetensors, torch_pickle, zero
+from .sources import dcp, gguf_checkpoint, lora, native, safetensors, torch_pickle, zero
 from .sources.checkpoint import Checkpoint, Reader
 
 
@@ -58,8 +58,10 @@ def catalog() -> Catalog:
 # pyconv's own formats. A DeepSpeed folder holds .pt files too, so ZeRO is asked before torch; and before
 # safetensors, because HF Trainer keeps its model.safetensors beside the DeepSpeed checkpoint, and at stage 3
 # without gathering that file holds empty placeholders while the DeepSpeed checkpoint holds the weights. A DCP
-# folder is known by its .metadata alone.
+# folder is known by its .metadata alone. A LoRA adapter's
+# folder holds a safetensors or torch file, so it is asked first.
 FORMATS: tuple[Reader, ...] = (
+    Reader("lora", lora.recognises, lora.open_adapter),
     Reader("native", native.recognises, lambda path, _opts: native.open_native(path, catalog())),
     Reader("zero", zero.recognises, zero.open_zero),
     Reader("safetensors", safetensors.recognises, lambda path, _opts: safetensors.open_safetensors(path)),

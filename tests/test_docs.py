@@ -191,6 +191,26 @@ def fp8_model(k: Inputs) -> Path:
     return k.folder("fp8-model", build)
 
 
+def lora_pair(k: Inputs) -> Path:
+    """A tiny Llama (base_model) and a PEFT LoRA adapter of it (lora_adapter), as PEFT saves one."""
+    def build(d: Path) -> None:
+        import warnings
+
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        from .archs_fixtures import FAMILIES
+
+        FAMILIES["llama"].build(d / "base_model", k.smollm2)
+        model = AutoModelForCausalLM.from_pretrained(d / "base_model")
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5.23 deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            adapted = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))
+        adapted.save_pretrained(str(d / "lora_adapter"))
+    return k.folder("lora", build)
+
+
 # doc path (without a trailing "/") -> what makes it: a folder whose entries are put into the command's
 # folder (linked, or copied when pyconv would write beside them), as the docs' commands expect them
 INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
@@ -212,6 +232,8 @@ INPUTS: dict[str, tuple[Callable[[Inputs], Path], bool]] = {
     "export/model.gguf": (ci_export, False),
     "export/model.gguf.zst": (ci_export, False),
     "fp8_model": (fp8_model, False),
+    "base_model": (lora_pair, False),
+    "lora_adapter": (lora_pair, False),
 }
 
 

@@ -20,7 +20,7 @@ CONVERT_FLAGS = {
     "--chunk-size", "-q", "--quiet", "--strip-prefix", "--zero-weights", "--dcp-key", "--source", "--arch", "--include-pytorch-bin",
     "--allow-decoder-bias-drop", "--vocab-size", "--layout", "--tp-size", "--step", "--tokenizer", "--tokenizer-pre",
     "--split-max-size", "--split-max-tensors", "--name", "--no-fingerprint", "--hash-inputs", "--ternarize", "--keep-float",
-    "--compress", "--compress-only", *MIX_FLAGS,
+    "--compress", "--compress-only", "--base", "--merge-lora", *MIX_FLAGS,
 }
 QUANTIZE_FLAGS = {
     "-h", "--help", "-o", "--output", "--outtype", "--allow-requantize", "--threads", "--dry-run", "--force", "-q",

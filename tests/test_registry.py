@@ -34,7 +34,7 @@ def test_without_pyconvs_metadata_the_same_function_gives_them() -> None:
 def test_lookups() -> None:
     catalog = registry.catalog()
     assert catalog.for_gguf("bitnet-b1.58") is catalog.tables["bitnet"] and catalog.for_gguf("llama") is catalog.tables["llama"]
-    assert [r.name for r in registry.readers()] == ["neobert", "native", "zero", "safetensors", "gguf", "dcp", "torch"]
+    assert [r.name for r in registry.readers()] == ["neobert", "lora", "native", "zero", "safetensors", "gguf", "dcp", "torch"]
     neobert = registry.hf_exporter_of("neobert")
     assert neobert is not None and [p.name for p in neobert.remote_code] == ["modeling_neobert.py", "rotary.py"]
     checks = registry.model_checks("nanomoe_gpt")

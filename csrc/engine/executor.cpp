@@ -46,6 +46,13 @@ struct SourceView {
   const SourceView* scale = nullptr;
   int scale_dims = 0;
   uint64_t shape[kMaxDims] = {}, block[kMaxDims] = {}, scale_strides[kMaxDims] = {};
+  // Low-rank updates (engine/plan.h: LowRank), their small factors decoded to f32 up front.
+  struct Update {
+    std::vector<float> a, b;
+    uint64_t cols = 0, rank = 0;
+    float factor = 1.0f;
+  };
+  std::vector<Update> updates;
 
   // Segment holding `unit`.
   size_t segment_of(uint64_t unit) const {
@@ -78,6 +85,29 @@ struct SourceView {
       dst += take;
       e += take;
       n -= take;
+    }
+  }
+  // Adds each update's factor * (B @ A) to the f32 values of elements [e, e + n), a row at a time.
+  void apply_updates(uint64_t e0, float* dst0, size_t n0) const {
+    thread_local std::vector<float> acc;
+    for (const Update& u : updates) {
+      uint64_t e = e0;
+      float* dst = dst0;
+      size_t n = n0;
+      while (n > 0) {
+        const uint64_t row = e / u.cols, col = e % u.cols;
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(n, u.cols - col));
+        acc.assign(take, 0.0f);
+        for (uint64_t k = 0; k < u.rank; ++k) {
+          const float bk = u.b[row * u.rank + k];
+          const float* a = u.a.data() + k * u.cols + col;
+          for (size_t i = 0; i < take; ++i) acc[i] += bk * a[i];
+        }
+        for (size_t i = 0; i < take; ++i) dst[i] += acc[i] * u.factor;
+        dst += take;
+        e += take;
+        n -= take;
+      }
     }
   }
   void release(uint64_t first, uint64_t end) const {
@@ -220,7 +250,8 @@ class Worker {
   const uint8_t* gather(const TensorRun& r, const ChunkBox& b) {
     const Tensor& t = *r.tensor;
     // Zero-copy: one part covers the whole chunk with a contiguous run of one segment.
-    if (t.parts.size() == 1 && !r.gaps && r.work == sources_[t.parts[0].source].dtype && !sources_[t.parts[0].source].scale) {
+    if (t.parts.size() == 1 && !r.gaps && r.work == sources_[t.parts[0].source].dtype && !sources_[t.parts[0].source].scale &&
+        sources_[t.parts[0].source].updates.empty()) {
       const Part& p = t.parts[0];
       const SourceView& sv = sources_[p.source];
       int64_t first = 0;
@@ -364,7 +395,7 @@ class Worker {
   void copy_part(const SourceView& sv, const BitField& field, int64_t src_off, const StridedBox& box, DType work,
                  uint8_t* base, uint64_t dst_off) {
     release_if_dense(sv, src_off, box);
-    if (sv.dtype == work && field.bits == 0 && !sv.scale) {
+    if (sv.dtype == work && field.bits == 0 && !sv.scale && sv.updates.empty()) {
       uint8_t* dst = base + dst_off / sv.unit_elems * sv.unit_bytes;
       StridedBox ub = box;  // in units (blocks for quantized types)
       const int64_t ue = static_cast<int64_t>(sv.unit_elems);
@@ -475,6 +506,7 @@ class Worker {
           convert_run(sv.dtype, sv.ptrs[seg] + (unit - sv.starts[seg]) * sv.unit_bytes, work, out, static_cast<size_t>(take),
                       field, sv.params);
           if (sv.scale) sv.apply_scale(e, reinterpret_cast<float*>(out), static_cast<size_t>(take));
+          if (!sv.updates.empty()) sv.apply_updates(e, reinterpret_cast<float*>(out), static_cast<size_t>(take));
           done += take;
         }
         released_.push_back({&sv, static_cast<uint64_t>(src_off) / sv.unit_elems, (static_cast<uint64_t>(src_off) + len) / sv.unit_elems});
@@ -484,6 +516,7 @@ class Worker {
           uint8_t* out = dst + static_cast<size_t>(i * static_cast<uint64_t>(b.dst_strides[d])) * wb;
           convert_run(sv.dtype, sv.at(e), work, out, 1, field, sv.params);
           if (sv.scale) sv.apply_scale(e, reinterpret_cast<float*>(out), 1);
+          if (!sv.updates.empty()) sv.apply_updates(e, reinterpret_cast<float*>(out), 1);
         }
       }
       return;
@@ -551,10 +584,11 @@ float round_to_type(DType t, float x) {
 
 DType choose_work_dtype(const Plan& plan, const Tensor& t) {
   if (t.parts.empty()) return traits(t.out).is_block() ? DType::F32 : t.out;
-  // Bit fields decode to floats; a source with a tail is decoded with its parameters and a scaled
-  // source with its scales, never copied.
+  // Bit fields decode to floats; a source with a tail is decoded with its parameters, a scaled
+  // source with its scales and an updated one with its updates, never copied.
   for (const Part& p : t.parts)
-    if (p.field.bits != 0 || traits(plan.sources[p.source].dtype).tail_bytes != 0 || plan.sources[p.source].scale.source >= 0)
+    if (p.field.bits != 0 || traits(plan.sources[p.source].dtype).tail_bytes != 0 || plan.sources[p.source].scale.source >= 0 ||
+        !plan.sources[p.source].updates.empty())
       return DType::F32;
   const DType s = plan.sources[t.parts[0].source].dtype;
   bool same = true;
@@ -621,6 +655,23 @@ std::vector<TensorReport> execute(Plan& plan, const ExecOptions& options, const 
       v.ptrs.push_back(nullptr);
       v.files.push_back(nullptr);
       v.offsets.push_back(0);
+    }
+  }
+
+  // Update factors are small (rank rows or columns): decoded once, once every view is mapped.
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    for (const LowRank& lr : plan.sources[i].updates) {
+      SourceView::Update u;
+      u.cols = static_cast<uint64_t>(lr.cols);
+      u.rank = static_cast<uint64_t>(lr.rank);
+      u.factor = lr.factor;
+      // sizes checked by layout(): A holds rank * cols elements, B rows * rank
+      for (auto [from, into, n] : {std::tuple{lr.a, &u.a, lr.rank * lr.cols}, std::tuple{lr.b, &u.b, lr.rows * lr.rank}}) {
+        const SourceView& f = views[static_cast<size_t>(from)];
+        into->resize(static_cast<size_t>(n));
+        for (size_t k = 0; k < into->size(); ++k) cast(f.dtype, f.at(k), DType::F32, into->data() + k, 1);
+      }
+      views[i].updates.push_back(std::move(u));
     }
   }
 

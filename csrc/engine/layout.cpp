@@ -181,7 +181,7 @@ void check_tensor(const Plan& plan, const Tensor& t) {
   bool raw_copy = t.ops.empty() && !t.parts.empty() && out.tail_bytes == 0;
   for (const Part& p : t.parts)
     raw_copy = raw_copy && p.field.bits == 0 && p.source < plan.sources.size() && plan.sources[p.source].dtype == t.out &&
-               plan.sources[p.source].scale.source < 0;
+               plan.sources[p.source].scale.source < 0 && plan.sources[p.source].updates.empty();
   if (out.is_block() && !raw_copy && !out.quantize && !packs(plan, t))
     throw Error(std::string("pyconv cannot quantize to ") + out.name);
   if (out.is_float() && !raw_copy && !cast_writes(t.out))
@@ -190,7 +190,7 @@ void check_tensor(const Plan& plan, const Tensor& t) {
     if (!t.ops.empty()) throw Error(std::string("a ") + out.name + " tensor takes no operations");
     for (const Part& p : t.parts)
       if (p.field.bits != 0 || p.source >= plan.sources.size() || plan.sources[p.source].dtype != t.out ||
-          plan.sources[p.source].scale.source >= 0)
+          plan.sources[p.source].scale.source >= 0 || !plan.sources[p.source].updates.empty())
         throw Error(std::string("a ") + out.name + " tensor is copied from " + out.name + " data only");
   }
   bool float_like_sources = true;
@@ -206,7 +206,7 @@ void check_tensor(const Plan& plan, const Tensor& t) {
         throw Error("part " + std::to_string(i) + " reads " + std::to_string(p.field.bits) + "-bit fields at bit " +
                     std::to_string(p.field.shift) + " of " + st.name + " elements; bit fields come from u8 bytes");
       if (out.kind == TypeKind::Plain) throw Error(std::string("bit fields decode to floats, not ") + out.name);
-    } else if (src.scale.source >= 0) {  // decoded to floats
+    } else if (src.scale.source >= 0 || !src.updates.empty()) {  // decoded to floats
       if (out.kind == TypeKind::Plain) throw Error(std::string("scaled sources decode to floats, not ") + out.name);
     } else if (st.kind == TypeKind::Plain) {
       float_like_sources = false;
@@ -250,7 +250,7 @@ bool packs(const Plan& plan, const Tensor& t) {
     if (p.source >= plan.sources.size() || p.field.bits != 0 || p.shape.size() != t.layout.size()) return false;
     const Source& s = plan.sources[p.source];
     const Scale& sc = s.scale;
-    if (s.dtype != out.pack_codes || sc.source < 0 || static_cast<uint64_t>(sc.source) >= plan.sources.size() ||
+    if (s.dtype != out.pack_codes || sc.source < 0 || !s.updates.empty() || static_cast<uint64_t>(sc.source) >= plan.sources.size() ||
         plan.sources[static_cast<size_t>(sc.source)].dtype != out.pack_scales || sc.shape.empty() ||
         sc.block.size() != sc.shape.size() || sc.block.back() != be || sc.shape.back() % be != 0)
       return false;
@@ -333,6 +333,30 @@ void check_scale(const Plan& plan, const Source& s) {
                 std::to_string(scales));
 }
 
+// An update's factors are float sources of plain values, A [rank, cols] and B [rows, rank], of a
+// float (or scaled) source of rows * cols elements.
+void check_updates(const Plan& plan, const Source& s) {
+  for (const LowRank& lr : s.updates) {
+    if (lr.rows < 1 || lr.cols < 1 || lr.rank < 1) throw Error("a low-rank update needs positive rows, columns and rank");
+    if (source_elems(s) != static_cast<uint64_t>(lr.rows * lr.cols))
+      throw Error("an updated source of " + std::to_string(source_elems(s)) + " elements is not " + std::to_string(lr.rows) +
+                  " x " + std::to_string(lr.cols));
+    const DTypeTraits& tr = traits(s.dtype);
+    if (!tr.is_float() && s.scale.source < 0)
+      throw Error(std::string("a low-rank update applies to float values, not ") + tr.name + " data");
+    for (auto [index, want] : {std::pair{lr.a, lr.rank * lr.cols}, std::pair{lr.b, lr.rows * lr.rank}}) {
+      if (index < 0 || static_cast<uint64_t>(index) >= plan.sources.size())
+        throw Error("a low-rank update names a missing source");
+      const Source& f = plan.sources[static_cast<size_t>(index)];
+      if (!traits(f.dtype).is_float() || traits(f.dtype).is_block() || f.scale.source >= 0 || !f.updates.empty())
+        throw Error(std::string("a low-rank factor is a float source of plain values, not ") + traits(f.dtype).name + " data");
+      if (source_elems(f) != static_cast<uint64_t>(want))
+        throw Error("a low-rank factor of " + std::to_string(source_elems(f)) + " elements, its shape needs " +
+                    std::to_string(want));
+    }
+  }
+}
+
 }  // namespace
 
 void validate(const Plan& plan) {
@@ -341,6 +365,7 @@ void validate(const Plan& plan) {
       if (seg.file >= plan.inputs.size()) throw Error("a source segment names input " + std::to_string(seg.file) + " which does not exist");
     block_bytes_per_segment(s);
     check_scale(plan, s);
+    check_updates(plan, s);
   }
   for (uint32_t i = 0; i < plan.tensors.size(); ++i) {
     try {

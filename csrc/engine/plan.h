@@ -26,12 +26,23 @@ struct Scale {
   std::vector<int64_t> block;
 };
 
+// A low-rank update merged into a source as it is read, as LoRA adapters are merged: the source,
+// seen as [rows, cols], holds W + factor * (B @ A), B [rows, rank] and A [rank, cols] being small
+// float sources. The product is taken in f32, then scaled and added.
+struct LowRank {
+  int64_t a = -1;
+  int64_t b = -1;
+  int64_t rows = 0, cols = 0, rank = 0;
+  float factor = 1.0f;
+};
+
 // A virtual row-major array of `dtype`: its segments concatenated in order. A ZeRO parameter is a
 // source whose segments live in several rank files.
 struct Source {
   DType dtype = DType::F32;
   std::vector<Segment> segments;
   Scale scale;
+  std::vector<LowRank> updates;  // added in order, after the scale
 };
 
 // Reads the elements of a u8 source as bit fields: (((x >> shift) & (2^bits - 1)) + offset) * scale.

@@ -34,6 +34,16 @@ class Scale:
 
 
 @dataclass(frozen=True, eq=False)
+class LowRankUpdate:
+    """``factor · (b @ a)`` added to a 2-d tensor's values as the engine reads them (f32): a LoRA
+    adapter's pair merged into its base weight, ``b`` [rows, rank] and ``a`` [rank, cols]."""
+
+    a: SourceTensor
+    b: SourceTensor
+    factor: float
+
+
+@dataclass(frozen=True, eq=False)
 class SourceTensor:
     """A tensor over the bytes of its segments concatenated in order (its storage).
 
@@ -49,6 +59,7 @@ class SourceTensor:
     offset: int = 0
     strides: tuple[int, ...] | None = None
     scale: Scale | None = None  # set for the codes of a pre-quantized weight
+    updates: tuple[LowRankUpdate, ...] = ()  # merged LoRA adapters
 
     @property
     def value_dtype(self) -> str:

@@ -9,6 +9,7 @@ from .. import registry
 from ..errors import ConversionError
 from ..options import ConvertOptions
 from .checkpoint import Checkpoint
+from .lora import merge_adapters
 from .prequantized import dequantize
 
 
@@ -44,6 +45,7 @@ def open_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> 
                               f"pick one with --source {'|'.join(r.name for r in found)})", file=e.file, tensor=e.tensor) from None
     ck.strip_prefixes(opts.source.strip_prefixes)
     dequantize(ck)
+    merge_adapters(ck, opts.source.merge_lora)
     return ck
 
 

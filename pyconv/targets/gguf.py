@@ -321,6 +321,33 @@ class GgufMapper:
             gguf_name += ".weight"
         return kind, gguf_name
 
+    def one_to_one(self, hf: str) -> tuple[gguf.MODEL_TENSOR, str, int | None]:
+        """(kind, GGUF name, rotary heads its rows are permuted by or None) of a weight llama.cpp keeps
+        as one tensor in HF's own orientation; anything split, fused, stacked, transposed, regrouped or
+        dropped is refused, since a low-rank update of it is not a low-rank update of one GGUF tensor."""
+        name = self.arch.base_name(hf)
+        fixes = self.layout
+        reshaped = (self.layout.skipped(name) or self._fuse_part(name) is not None
+                    or any(re.match(s.pattern, name) for s in fixes.splits)
+                    or bool(fixes.experts and re.match(fixes.experts.pattern, name))
+                    or bool(fixes.transposed and hf.endswith(fixes.transposed)))
+        if reshaped:
+            raise ConversionError(f"llama.cpp's '{fixes.name}' stores this weight split, fused, stacked, transposed or "
+                                  "not at all, so a LoRA update of it cannot be carried over", tensor=hf)
+        kind, gguf_name = self._gguf_name(hf, name)
+        if kind in fixes.head_grouped:
+            raise ConversionError("llama.cpp regroups this weight's rows per head, so a LoRA update of it cannot be "
+                                  "carried over", tensor=hf)
+        rotary = fixes.permute_qk and kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K)
+        return kind, gguf_name, self.rotary_heads(kind) if rotary else None
+
+    def rotary_heads(self, kind: gguf.MODEL_TENSOR) -> int:
+        """The heads whose rows llama.cpp's Q/K permutation reorders: the query heads, or K's own."""
+        n_head = int(self.cfg.require("num_attention_heads", "n_head"))
+        if kind == gguf.MODEL_TENSOR.ATTN_K:
+            n_head = int(self.cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
+        return n_head
+
     def _split(self, hf: str, name: str, t: SourceTensor) -> list[MappedTensor] | None:
         for split in self.layout.splits:
             if m := re.match(split.pattern, name):
@@ -422,10 +449,7 @@ class GgufMapper:
             layout = view.shape
         shape = view.shape
         if fixes.permute_qk and m.kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
-            n_head = int(cfg.require("num_attention_heads", "n_head"))
-            if m.kind == gguf.MODEL_TENSOR.ATTN_K:
-                n_head = int(cfg.find("num_key_value_heads", "n_kv_heads") or n_head)
-            view, layout = rope_permuted(view, n_head)
+            view, layout = rope_permuted(view, self.rotary_heads(m.kind))
         if m.kind in fixes.head_grouped:
             view, layout = parts_after_heads(view, int(cfg.require("num_attention_heads", "n_head")), head_dim(cfg))
         parts = [Part(view, (0,) * len(layout))]

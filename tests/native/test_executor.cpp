@@ -285,3 +285,64 @@ TEST_CASE("a scaled source reads as codes times the scale of their block, throug
   bad.sources[0].scale.block = {2, 32};
   CHECK_THROWS_WITH_AS(execute(bad, ExecOptions{1, 256}, nullptr), doctest::Contains("its blocks need"), Error);
 }
+
+TEST_CASE("a low-rank update is added to its source as it is read, through any view, and checked by layout()") {
+  ScratchDir dir;
+  const int64_t rows = 37, cols = 70, rank = 3;
+  std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
+  std::vector<float> a(static_cast<size_t>(rank * cols));
+  std::vector<uint16_t> b(static_cast<size_t>(rows * rank));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(static_cast<float>(i % 97) * 0.25f - 12.0f);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.125f - 0.75f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_f16(static_cast<float>(i % 7) * 0.5f - 1.5f);
+  std::vector<uint8_t> file(reinterpret_cast<const uint8_t*>(w.data()), reinterpret_cast<const uint8_t*>(w.data() + w.size()));
+  file.insert(file.end(), reinterpret_cast<const uint8_t*>(a.data()), reinterpret_cast<const uint8_t*>(a.data() + a.size()));
+  file.insert(file.end(), reinterpret_cast<const uint8_t*>(b.data()), reinterpret_cast<const uint8_t*>(b.data() + b.size()));
+  write_file(dir.file("in.bin"), file);
+  const float factor = 0.625f;
+  // W + factor * (B @ A), the product summed over the rank in order, in f32
+  std::vector<float> want(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < rank; ++k)
+        acc += f16_to_f32(b[static_cast<size_t>(r * rank + k)]) * a[static_cast<size_t>(k * cols + c)];
+      want[static_cast<size_t>(r * cols + c)] = bf16_to_f32(w[static_cast<size_t>(r * cols + c)]) + acc * factor;
+    }
+
+  Plan p;
+  p.inputs = {dir.file("in.bin")};
+  const uint64_t wb = w.size() * 2, ab = a.size() * 4;
+  p.sources.push_back(one_segment(DType::BF16, 0, 0, wb));
+  p.sources.push_back(one_segment(DType::F32, 0, wb, ab));
+  p.sources.push_back(one_segment(DType::F16, 0, wb + ab, b.size() * 2));
+  p.sources[0].updates.push_back(LowRank{1, 2, rows, cols, rank, factor});
+  Part t;  // transposed: layout [cols, rows]
+  t.source = 0;
+  t.src_strides = {1, cols};
+  t.dst_start = {0, 0};
+  t.shape = {cols, rows};
+  p.tensors.push_back(tensor("same", {rows, cols}, DType::F32, {whole(0, {rows, cols})}));
+  p.tensors.push_back(tensor("t", {cols, rows}, DType::F32, {t}));
+  p.files.push_back(raw_file(dir.file("out.raw"), p.tensors));
+  for (uint64_t chunk : {uint64_t{256}, uint64_t{4} << 20}) {
+    remove_file(dir.file("out.raw"));
+    Plan run = p;
+    execute(run, ExecOptions{2, chunk}, nullptr);
+    const std::vector<uint8_t> out = read_file(dir.file("out.raw"));
+    const std::vector<float> same = as<float>(out), tr = as<float>(out, run.tensors[1].offset);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        REQUIRE(same[static_cast<size_t>(r * cols + c)] == want[static_cast<size_t>(r * cols + c)]);
+        REQUIRE(tr[static_cast<size_t>(c * rows + r)] == want[static_cast<size_t>(r * cols + c)]);
+      }
+  }
+
+  Plan wrong = p;
+  wrong.sources[0].updates[0].rank = 4;  // A and B no longer hold rank * cols and rows * rank elements
+  CHECK_THROWS_AS(execute(wrong, ExecOptions{1, 4096}, nullptr), Error);
+  Plan codes = p;
+  codes.sources[0].dtype = DType::I16;  // integers take no update
+  codes.sources[0].segments[0].nbytes = wb;
+  CHECK_THROWS_AS(execute(codes, ExecOptions{1, 4096}, nullptr), Error);
+}
