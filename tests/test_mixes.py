@@ -20,6 +20,7 @@ import pytest
 
 import pyconv
 from pyconv.gguf_mixes import FILE_TYPES
+from pyconv.validate import validate
 
 from .archs_fixtures import CORPUS, save_model, train_sentencepiece
 from .conftest import REPO, run_cli
@@ -111,7 +112,14 @@ def test_file_type_equals_llama_quantize(tiny: tuple[Path, Path], tmp_path: Path
 def test_smollm2_rows_of_576_fall_back_as_llama_quantize(smollm2_hf: Path, smollm2_f32: Path, tmp_path: Path,
                                                          file_type: str) -> None:
     want = llama_quantize(smollm2_f32, tmp_path / "ref.gguf", file_type)
-    assert_same_file(one_pass(smollm2_hf, tmp_path / "pyconv.gguf", file_type), want)
+    ours = one_pass(smollm2_hf, tmp_path / "pyconv.gguf", file_type)
+    assert_same_file(ours, want)
+    # llama.cpp runs the one-pass file, and validate reports how far its logits are from transformers'
+    report = validate(ours, reference=smollm2_hf)
+    checks = {c.name: c for c in report.checks}
+    assert checks["runtime"].status == "pass" and "Paris" in checks["runtime"].data["continuation"]
+    assert checks["reference"].status == "pass", checks["reference"].detail
+    assert "at least 60% for this file's bits per weight" in checks["reference"].detail
 
 
 OPTIONS: list[tuple[str, dict[str, Any]]] = [
