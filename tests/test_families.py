@@ -70,6 +70,21 @@ CASES = {c.name: c for c in (
          {**IDS, "head_dim": 16, "logit_scale": 0.5, "sliding_window": 4, "num_hidden_layers": 3,
           "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}, seed=41,
          ablations=(Ablation("cohere2-layer-pattern", hparams=without_hparams("add_sliding_window_pattern")),)),
+    # a window shorter than the test's text, a full layer between sliding ones, two rope bases, the query scale
+    # llama.cpp applies (1/√head_dim) and the per-head q/k norms (w + 1 like the others)
+    Case("gemma3", "Gemma3TextConfig", "Gemma3ForCausalLM",
+         {**IDS, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 4, "num_hidden_layers": 3,
+          "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+          "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                              "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
+         seed=47, gelu=True, loader=True,
+         # transformers' GGUF loader reads neither the layer pattern nor the local base nor the query scale
+         loader_defaults={"query_pre_attn_scalar": 256, "layer_types": ["sliding_attention"] * 3,
+                          "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                                              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+         ablations=(Ablation("gemma3-norm-shift", {"norm_shift": 0.0}),
+                    Ablation("gemma3-layer-pattern", hparams=without_hparams("add_sliding_window_pattern")),
+                    Ablation("gemma3-local-rope-base", hparams=without_hparams("add_rope_freq_base_swa")))),
     Case("gptneox", "GPTNeoXConfig", "GPTNeoXForCausalLM", IDS, seed=42, gelu=True,
          ablations=(Ablation("gptneox-qkv-per-head", {"head_grouped": ()}),
                     Ablation("gptneox-partial-rotary", hparams=without_hparams("add_rope_dimension_count")))),
