@@ -15,6 +15,7 @@ import torch
 import pyconv
 from pyconv import registry
 
+from .archs_fixtures import LLAMA_SHAPE
 from .family_harness import (
     BROKEN,
     F32_TOL,
@@ -85,6 +86,12 @@ CASES = {c.name: c for c in (
          ablations=(Ablation("gemma3-norm-shift", {"norm_shift": 0.0}),
                     Ablation("gemma3-layer-pattern", hparams=without_hparams("add_sliding_window_pattern")),
                     Ablation("gemma3-local-rope-base", hparams=without_hparams("add_rope_freq_base_swa")))),
+    # the same text model inside the multimodal checkpoint, beside a vision tower GGUF leaves out
+    Case("gemma3", "Gemma3Config", "Gemma3ForConditionalGeneration",
+         {**IDS, "text_config": {**LLAMA_SHAPE, **IDS, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 4},
+          "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                            "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+          "mm_tokens_per_image": 4}, seed=48, gelu=True, variant="multimodal"),
     Case("gptneox", "GPTNeoXConfig", "GPTNeoXForCausalLM", IDS, seed=42, gelu=True,
          ablations=(Ablation("gptneox-qkv-per-head", {"head_grouped": ()}),
                     Ablation("gptneox-partial-rotary", hparams=without_hparams("add_rope_dimension_count")))),

@@ -9,6 +9,7 @@ model under ``language_model``; their vision tower is not the text model's and i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,7 @@ GEMMA3_HPARAMS = (
 GEMMA3_HF_NAMES = {**GEMMA2_HF_NAMES, T.ATTN_Q_NORM: HfName(f"{BLOCK}.self_attn.q_norm"),
                    T.ATTN_K_NORM: HfName(f"{BLOCK}.self_attn.k_norm")}
 
-GEMMA3 = llama_like(
+GEMMA3 = dataclasses.replace(llama_like(
     "gemma3", ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
     GgufLayout(gguf.MODEL_ARCH.GEMMA3, GEMMA3_HPARAMS, norm_shift=1.0, constants=NO_SPACE_PREFIX,
                skip=(*SKIP_ROTARY, r"^(model\.)?(vision_tower|multi_modal_projector)\.")),
@@ -93,6 +94,6 @@ GEMMA3 = llama_like(
     signature=(*LLAMA_SIGNATURE, r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
                r"\.self_attn\.q_norm\.weight$"),
     proof=Proof(("f32", "f16", "q8_0"), to_hf=LOADS_BACK_AND_LOADER, tests=(FAMILY_TESTS,)),
-)
+), prefixes=("language_model.",))
 
 FAMILY = Family("gemma", (GEMMA, GEMMA2, GEMMA3))
