@@ -92,7 +92,7 @@ GEMMA3 = dataclasses.replace(llama_like(
     hf=HfLayout(GEMMA3_HF_NAMES, tied_default=True, buffers=SKIP_ROTARY),
     model_types=("gemma3_text", "gemma3"),
     signature=(*LLAMA_SIGNATURE, r"^model\.layers\.\d+\.pre_feedforward_layernorm\.weight$",
-               r"\.self_attn\.q_norm\.weight$"),
+               r"\.self_attn\.q_norm\.weight$", r"\.self_attn\.k_norm\.weight$"),
     proof=Proof(("f32", "f16", "q8_0"), to_hf=LOADS_BACK_AND_LOADER, tests=(FAMILY_TESTS,)),
 ), prefixes=("language_model.",))
 

@@ -44,6 +44,8 @@ LFM2 = llama_like(
         HParam("add_shortconv_l_cache", ("conv_L_cache",)),
         HParam("add_layer_norm_rms_eps", ("norm_eps",)),
     ), skip=SKIP_ROTARY, squeezed=(gguf.MODEL_TENSOR.SHORTCONV_CONV,)),
+    # the norm before either kind of operator and the FFN's w1/w2/w3 are in every layer
+    signature=(r"^model\.layers\.\d+\.operator_norm\.weight$", r"^model\.layers\.\d+\.feed_forward\.w1\.weight$"),
     proof=Proof(("f32", "f16", "q8_0"), tests=(FAMILY_TESTS,)),
 )
 
