@@ -95,7 +95,7 @@ CASES = {c.name: c for c in (
           "mm_tokens_per_image": 4}, seed=48, gelu=True, variant="multimodal"),
     # convolution layers around an attention one, and an FFN width LFM2 rounds up (96 → 64 → 256)
     Case("lfm2", "Lfm2Config", "Lfm2ForCausalLM",
-         {**IDS, "num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"]}, seed=49,
+         {**IDS, "num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"]}, seed=49, loader=True,
          # without each fix llama.cpp finds tensors of other shapes than its graph's, or missing ones
          ablations=(Ablation("lfm2-conv-layers", hparams=lambda layout: {"hparams": (*(
              h for h in layout.hparams if h.method != "add_head_count_kv"),
