@@ -62,11 +62,13 @@ def without_hparams(*methods: str) -> Callable[[GgufLayout], dict[str, Any]]:
 @dataclass(frozen=True)
 class Ablation:
     """One layout fix of the table switched off: ``gguf`` fields replaced by these values, or by what ``hparams``
-    (a function of the GGUF layout) gives."""
+    (a function of the GGUF layout) gives. ``refused``: without the fix llama.cpp does not load the file at all
+    (tensor shapes that disagree with the graph's), rather than computing other logits."""
 
     id: str
     gguf: Mapping[str, Any] = field(default_factory=dict)
     hparams: Callable[[GgufLayout], dict[str, Any]] | None = None
+    refused: bool = False
 
     def apply(self, arch: Arch) -> Arch:
         changes = {**self.gguf, **(self.hparams(arch.gguf) if self.hparams else {})}

@@ -76,12 +76,12 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, tiny_llama_dir: Path) -> No
     folder = tmp_path / "model"
     shutil.copytree(tiny_llama_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text")
+    config.update(architectures=["Gemma4ForCausalLM"], model_type="gemma4_text")
     (folder / "config.json").write_text(json.dumps(config))
     r = run_cli("convert", folder, "-o", tmp_path / "x.gguf")
     assert r.returncode == 1 and not (tmp_path / "x.gguf").exists()
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "['Gemma3ForCausalLM']" in lines[0] and "closest pyconv has is 'gemma" in lines[0]
+    assert len(lines) == 1 and "['Gemma4ForCausalLM']" in lines[0] and "closest pyconv has is 'gemma" in lines[0]
 
 
 def test_an_unknown_arch_flag_names_the_closest_table() -> None:

@@ -65,6 +65,9 @@ class GgufLayout:
     norm_shift: float = 0.0
     # weights stored [in, out] (GPT-2's Conv1D), transposed for GGUF
     transposed: tuple[str, ...] = ()
+    # tensors HF keeps with a middle axis of 1 (depthwise convolution kernels [channels, 1, width]) that the
+    # graph reads as matrices
+    squeezed: tuple[gguf.MODEL_TENSOR, ...] = ()
     experts: ExpertStack | None = None
     splits: tuple[Split, ...] = ()
     fuses: tuple[Fuse, ...] = ()

@@ -205,6 +205,8 @@ def from_gguf(ck: GgufCheckpoint, catalog: Catalog, forced: str | None) -> HfTen
         view = View.of(t)
         if fixes.transposed and hf.endswith(fixes.transposed):
             view = view.transpose()
+        if kind in fixes.squeezed:
+            view = view.reshape(view.shape[0], 1, *view.shape[1:])
         shape = layout = view.shape
         if fixes.permute_qk and kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
             view, layout = rope_unpermuted(view, n_head if kind == gguf.MODEL_TENSOR.ATTN_Q else n_kv)

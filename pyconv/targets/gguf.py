@@ -33,8 +33,9 @@ OUTTYPES = dtypes.gguf_outtypes()
 log = logging.getLogger("pyconv")
 T = gguf.MODEL_TENSOR
 
-# llama.cpp keeps these float32 whatever the file type (its converter and llama-quantize agree)
-ALWAYS_F32 = {T.FFN_GATE_INP, T.POS_EMBD, T.TOKEN_TYPES}
+# llama.cpp keeps these float32 whatever the file type (its converter and llama-quantize agree; its convolution
+# ops read only f32 kernels)
+ALWAYS_F32 = {T.FFN_GATE_INP, T.POS_EMBD, T.TOKEN_TYPES, T.SSM_CONV1D, T.SHORTCONV_CONV}
 EMBEDDINGS = {T.TOKEN_EMBD, T.OUTPUT}
 # the seven projections a BitNet layer ternarizes; nothing else in a ternary file is ternary (docs/i2s.md)
 PROJECTIONS = {T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN}
@@ -446,6 +447,11 @@ class GgufMapper:
         hf = m.view.tensor.name
         if fixes.transposed and hf.endswith(fixes.transposed):
             view = view.transpose()
+            layout = view.shape
+        if m.kind in fixes.squeezed:
+            if len(view.shape) != 3 or view.shape[1] != 1:
+                raise ConversionError(f"is {list(view.shape)}, not [channels, 1, width]", file=self.ck.path, tensor=hf)
+            view = view.reshape(view.shape[0], view.shape[2])
             layout = view.shape
         shape = view.shape
         if fixes.permute_qk and m.kind in (gguf.MODEL_TENSOR.ATTN_Q, gguf.MODEL_TENSOR.ATTN_K):
