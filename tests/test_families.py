@@ -14,6 +14,8 @@ import torch
 
 import pyconv
 from pyconv import registry
+from pyconv.archs.gguf_layout import ExpertStack
+from pyconv.archs.moe_like import EXPERTS_STACK
 
 from .family_harness import (
     BROKEN,
@@ -30,6 +32,12 @@ from .family_harness import (
 
 # small distinct ids: the families' config defaults name special tokens past the tiny vocabulary
 IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+# four experts of which each token takes two
+MOE = {**IDS, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+# the per-expert gate and up projections stacked into each other's GGUF tensor
+SWAPPED_EXPERTS = ExpertStack(EXPERTS_STACK.pattern, {**EXPERTS_STACK.parts, "gate_proj": EXPERTS_STACK.parts["up_proj"],
+                                                      "up_proj": EXPERTS_STACK.parts["gate_proj"]},
+                              EXPERTS_STACK.count_fields)
 
 CASES = {c.name: c for c in (
     Case("olmo2", "Olmo2Config", "Olmo2ForCausalLM", IDS, seed=31),
@@ -85,6 +93,8 @@ CASES = {c.name: c for c in (
     # neither: every head its own query, key and value
     Case("falcon", "FalconConfig", "FalconForCausalLM", {**IDS, "multi_query": False}, seed=46, gelu=True,
          variant="per-head", ablations=(Ablation("falcon-per-head-qkv", {"kv_grouped": ()}),)),
+    Case("qwen2_moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 48},
+         seed=47, ablations=(Ablation("qwen2_moe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
 )}
 
 
