@@ -95,6 +95,11 @@ CASES = {c.name: c for c in (
          variant="per-head", ablations=(Ablation("falcon-per-head-qkv", {"kv_grouped": ()}),)),
     Case("qwen2_moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 48},
          seed=47, ablations=(Ablation("qwen2_moe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+    Case("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**MOE, "head_dim": 16, "norm_topk_prob": True},
+         seed=48, ablations=(Ablation("qwen3_moe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+    # olmoe's graph norms k over n_embd: as many key-value heads as query heads
+    Case("olmoe", "OlmoeConfig", "OlmoeForCausalLM", {**MOE, "intermediate_size": 32, "num_key_value_heads": 4},
+         seed=50, ablations=(Ablation("olmoe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
 )}
 
 

@@ -17,7 +17,7 @@ from .llama_like import BLOCK, LLAMA_HF_NAMES, LLAMA_HPARAMS, T
 EXPERTS_STACK = ExpertStack(
     pattern=r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$",
     parts={"gate_proj": T.FFN_GATE_EXP, "up_proj": T.FFN_UP_EXP, "down_proj": T.FFN_DOWN_EXP},
-    count_fields=("num_experts",),
+    count_fields=("num_experts", "num_local_experts"),
 )
 # the fused gate‖up projection cut into llama.cpp's two stacked tensors
 EXPERTS_SPLIT = Split(r"^model\.layers\.(\d+)\.mlp\.experts\.gate_up_proj$", 1, (T.FFN_GATE_EXP, T.FFN_UP_EXP))
@@ -30,10 +30,12 @@ MOE_HF_NAMES: dict[gguf.MODEL_TENSOR, HfName] = {
     T.FFN_DOWN_EXP: HfName(f"{BLOCK}.mlp.experts.down_proj", bare=True),
 }
 
-# Llama's hyper-parameters with the expert count read back into ``num_experts``, the field these configs name it
-MOE_HPARAMS = (
-    *(h for h in LLAMA_HPARAMS if h.method != "add_expert_count"),
-    HParam("add_expert_count", ("num_experts",)),
-    HParam("add_expert_feed_forward_length", ("moe_intermediate_size",)),
-)
+# Llama's hyper-parameters with the expert count read back into ``num_experts``, the field the original checkpoints
+# name it (transformers 5 saves some as ``num_local_experts`` and reads either)
+MOE_HPARAMS = (*(h for h in LLAMA_HPARAMS if h.method != "add_expert_count"),
+               HParam("add_expert_count", ("num_experts", "num_local_experts")),
+               # the graphs fix it, but the config going back needs it
+               HParam("add_expert_weights_norm", ("norm_topk_prob",), required=False))
+# the experts' width, where it differs from a dense layer's ``intermediate_size``
+EXPERT_WIDTH = HParam("add_expert_feed_forward_length", ("moe_intermediate_size",))
 MOE_SIGNATURE = (r"^model\.layers\.\d+\.self_attn\.q_proj\.weight$", r"\.mlp\.experts\.gate_up_proj$")

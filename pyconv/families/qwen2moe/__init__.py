@@ -10,7 +10,7 @@ from ...archs.gguf_layout import GgufLayout, Requires
 from ...archs.hf_layout import HfLayout, HfName
 from ...archs.hparams import HParam
 from ...archs.llama_like import BLOCK, SKIP_ROTARY, T, llama_like
-from ...archs.moe_like import EXPERTS_SPLIT, EXPERTS_STACK, MOE_HF_NAMES, MOE_HPARAMS, MOE_SIGNATURE
+from ...archs.moe_like import EXPERT_WIDTH, EXPERTS_SPLIT, EXPERTS_STACK, MOE_HF_NAMES, MOE_HPARAMS, MOE_SIGNATURE
 from ...archs.native_layout import NativeLayout
 from ...archs.proof import FAMILY_TESTS, LOADS_BACK, Proof
 from ...family import Family
@@ -20,7 +20,7 @@ SHARED = f"{BLOCK}.mlp.shared_expert"
 QWEN2MOE = llama_like(
     "qwen2_moe", "Qwen2MoeForCausalLM",
     GgufLayout(gguf.MODEL_ARCH.QWEN2MOE,
-               (*MOE_HPARAMS,
+               (*MOE_HPARAMS, EXPERT_WIDTH,
                 HParam("add_expert_shared_feed_forward_length", ("shared_expert_intermediate_size",))),
                experts=EXPERTS_STACK, splits=(EXPERTS_SPLIT,), skip=SKIP_ROTARY,
                requires=(Requires("norm_topk_prob", False, "llama.cpp's qwen2moe graph keeps the top-k weights as "
