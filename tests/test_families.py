@@ -100,6 +100,10 @@ CASES = {c.name: c for c in (
     # olmoe's graph norms k over n_embd: as many key-value heads as query heads
     Case("olmoe", "OlmoeConfig", "OlmoeForCausalLM", {**MOE, "intermediate_size": 32, "num_key_value_heads": 4},
          seed=50, ablations=(Ablation("olmoe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+    Case("granitemoe", "GraniteMoeConfig", "GraniteMoeForCausalLM",
+         {**IDS, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32,
+          "embedding_multiplier": 6.0, "residual_multiplier": 0.5, "attention_multiplier": 0.1, "logits_scaling": 0.5},
+         seed=52, ablations=(Ablation("granitemoe-qk-permutation", {"permute_qk": False}),)),
 )}
 
 
