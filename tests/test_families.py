@@ -5,6 +5,7 @@ the architecture); each layout fix switched off breaks the agreement."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 import pyconv
 from pyconv import registry
 from pyconv.archs.gguf_layout import ExpertStack
+from pyconv.archs.llama_like import T
 from pyconv.archs.moe_like import EXPERTS_STACK
+from pyconv.families.ernie4_5_moe import ERNIE4_5_MOE
 
 from .family_harness import (
     BROKEN,
@@ -34,10 +37,14 @@ from .family_harness import (
 IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 # four experts of which each token takes two
 MOE = {**IDS, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
-# the per-expert gate and up projections stacked into each other's GGUF tensor
-SWAPPED_EXPERTS = ExpertStack(EXPERTS_STACK.pattern, {**EXPERTS_STACK.parts, "gate_proj": EXPERTS_STACK.parts["up_proj"],
-                                                      "up_proj": EXPERTS_STACK.parts["gate_proj"]},
-                              EXPERTS_STACK.count_fields)
+
+
+def swapped_experts(name: str, stack: ExpertStack | None = EXPERTS_STACK) -> Ablation:
+    """The per-expert gate and up projections stacked into each other's GGUF tensor."""
+    assert stack is not None
+    parts = {k: {T.FFN_GATE_EXP: T.FFN_UP_EXP, T.FFN_UP_EXP: T.FFN_GATE_EXP}.get(v, v) for k, v in stack.parts.items()}
+    return Ablation(f"{name}-expert-stack", {"experts": dataclasses.replace(stack, parts=parts)})
+
 
 CASES = {c.name: c for c in (
     Case("olmo2", "Olmo2Config", "Olmo2ForCausalLM", IDS, seed=31),
@@ -94,12 +101,17 @@ CASES = {c.name: c for c in (
     Case("falcon", "FalconConfig", "FalconForCausalLM", {**IDS, "multi_query": False}, seed=46, gelu=True,
          variant="per-head", ablations=(Ablation("falcon-per-head-qkv", {"kv_grouped": ()}),)),
     Case("qwen2_moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 48},
-         seed=47, ablations=(Ablation("qwen2_moe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+         seed=47, ablations=(swapped_experts("qwen2_moe"),)),
     Case("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**MOE, "head_dim": 16, "norm_topk_prob": True},
-         seed=48, ablations=(Ablation("qwen3_moe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+         seed=48, ablations=(swapped_experts("qwen3_moe"),)),
     # olmoe's graph norms k over n_embd: as many key-value heads as query heads
     Case("olmoe", "OlmoeConfig", "OlmoeForCausalLM", {**MOE, "intermediate_size": 32, "num_key_value_heads": 4},
-         seed=50, ablations=(Ablation("olmoe-expert-stack", {"experts": SWAPPED_EXPERTS}),)),
+         seed=50, ablations=(swapped_experts("olmoe"),)),
+    # a dense first layer, then experts: two routed of four, and two shared
+    Case("ernie4_5_moe", "Ernie4_5_MoeConfig", "Ernie4_5_MoeForCausalLM",
+         {**IDS, "head_dim": 16, "moe_num_experts": 4, "moe_k": 2, "moe_intermediate_size": 32,
+          "moe_num_shared_experts": 2, "moe_layer_start_index": 1}, seed=54,
+         ablations=(swapped_experts("ernie4_5_moe", ERNIE4_5_MOE.gguf.experts),)),
     Case("granitemoe", "GraniteMoeConfig", "GraniteMoeForCausalLM",
          {**IDS, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32,
           "embedding_multiplier": 6.0, "residual_multiplier": 0.5, "attention_multiplier": 0.1, "logits_scaling": 0.5},
