@@ -112,6 +112,11 @@ CASES = {c.name: c for c in (
          {**IDS, "head_dim": 16, "moe_num_experts": 4, "moe_k": 2, "moe_intermediate_size": 32,
           "moe_num_shared_experts": 2, "moe_layer_start_index": 1}, seed=54,
          ablations=(swapped_experts("ernie4_5_moe", ERNIE4_5_MOE.gguf.experts),)),
+    # a dense first layer, then two routed experts of four and one shared
+    Case("glm4_moe", "Glm4MoeConfig", "Glm4MoeForCausalLM",
+         {**IDS, "head_dim": 16, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+          "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "routed_scaling_factor": 2.0}, seed=55,
+         ablations=(Ablation("glm4_moe-partial-rotary", hparams=without_hparams("add_rope_dimension_count")),)),
     Case("granitemoe", "GraniteMoeConfig", "GraniteMoeForCausalLM",
          {**IDS, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32,
           "embedding_multiplier": 6.0, "residual_multiplier": 0.5, "attention_multiplier": 0.1, "logits_scaling": 0.5},
