@@ -5,6 +5,7 @@ the architecture); each layout fix switched off breaks the agreement."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ import torch
 
 import pyconv
 from pyconv import registry
+from pyconv.archs.gguf_layout import ExpertStack
 from pyconv.archs.hparams import HParam
+from pyconv.archs.llama_like import T
+from pyconv.archs.moe_like import EXPERTS_STACK
+from pyconv.families.ernie4_5_moe import ERNIE4_5_MOE
 
 from .archs_fixtures import LLAMA_SHAPE
 from .family_harness import (
@@ -32,6 +37,16 @@ from .family_harness import (
 
 # small distinct ids: the families' config defaults name special tokens past the tiny vocabulary
 IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+# four experts of which each token takes two
+MOE = {**IDS, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+
+
+def swapped_experts(name: str, stack: ExpertStack | None = EXPERTS_STACK) -> Ablation:
+    """The per-expert gate and up projections stacked into each other's GGUF tensor."""
+    assert stack is not None
+    parts = {k: {T.FFN_GATE_EXP: T.FFN_UP_EXP, T.FFN_UP_EXP: T.FFN_GATE_EXP}.get(v, v) for k, v in stack.parts.items()}
+    return Ablation(f"{name}-expert-stack", {"experts": dataclasses.replace(stack, parts=parts)})
+
 
 CASES = {c.name: c for c in (
     Case("olmo2", "Olmo2Config", "Olmo2ForCausalLM", IDS, seed=31),
@@ -119,6 +134,27 @@ CASES = {c.name: c for c in (
     # neither: every head its own query, key and value
     Case("falcon", "FalconConfig", "FalconForCausalLM", {**IDS, "multi_query": False}, seed=46, gelu=True,
          variant="per-head", ablations=(Ablation("falcon-per-head-qkv", {"kv_grouped": ()}),)),
+    Case("qwen2_moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 48},
+         seed=47, ablations=(swapped_experts("qwen2_moe"),)),
+    Case("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**MOE, "head_dim": 16, "norm_topk_prob": True},
+         seed=48, ablations=(swapped_experts("qwen3_moe"),)),
+    # olmoe's graph norms k over n_embd: as many key-value heads as query heads
+    Case("olmoe", "OlmoeConfig", "OlmoeForCausalLM", {**MOE, "intermediate_size": 32, "num_key_value_heads": 4},
+         seed=50, ablations=(swapped_experts("olmoe"),)),
+    # a dense first layer, then experts: two routed of four, and two shared
+    Case("ernie4_5_moe", "Ernie4_5_MoeConfig", "Ernie4_5_MoeForCausalLM",
+         {**IDS, "head_dim": 16, "moe_num_experts": 4, "moe_k": 2, "moe_intermediate_size": 32,
+          "moe_num_shared_experts": 2, "moe_layer_start_index": 1}, seed=54,
+         ablations=(swapped_experts("ernie4_5_moe", ERNIE4_5_MOE.gguf.experts),)),
+    # a dense first layer, then two routed experts of four and one shared
+    Case("glm4_moe", "Glm4MoeConfig", "Glm4MoeForCausalLM",
+         {**IDS, "head_dim": 16, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+          "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "routed_scaling_factor": 2.0}, seed=55,
+         ablations=(Ablation("glm4_moe-partial-rotary", hparams=without_hparams("add_rope_dimension_count")),)),
+    Case("granitemoe", "GraniteMoeConfig", "GraniteMoeForCausalLM",
+         {**IDS, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32,
+          "embedding_multiplier": 6.0, "residual_multiplier": 0.5, "attention_multiplier": 0.1, "logits_scaling": 0.5},
+         seed=52, ablations=(Ablation("granitemoe-qk-permutation", {"permute_qk": False}),)),
 )}
 
 

@@ -315,6 +315,8 @@ class GgufMapper:
 
     def _gguf_name(self, hf: str, name: str) -> tuple[gguf.MODEL_TENSOR, str]:
         found = self.names.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
+        if found is None and name.endswith("_bias"):  # a bare bias parameter (ERNIE's e_score_correction_bias)
+            found = self.names.get_type_and_name(name.removesuffix("_bias") + ".bias", try_suffixes=(".bias",))
         if found is None:
             raise ConversionError(f"no GGUF tensor for it in llama.cpp's '{self.layout.name}' architecture", tensor=hf)
         kind, gguf_name = found
