@@ -120,7 +120,7 @@ def test_the_plugins_architecture_converts(plugin: Path, shared: Path, tmp_path:
     toy = tiny_llama(Workshop(tmp_path / "toy", shared), {"architectures": ["ToyLlamaForCausalLM"], "model_type": "toyllama"})
     plain = tiny_llama(Workshop(tmp_path / "plain", shared))
     r = run_cli("convert", toy, "-o", tmp_path / "toy.gguf", "--name", "m", "-q")
-    assert r.returncode == 1 and "['ToyLlamaForCausalLM'] is not supported" in r.stderr  # pyconv alone does not know it
+    assert r.returncode == 1 and "architecture ['ToyLlamaForCausalLM'] (model_type 'toyllama') is not supported" in r.stderr  # pyconv alone does not know it
     r = run_cli("convert", toy, "-o", tmp_path / "toy.gguf", "--name", "m", "-q", env=with_plugin(plugin))
     assert r.returncode == 0, r.stderr
     assert run_cli("convert", plain, "-o", tmp_path / "plain.gguf", "--name", "m", "-q").returncode == 0
