@@ -105,7 +105,7 @@ def test_loose_files_sharing_a_tensor_are_not_merged(tmp_path: Path, cli: Any) -
 
 @pytest.mark.parametrize("named, message", [
     ("zero", "--source zero: this holds no zero checkpoint; it holds safetensors (--source safetensors)"),
-    ("pickle", "--source pickle is not a source format pyconv reads (neobert, native, zero, safetensors, gguf, dcp, torch)"),
+    ("pickle", "--source pickle is not a source format pyconv reads (neobert, lora, native, zero, safetensors, gguf, dcp, torch)"),
 ])
 def test_source_names_a_reader_that_reads_the_path(tmp_path: Path, cli: Any, named: str, message: str) -> None:
     save_safetensors(tmp_path / "model.safetensors", {"w": np.zeros(2, np.float32)})

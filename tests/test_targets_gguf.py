@@ -161,7 +161,7 @@ def test_split_output_is_what_llama_cpp_loads(smollm2_hf: Path, tmp_path: Path) 
     assert llama_greedy(shards[0], PROMPTS[:1], 8) == [[7042, 30, 198, 198, 504, 2988, 314, 42]]
 
 
-def test_unknown_architecture_lists_the_supported_ones(tmp_path: Path, smollm2_hf: Path) -> None:
+def test_unknown_architecture_names_the_way_to_the_supported_ones(tmp_path: Path, smollm2_hf: Path) -> None:
     import shutil
 
     src = tmp_path / "m"
@@ -170,4 +170,6 @@ def test_unknown_architecture_lists_the_supported_ones(tmp_path: Path, smollm2_h
     cfg["architectures"], cfg["model_type"] = ["FancyNewForCausalLM"], "fancy"
     (src / "config.json").write_text(json.dumps(cfg))
     r = run_cli("convert", src, "-o", tmp_path / "x.gguf")
-    assert r.returncode == 1 and "not supported (supported: " in r.stderr and "llama" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and not (tmp_path / "x.gguf").exists()
+    assert "architecture ['FancyNewForCausalLM'] (model_type 'fancy') is not supported; the closest pyconv has is" in r.stderr
+    assert "`pyconv archs` lists all" in r.stderr and "'pyconv.families' entry point" in r.stderr
