@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import pyconv
+from pyconv.bench.reference import VERSION
 from pyconv.cli import build_parser
 
 from .conftest import REPO
@@ -296,6 +297,13 @@ def test_doc_command_runs_as_printed(command: Command, inputs: Inputs, tmp_path:
     if args.command == "bench":  # the same jobs on the tiny shape, once each, on data shared by the session
         words = [*words, "--size", "tiny", "--rounds", "1"]
         env["PYCONV_BENCH_DATA"] = str(inputs.root / "bench-data")
+        # the kquants job's llama-quantize and llama.cpp's sources, as `make llama-tools` leaves them
+        tools = REPO / "build" / "llama-tools"
+        env["PYCONV_LLAMA_QUANTIZE"] = str(tools / "cmake" / "bin" / "llama-quantize")
+        sdist = inputs.root / "bench-data" / f"llama_cpp_python-{VERSION}.tar.gz"
+        if not sdist.exists():
+            sdist.parent.mkdir(parents=True, exist_ok=True)
+            sdist.symlink_to(tools / sdist.name)
     r = subprocess.run([sys.executable, "-m", "pyconv", *words[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                        env=env)
     assert r.returncode == 0, f"{command.id}: `{command.text}` exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
